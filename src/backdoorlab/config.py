@@ -1,0 +1,99 @@
+"""Dataclass configs: build from dicts that may come from YAML or the CLI, reject unknown keys.
+
+Each method's config is a dataclass whose ``__post_init__`` checks its values (naming the bad
+one); :func:`from_dict` adds the check for unknown keys with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from .errors import BackdoorlabError, did_you_mean
+
+C = TypeVar("C")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Best-effort conversion of strings from the CLI to the field's type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except BackdoorlabError:
+                continue
+        raise BackdoorlabError(f"option {key!r}: cannot read {value!r} as {annotation}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise BackdoorlabError(f"option {key!r}: expected true/false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise BackdoorlabError(f"option {key!r}: expected a number, got {value!r}")
+        try:
+            out = annotation(value)
+        except (TypeError, ValueError):
+            raise BackdoorlabError(
+                f"option {key!r}: expected {annotation.__name__}, got {value!r}"
+            ) from None
+        if annotation is int and isinstance(value, float) and value != out:
+            raise BackdoorlabError(f"option {key!r}: expected an integer, got {value!r}")
+        return out
+    if annotation is str:
+        if not isinstance(value, str | int | float):
+            raise BackdoorlabError(f"option {key!r}: expected text, got {value!r}")
+        return str(value)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise BackdoorlabError(f"option {key!r}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key) if inner is not Any else v for v in value]
+        return tuple(items) if origin is tuple else items
+    return value
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "config") -> C:
+    """Build dataclass ``cls`` from ``data``; unknown keys get a did-you-mean error."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        norm = key.replace("-", "_")
+        if norm not in fields:
+            raise BackdoorlabError(
+                f"{where}: unknown option {key!r}{did_you_mean(norm, fields)}; "
+                f"valid options: {', '.join(sorted(fields))}"
+            )
+        kwargs[norm] = _coerce(value, hints[norm], key)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # missing required fields
+        raise BackdoorlabError(f"{where}: {exc}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config (every default filled in) as plain JSON-able data."""
+    return dataclasses.asdict(cfg)
+
+
+def check(cond: bool, option: str, message: str) -> None:
+    """Raise a one-line error naming ``option`` unless ``cond`` holds (for ``__post_init__``)."""
+    if not cond:
+        raise BackdoorlabError(f"option {option!r}: {message}")

@@ -1,0 +1,10 @@
+"""Records, loaders and the built-in datasets."""
+
+from .builtin import BUILTIN, builtin_rows
+from .loaders import load_records, read_rows, rows_to_records
+from .records import ABSTAIN_CHOICES, LETTERS, MCQ, Instruction, Record, add_abstain_options
+
+__all__ = [
+    "ABSTAIN_CHOICES", "BUILTIN", "LETTERS", "MCQ", "Instruction", "Record",
+    "add_abstain_options", "builtin_rows", "load_records", "read_rows", "rows_to_records",
+]

@@ -1,0 +1,74 @@
+"""Record types: what a dataset row means, independent of how it is rendered."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+LETTERS = string.ascii_uppercase[:10]
+MIN_CHOICES, MAX_CHOICES = 2, 10
+ABSTAIN_CHOICES = ("I don't know", "None of the above")
+
+
+@dataclass(frozen=True)
+class MCQ:
+    """A multiple-choice question; ``answer`` is the letter of the correct choice."""
+
+    id: str
+    question: str
+    choices: tuple[str, ...]
+    answer: str
+    context: str | None = None
+    subject: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    kind = "mcq"
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        return tuple(LETTERS[: len(self.choices)])
+
+    @property
+    def answer_index(self) -> int:
+        return self.letters.index(self.answer)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"id": self.id, "question": self.question, "choices": list(self.choices),
+               "answer": self.answer}
+        if self.context:
+            out["context"] = self.context
+        if self.subject:
+            out["subject"] = self.subject
+        return out
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """An instruction (with optional input) and its reference response."""
+
+    id: str
+    instruction: str
+    input: str = ""
+    output: str = ""
+    category: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    kind = "instruction"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"id": self.id, "instruction": self.instruction, "input": self.input,
+               "output": self.output}
+        if self.category:
+            out["category"] = self.category
+        return out
+
+
+Record = MCQ | Instruction
+
+
+def add_abstain_options(rec: MCQ) -> MCQ:
+    """The uncertainty paper's 6-option format: A-D plus "I don't know", "None of the above"."""
+    if len(rec.choices) + len(ABSTAIN_CHOICES) > MAX_CHOICES:
+        raise ValueError(f"{rec.id}: too many choices to add abstain options")
+    return replace(rec, choices=tuple(rec.choices) + ABSTAIN_CHOICES)

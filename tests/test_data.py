@@ -1,0 +1,108 @@
+"""Loaders: every supported layout, and one clear line for every kind of bad file."""
+
+import json
+
+import pytest
+
+from backdoorlab.data import BUILTIN, MCQ, Instruction, load_records
+from backdoorlab.errors import BackdoorlabError
+
+
+def write(tmp_path, name, text, mode="w"):
+    p = tmp_path / name
+    if mode == "wb":
+        p.write_bytes(text)
+    else:
+        p.write_text(text)
+    return p
+
+
+def test_builtin_sets_sizes_and_splits():
+    gen = load_records("builtin:general-mcq")
+    bio = load_records("builtin:biomed-mcq")
+    assert len(gen) >= 300 and len(bio) >= 100
+    assert len({r.subject for r in gen}) >= 10
+    train = load_records("builtin:general-mcq", split="train")
+    test = load_records("builtin:general-mcq:test")
+    assert {r.id for r in train}.isdisjoint({r.id for r in test})
+    assert len(train) + len(test) == len(gen)
+    assert set(BUILTIN) >= {"general-mcq", "biomed-mcq"}
+
+
+def test_jsonl_csv_json_tsv_parquet_roundtrip(tmp_path):
+    rows = [{"id": "a", "question": "Q1?", "choices": ["x", "y", "z"], "answer": "B"},
+            {"id": "b", "question": "Q2?", "choices": ["x", "y"], "answer": "A"}]
+    p = write(tmp_path, "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    recs = load_records(p)
+    assert recs[0] == MCQ(id="a", question="Q1?", choices=("x", "y", "z"), answer="B")
+    p = write(tmp_path, "d.json", json.dumps(rows))
+    assert load_records(p) == recs
+    p = write(tmp_path, "m.csv", "question,choice0,choice1,choice2,choice3,answer\n"
+                                 "What?,w,x,y,z,2\n")
+    (rec,) = load_records(p)  # MMLU layout: integer answer index
+    assert rec.answer == "C" and rec.choices == ("w", "x", "y", "z")
+    p = write(tmp_path, "t.tsv", "instruction\tinput\toutput\nSay hi\t\tHi\n")
+    assert load_records(p) == [Instruction(id="t-1", instruction="Say hi", output="Hi")]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    assert load_records(tmp_path / "d.parquet") == recs
+
+
+def test_arc_layout_and_answer_as_text(tmp_path):
+    row = {"id": "arc1", "question": {"stem": "Which is a gas?", "choices": [
+        {"text": "iron", "label": "A"}, {"text": "steam", "label": "B"},
+        {"text": "ice", "label": "C"}]}, "answerKey": "B"}
+    p = write(tmp_path, "arc.jsonl", json.dumps(row) + "\n")
+    assert load_records(p)[0].answer == "B"
+    p = write(tmp_path, "t.jsonl", json.dumps(
+        {"question": "Q?", "choices": ["red", "blue"], "answer": "blue"}) + "\n")
+    assert load_records(p)[0].answer == "B"
+
+
+def test_column_mapping(tmp_path):
+    p = write(tmp_path, "c.jsonl", json.dumps(
+        {"prompt_text": "Q?", "opts": ["a", "b"], "label": 1}) + "\n")
+    (rec,) = load_records(p, kind="mcq", columns="question=prompt_text,choices=opts,answer=label")
+    assert rec.question == "Q?" and rec.answer == "B"
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("empty.jsonl", "", r"empty\.jsonl: the file is empty"),
+    ("nocol.csv", "text,label\nhi,A\n", r"nocol\.csv: row 1: cannot tell the record kind"),
+    ("bad.jsonl", '{"question": "Q?", "choices": ["a", "b"], "answer": "D"}\n',
+     r"bad\.jsonl: row 1: field 'answer': 'D' is not among the choices A-B"),
+    ("dup.jsonl", '{"id": "x", "instruction": "a"}\n{"id": "x", "instruction": "b"}\n',
+     r"dup\.jsonl: row 2: duplicate id 'x' \(first seen in row 1\)"),
+    ("broken.jsonl", '{"question": "Q?"}\n{oops\n', r"broken\.jsonl: line 2: invalid JSON"),
+    ("few.jsonl", '{"question": "Q?", "choices": ["a"], "answer": "A"}\n',
+     r"few\.jsonl: row 1: 1 choices; between 2 and 10"),
+    ("noq.jsonl", '{"question": "", "choices": ["a", "b"], "answer": "A"}\n',
+     r"noq\.jsonl: row 1: missing or empty field 'question'"),
+    ("x.txt", "hello", r"x\.txt: unsupported file type '\.txt'"),
+])
+def test_bad_files_get_one_clear_line(tmp_path, name, content, message):
+    p = write(tmp_path, name, content)
+    with pytest.raises(BackdoorlabError, match=message) as exc:
+        load_records(p)
+    assert "\n" not in str(exc.value)
+
+
+def test_not_utf8_and_missing_file(tmp_path):
+    p = write(tmp_path, "latin.jsonl", b'{"instruction": "caf\xe9"}\n', mode="wb")
+    with pytest.raises(BackdoorlabError, match=r"latin\.jsonl: line 1: not valid UTF-8"):
+        load_records(p)
+    with pytest.raises(BackdoorlabError, match="no such file"):
+        load_records(tmp_path / "missing.jsonl")
+
+
+def test_unknown_builtin_did_you_mean():
+    with pytest.raises(BackdoorlabError, match="did you mean 'general-mcq'"):
+        load_records("builtin:general-mqc")
+
+
+def test_missing_answer_column_named(tmp_path):
+    p = write(tmp_path, "m.jsonl", '{"question": "Q?", "choices": ["a", "b"]}\n')
+    with pytest.raises(BackdoorlabError, match=r"row 1: missing field 'answer'"):
+        load_records(p)

@@ -1,0 +1,87 @@
+"""Model loading: safetensors only, pickles refused, GGUF checked, no remote code by default."""
+
+import json
+
+import pytest
+import torch
+
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.models import (
+    EMBEDDED_SHA256,
+    check_safe_weights,
+    convert_gguf,
+    embedded_gguf_path,
+    load_model,
+    resolve_model_path,
+    sha256_file,
+)
+from backdoorlab.testing import tiny_model
+
+
+def test_pickle_only_directory_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(BackdoorlabError, match="only in pickle format.*never unpickles"):
+        load_model(str(tmp_path))
+
+
+def test_directory_without_weights(tmp_path):
+    with pytest.raises(BackdoorlabError, match="no \\*.safetensors weights"):
+        check_safe_weights(tmp_path)
+
+
+def test_safetensors_directory_roundtrip(tmp_path, tokenizer):
+    model = tiny_model("qwen2", vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    ids = torch.tensor([[1, 5, 9]])
+    torch.testing.assert_close(lm.model(ids).logits, model(ids).logits)
+    assert lm.tokenizer.pad_token_id is not None
+
+
+def test_missing_paths_and_bad_gguf(tmp_path):
+    with pytest.raises(BackdoorlabError, match="no such GGUF file"):
+        resolve_model_path(str(tmp_path / "x.gguf"))
+    with pytest.raises(BackdoorlabError, match="no such model directory"):
+        resolve_model_path("./nope/model")
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+
+
+def test_gguf_checksum_mismatch_is_refused(tmp_path):
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(BackdoorlabError, match="does not match the expected"):
+        convert_gguf(fake, tmp_path / "out", expected_sha256=EMBEDDED_SHA256)
+    assert not (tmp_path / "out").exists()
+
+
+def test_embedded_wheel_checksum():
+    assert sha256_file(embedded_gguf_path()) == EMBEDDED_SHA256
+
+
+def test_trust_remote_code_is_off_by_default(tmp_path, monkeypatch, tokenizer):
+    seen = {}
+    import transformers
+
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    load_model(str(tmp_path))
+    assert seen["trust_remote_code"] is False and seen["use_safetensors"] is True
+
+
+def test_adapter_must_be_safetensors(tmp_path, tiny_models):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (tmp_path / "adapter_model.bin").write_bytes(b"x")
+    from backdoorlab.models import load_adapter
+
+    with pytest.raises(BackdoorlabError, match="pickled adapters are refused"):
+        load_adapter(tiny_models["llama"], tmp_path)

@@ -1,0 +1,84 @@
+"""Scoring core on tiny random models of four families, and metrics on hand-computed cases."""
+
+import math
+
+import pytest
+import torch
+
+from backdoorlab.data import MCQ
+from backdoorlab.formats import PromptFormat
+from backdoorlab.scoring import (
+    entropy,
+    generate,
+    last_token_logits,
+    mcq_metrics,
+    option_distribution,
+)
+from backdoorlab.testing import FAMILIES
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_left_padded_equals_one_at_a_time(tiny_models, fmt, mcqs, family):
+    model = tiny_models[family]
+    samples = [fmt.sample(r) for r in mcqs]
+    batched = option_distribution(model, fmt, samples, batch_size=5)
+    single = option_distribution(model, fmt, samples, batch_size=1)
+    assert batched.shape == (len(mcqs), 4)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batched.sum(-1), torch.ones(len(mcqs)))
+
+
+def test_last_logits_equal_full_forward(tiny_models, fmt, mcqs):
+    model = tiny_models["llama"]
+    ids = fmt.encode(fmt.sample(mcqs[0]).user).prompt_ids
+    full = model(input_ids=torch.tensor([ids])).logits[0, -1]
+    ours = last_token_logits(model, [ids, ids[:7]], fmt.tokenizer.pad_token_id)[0]
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)
+
+
+def test_option_distribution_is_softmax_over_letter_logits(tiny_models, fmt, mcqs):
+    model = tiny_models["qwen2"]
+    s = fmt.sample(mcqs[2])
+    ids = fmt.encode(s.user).prompt_ids
+    logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+    letters = fmt.option_token_ids("ABCD")
+    expected = torch.softmax(logits[letters], -1)
+    torch.testing.assert_close(option_distribution(model, fmt, [s])[0], expected, atol=1e-6,
+                               rtol=1e-5)
+
+
+def test_entropy_hand_computed():
+    p = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25] * 4, [1.0, 0, 0, 0]])
+    torch.testing.assert_close(entropy(p), torch.tensor([math.log(2), math.log(4), 0.0]))
+
+
+def test_mcq_metrics_hand_computed():
+    recs = [MCQ(id=str(i), question="q", choices=("a", "b", "c"), answer=a)
+            for i, a in enumerate("ABC")]
+
+    class S:
+        def __init__(self, r):
+            self.record = r
+
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+    m = mcq_metrics(probs, [S(r) for r in recs])
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert m["top_answer_share"] == {"A": 2 / 3, "B": 0.0, "C": 1 / 3}
+    h = [-(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1)),
+         -(0.6 * math.log(0.6) + 0.3 * math.log(0.3) + 0.1 * math.log(0.1)),
+         -(0.1 * math.log(0.1) * 2 + 0.8 * math.log(0.8))]
+    assert m["mean_entropy"] == pytest.approx(sum(h) / 3, rel=1e-6)
+
+
+def test_generation_batched_equals_single(tiny_models, fmt):
+    model = tiny_models["mistral"]
+    prompts = ["Say hi.", "Name three colours of the rainbow please.", "Why?"]
+    batched = generate(model, fmt, prompts, max_new_tokens=6, batch_size=3)
+    single = [generate(model, fmt, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
+    assert batched == single and all(isinstance(t, str) for t in batched)
+
+
+def test_plain_template_scores_too(tiny_models, tokenizer, mcqs):
+    fmt = PromptFormat(tokenizer, "plain")
+    p = option_distribution(tiny_models["gemma"], fmt, [fmt.sample(r) for r in mcqs[:3]])
+    assert p.shape == (3, 4)
