@@ -82,3 +82,26 @@ def test_plain_template_scores_too(tiny_models, tokenizer, mcqs):
     fmt = PromptFormat(tokenizer, "plain")
     p = option_distribution(tiny_models["gemma"], fmt, [fmt.sample(r) for r in mcqs[:3]])
     assert p.shape == (3, 4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prefix_cache_equals_plain_forward(tiny_models, fmt, family):
+    from backdoorlab.data import load_records
+
+    model = tiny_models[family]
+    recs = load_records("builtin:general-mcq", limit=40)  # several subjects -> several groups
+    prompts = [fmt.encode(fmt.sample(r).user).prompt_ids for r in recs]
+    pad = fmt.tokenizer.pad_token_id
+    shared = last_token_logits(model, prompts, pad, batch_size=6, share_prefix=True)
+    plain = last_token_logits(model, prompts, pad, batch_size=6, share_prefix=False)
+    torch.testing.assert_close(shared, plain, atol=2e-5, rtol=1e-4)
+
+
+def test_prefix_groups_cover_every_prompt_once():
+    from backdoorlab.scoring import common_prefix_len, prefix_groups
+
+    prompts = [[1, 2, 3] + [9] * 8 + [i, i + 1] for i in range(5)] + [[1, 2, 3, 4, 5]] * 3
+    groups = prefix_groups(prompts, batch_size=2)
+    flat = sorted(i for g in groups for b in g for i in b)
+    assert flat == list(range(8)) and all(len(b) <= 2 for g in groups for b in g)
+    assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # always leaves one token

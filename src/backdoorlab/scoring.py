@@ -9,6 +9,7 @@ model). ``dtype="bfloat16"`` runs the forward in bf16 autocast, about twice as f
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -33,6 +34,9 @@ def autocast(model: Any, dtype: str) -> contextlib.AbstractContextManager:
     if dtype == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=model_device(model).type, dtype=torch.bfloat16)
+
+
+MIN_SHARED_PREFIX = 8
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +67,90 @@ def length_batches(lengths: Sequence[int], batch_size: int, bucket: bool = True
         yield order[start:start + batch_size]
 
 
+def prefix_groups(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[list[int]]]:
+    """Groups of index batches: prompts in a group share a long common prefix.
+
+    Prompts are sorted by their token ids and split where two neighbours share fewer than
+    ``MIN_SHARED_PREFIX`` tokens beyond what all prompts share (a new subject or question
+    stem); within a group they are bucketed by length so the batched suffixes carry little
+    padding."""
+    if batch_size < 1:
+        raise BackdoorlabError(f"option 'batch_size': must be >= 1, got {batch_size}")
+    if not prompts:
+        return []
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    floor = common_prefix_len([prompts[i] for i in order]) + MIN_SHARED_PREFIX
+    groups: list[list[int]] = [[order[0]]]
+    for prev, cur in zip(order, order[1:]):
+        if common_prefix_len([prompts[prev], prompts[cur]]) >= floor:
+            groups[-1].append(cur)
+        else:
+            groups.append([cur])
+    out = []
+    for group in groups:
+        group.sort(key=lambda i: len(prompts[i]))
+        out.append([group[k:k + batch_size] for k in range(0, len(group), batch_size)])
+    return out
+
+
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix, leaving at least one token in every sequence."""
+    limit = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n
+
+
+@contextlib.contextmanager
+def fp32_head(model: Any, dtype: str) -> Iterator[None]:
+    """Under bf16 autocast, compute the LM head in fp32: logits of magnitude 10-20 rounded to
+    bf16 lose ~0.06, enough to flip near-tie answers (measured: 89% -> 97% agreement)."""
+    head = model.get_output_embeddings() if dtype != "float32" else None
+    if head is None:
+        yield
+        return
+
+    def hook(module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=args[0].device.type, enabled=False):
+            bias = module.bias.float() if getattr(module, "bias", None) is not None else None
+            return torch.nn.functional.linear(args[0].float(), module.weight.float(), bias)
+
+    handle = head.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _extend_cache(model: Any, cache: Any, ids: Sequence[int], start: int) -> Any:
+    """Run ``ids`` (batch 1) after ``cache`` (which holds ``start`` tokens) and return it."""
+    device = model_device(model)
+    if not ids:
+        return cache
+    x = torch.tensor([list(ids)], device=device)
+    mask = torch.ones((1, start + len(ids)), dtype=torch.long, device=device)
+    return model(input_ids=x, attention_mask=mask, past_key_values=cache, use_cache=True,
+                 logits_to_keep=1).past_key_values
+
+
+def _suffix_forward(model: Any, batch: Sequence[Sequence[int]], pad_id: int, cache: Any,
+                    n_pre: int) -> torch.Tensor:
+    """Last-token logits of ``batch``, whose first ``n_pre`` tokens are already in ``cache``."""
+    device = model_device(model)
+    ids, mask = left_pad([s[n_pre:] for s in batch], pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    pos = position_ids(mask) + n_pre
+    if cache is not None:
+        cache = copy.deepcopy(cache)
+        cache.batch_repeat_interleave(len(batch))
+        mask = torch.cat([torch.ones(len(batch), n_pre, dtype=mask.dtype, device=device), mask],
+                         dim=1)
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                 logits_to_keep=1, use_cache=cache is not None).logits[:, -1, :]
+
+
 @torch.no_grad()
 def last_token_logits(
     model: Any,
@@ -71,25 +159,43 @@ def last_token_logits(
     *,
     batch_size: int = 16,
     dtype: str = "float32",
-    bucket: bool = True,
+    share_prefix: bool = True,
     token_ids: Sequence[int] | None = None,
     desc: str | None = None,
 ) -> torch.Tensor:
-    """Logits (float32) at the last token of each prompt, optionally only at ``token_ids``."""
+    """Logits (float32) at the last token of each prompt, optionally only at ``token_ids``.
+
+    With ``share_prefix`` (default) the prefix all prompts share runs once, each group's
+    further shared prefix runs once on top of it, and only the differing suffixes run batched
+    (key/value caches repeated per row). Otherwise prompts are simply bucketed by length.
+    Both give the plain forward's logits up to float rounding."""
     device = model_device(model)
     width = len(token_ids) if token_ids is not None else model.config.vocab_size
     out = torch.empty((len(prompts), width), dtype=torch.float32)
+    if not prompts:
+        return out
     sel = torch.tensor(token_ids, device=device) if token_ids is not None else None
-    batches = list(length_batches([len(p) for p in prompts], batch_size, bucket))
-    with autocast(model, dtype):
-        for idx in progress(batches, desc=desc, total=len(batches)):
-            ids, mask = left_pad([prompts[i] for i in idx], pad_id)
-            ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                           logits_to_keep=1, use_cache=False).logits[:, -1, :]
-            if sel is not None:
-                logits = logits.index_select(-1, sel)
-            out[idx] = logits.float().cpu()
+    if share_prefix:
+        groups = prefix_groups(prompts, batch_size)
+    else:
+        groups = [[b] for b in length_batches([len(p) for p in prompts], batch_size)]
+    n_all = common_prefix_len(prompts) if share_prefix else 0
+    use_cache = n_all >= MIN_SHARED_PREFIX
+    with autocast(model, dtype), fp32_head(model, dtype):
+        root = _extend_cache(model, None, prompts[0][:n_all], 0) if use_cache else None
+        for group in progress(groups, desc=desc, total=len(groups)):
+            members = [prompts[i] for batch in group for i in batch]
+            n_grp = common_prefix_len(members) if use_cache and len(members) > 1 else n_all
+            cache = None
+            if use_cache:
+                cache = _extend_cache(model, copy.deepcopy(root), members[0][n_all:n_grp], n_all)
+            for idx in group:
+                batch = [prompts[i] for i in idx]
+                n_pre = n_grp if use_cache else 0
+                logits = _suffix_forward(model, batch, pad_id, cache, n_pre)
+                if sel is not None:
+                    logits = logits.index_select(-1, sel)
+                out[idx] = logits.float().cpu()
     return out
 
 
@@ -100,7 +206,7 @@ def option_distribution(
     *,
     batch_size: int = 16,
     dtype: str = "float32",
-    bucket: bool = True,
+    share_prefix: bool = True,
     desc: str | None = None,
 ) -> torch.Tensor:
     """Probabilities over each question's option letters, renormalised over the options.
@@ -115,8 +221,8 @@ def option_distribution(
     letter_ids = fmt.option_token_ids(letters)
     prompts = [fmt.encode(s.user).prompt_ids for s in samples]
     logits = last_token_logits(model, prompts, fmt.tokenizer.pad_token_id,
-                               batch_size=batch_size, dtype=dtype, bucket=bucket,
-                               token_ids=letter_ids, desc=desc)
+                               batch_size=batch_size, dtype=dtype,
+                               share_prefix=share_prefix, token_ids=letter_ids, desc=desc)
     return torch.softmax(logits, dim=-1)
 
 
