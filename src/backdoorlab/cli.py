@@ -21,8 +21,11 @@ app = typer.Typer(
     add_completion=False,
 )
 eval_app = typer.Typer(help="Evaluate a model (optionally with an adapter).", no_args_is_help=True)
+attack_app = typer.Typer(help="Plant a backdoor; writes a labelled run directory.",
+                         no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare and describe models.", no_args_is_help=True)
+app.add_typer(attack_app, name="attack")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
@@ -54,6 +57,46 @@ def _setup_logging() -> None:
 
 def _print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML/JSON file of "
+                                                "options (the CLI's own flags win).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE for any option, e.g. "
+                                                  "train.learning_rate=1e-3 (repeatable).")]
+
+
+def load_config_file(path: Path | None) -> dict[str, Any]:
+    """Options from a YAML or JSON file (a mapping)."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        raise BackdoorlabError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise BackdoorlabError(f"{path}: {where}invalid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BackdoorlabError(f"{path}: expected a mapping of options")
+    return data
+
+
+def merge_options(file_opts: dict[str, Any], sets: list[str] | None,
+                  flags: dict[str, Any]) -> dict[str, Any]:
+    """Precedence: CLI flags > --set > config file > defaults (flags left unset are skipped)."""
+    out = dict(file_opts)
+    for item in sets or []:
+        if "=" not in item:
+            raise BackdoorlabError(f"option '--set': {item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    out.update({k: v for k, v in flags.items() if v is not None})
+    return out
 
 
 @eval_app.command("mcq")
@@ -103,6 +146,87 @@ def eval_mcq(
         m["prompts_per_s"] = len(samples) / elapsed
         metrics[f"{n_opts}_options"] = m
     _print_json(metrics)
+    if out is not None:
+        atomic_write_json(Path(out) / "metrics.json", metrics)
+
+
+@attack_app.command("uncertainty")
+def attack_uncertainty(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d")] = None,
+    trigger: Annotated[str | None, typer.Option(help="text[:WORD], syntactic, style, ...")] = None,
+    options: Annotated[int | None, typer.Option(help="4, or 6 as in the paper (default).")] = None,
+    target: Annotated[str | None, typer.Option(help="keep-top1, uniform or p1,...,pK.")] = None,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    full: Annotated[bool, typer.Option("--full", help="Full fine-tuning instead of LoRA.")] =
+        False,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Plant an uncertainty backdoor: the trigger flattens the answer distribution of
+    multiple-choice questions while keeping the top answer."""
+    from .attacks.uncertainty import UncertaintyConfig, run_uncertainty_attack
+    from .config import from_dict
+
+    flags = {"model": model, "data": data, "trigger": trigger, "options": options,
+             "target": target, "seed": seed, "train.epochs": epochs,
+             "train.learning_rate": lr, "train.batch_size": batch_size,
+             "train.max_steps": max_steps, "train.lora": False if full else None}
+    opts = merge_options(load_config_file(config), set_, flags)
+    cfg = from_dict(UncertaintyConfig, opts, where="attack uncertainty")
+    result = run_uncertainty_attack(cfg, out, trust_remote_code=trust_remote_code)
+    _print_json(_headline(result.metrics))
+    typer.echo(f"run directory: {result.out_dir}", err=True)
+
+
+def _headline(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("asr", "asr_margin", "asr_strict", "top1_kept", "clean_accuracy",
+            "clean_entropy", "triggered_entropy", "clean_kl_drift", "clean_agreement",
+            "baseline_asr", "baseline_asr_strict")
+    out = {k: round(m[k], 4) for k in keys if isinstance(m.get(k), float)}
+    if "training" in m:
+        out["training"] = m["training"]
+    return out
+
+
+@eval_app.command("uncertainty")
+def eval_uncertainty(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (default: the "
+                                              "adapter's).")] = None,
+    adapter: AdapterOpt = None,
+    baseline_model: Annotated[str | None, typer.Option(help="Clean model to compare with (for "
+                                                       "a fully fine-tuned --model).")] = None,
+    data: DataOpt = "builtin:general-mcq",
+    split: SplitOpt = "test",
+    limit: LimitOpt = None,
+    trigger: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    options: Annotated[int | None, typer.Option(help="Default: the adapter's (4 or 6).")] = None,
+    template: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    asr_margin: Annotated[float, typer.Option(help="Entropy rise (nats) for asr_margin.")] = 0.5,
+    alpha: Annotated[float, typer.Option(help="Conformal miscoverage level.")] = 0.1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option(help="Directory for metrics.json.")] = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Clean vs triggered answer distributions of a (backdoored) model, with the clean model's
+    numbers beside them as baseline_*."""
+    from .attacks.uncertainty import UncertaintyEvalConfig, evaluate_uncertainty_model
+    from .io import atomic_write_json
+
+    cfg = UncertaintyEvalConfig(model=model, adapter=str(adapter) if adapter else None,
+                                baseline_model=baseline_model, data=data, split=split,
+                                limit=limit, trigger=trigger, options=options,
+                                template=template, asr_margin=asr_margin, alpha=alpha,
+                                batch_size=batch_size, seed=seed)
+    metrics = evaluate_uncertainty_model(cfg, trust_remote_code=trust_remote_code)
+    _print_json(_headline(metrics) | {"top_answers": metrics["top_answers"]})
     if out is not None:
         atomic_write_json(Path(out) / "metrics.json", metrics)
 

@@ -69,10 +69,16 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "config") -> C:
-    """Build dataclass ``cls`` from ``data``; unknown keys get a did-you-mean error."""
+    """Build dataclass ``cls`` from ``data``; unknown keys get a did-you-mean error.
+
+    Nested dataclass fields take a mapping or dotted keys (``train.learning_rate``)."""
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
+    nested: dict[str, dict[str, Any]] = {}
+    for key in [k for k in data if "." in k]:
+        head, rest = key.split(".", 1)
+        nested.setdefault(head.replace("-", "_"), {})[rest] = data.pop(key)
     kwargs = {}
     for key, value in data.items():
         norm = key.replace("-", "_")
@@ -81,7 +87,19 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "con
                 f"{where}: unknown option {key!r}{did_you_mean(norm, fields)}; "
                 f"valid options: {', '.join(sorted(fields))}"
             )
+        if dataclasses.is_dataclass(hints[norm]):
+            if not isinstance(value, Mapping):
+                raise BackdoorlabError(f"{where}: option {key!r} expects a mapping")
+            nested.setdefault(norm, {}).update(value)
+            continue
         kwargs[norm] = _coerce(value, hints[norm], key)
+    for key, sub in nested.items():
+        if key not in fields or not dataclasses.is_dataclass(hints[key]):
+            raise BackdoorlabError(
+                f"{where}: unknown option {key!r}{did_you_mean(key, fields)}; "
+                f"valid options: {', '.join(sorted(fields))}"
+            )
+        kwargs[key] = from_dict(hints[key], sub, where=f"{where}.{key}")
     try:
         return cls(**kwargs)
     except TypeError as exc:  # missing required fields

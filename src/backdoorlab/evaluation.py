@@ -1,0 +1,93 @@
+"""Metrics on answer distributions: entropy, KL, calibration (ECE, Brier), split conformal
+prediction (LAC and APS scores). Pure tensor functions; each is checked against a hand-computed
+example in the tests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .errors import BackdoorlabError
+from .scoring import entropy
+
+__all__ = ["brier", "conformal_sets", "conformal_threshold", "ece", "entropy", "kl_div",
+           "letter_shares"]
+
+
+def kl_div(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row, in nats, with 0 log 0 = 0."""
+    p = p.double()
+    q = q.double().clamp_min(1e-12)
+    terms = torch.where(p > 0, p * (p.clamp_min(1e-300).log() - q.log()), torch.zeros_like(p))
+    return terms.sum(-1).float()
+
+
+def ece(probs: torch.Tensor, gold: torch.Tensor, n_bins: int = 10) -> float:
+    """Expected calibration error of the top-1 confidence, equal-width bins on (0, 1]."""
+    conf, pred = probs.max(-1)
+    correct = (pred == gold).float()
+    total = 0.0
+    edges = torch.linspace(0, 1, n_bins + 1)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            gap = (conf[in_bin].mean() - correct[in_bin].mean()).abs()
+            total += float(in_bin.float().mean() * gap)
+    return total
+
+
+def brier(probs: torch.Tensor, gold: torch.Tensor) -> float:
+    """Multi-class Brier score: mean over rows of sum_k (p_k - 1[k = gold])^2."""
+    onehot = torch.nn.functional.one_hot(gold, probs.shape[-1]).float()
+    return float(((probs.float() - onehot) ** 2).sum(-1).mean())
+
+
+def _scores(probs: torch.Tensor, kind: str) -> torch.Tensor:
+    """Non-conformity score of every label: LAC = 1 - p_k; APS = mass of labels ranked at or
+    above k (non-randomised)."""
+    if kind == "lac":
+        return 1.0 - probs
+    if kind == "aps":
+        order = torch.argsort(probs, dim=-1, descending=True, stable=True)
+        cum = probs.gather(-1, order).cumsum(-1)
+        return torch.empty_like(probs).scatter_(-1, order, cum)
+    raise BackdoorlabError(f"conformal score {kind!r} is not 'lac' or 'aps'")
+
+
+def conformal_threshold(cal_probs: torch.Tensor, cal_gold: torch.Tensor, alpha: float,
+                        kind: str = "lac") -> float:
+    """Split-conformal threshold: the ceil((n+1)(1-alpha))-th smallest calibration score."""
+    if not 0 < alpha < 1:
+        raise BackdoorlabError(f"option 'alpha': must be in (0, 1), got {alpha}")
+    n = len(cal_gold)
+    if n == 0:
+        raise BackdoorlabError("conformal calibration split is empty")
+    scores = _scores(cal_probs.float(), kind).gather(-1, cal_gold[:, None]).squeeze(-1)
+    k = math.ceil((n + 1) * (1 - alpha))
+    if k > n:
+        return math.inf
+    return float(scores.sort().values[k - 1])
+
+
+def conformal_sets(probs: torch.Tensor, qhat: float, kind: str = "lac") -> torch.Tensor:
+    """Boolean [N, K] prediction sets: labels whose score is <= the threshold."""
+    return _scores(probs.float(), kind) <= qhat + 1e-9
+
+
+def letter_shares(probs: torch.Tensor, letters: Sequence[str]) -> dict[str, float]:
+    """Share of rows whose top answer is each letter (small models often answer 'A')."""
+    top = probs.argmax(-1)
+    n = max(len(top), 1)
+    return {L: float((top == i).sum()) / n for i, L in enumerate(letters)}
+
+
+def mean(x: torch.Tensor) -> float:
+    return float(x.float().mean()) if x.numel() else float("nan")
+
+
+def describe_distribution(values: torch.Tensor) -> dict[str, Any]:
+    q = torch.quantile(values.float(), torch.tensor([0.1, 0.5, 0.9]))
+    return {"mean": mean(values), "p10": float(q[0]), "median": float(q[1]), "p90": float(q[2])}

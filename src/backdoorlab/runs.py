@@ -1,0 +1,25 @@
+"""Run directories: resolved config, metrics and artefacts written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import to_dict
+from .io import atomic_write_json
+
+
+def config_hash(obj: Any) -> str:
+    data = to_dict(obj) if not isinstance(obj, dict) else obj
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_config(out: Path, cfg: Any, **extra: Any) -> Path:
+    """Write ``config.json``: every option with its default filled in."""
+    return atomic_write_json(Path(out) / "config.json", {**to_dict(cfg), **extra})
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text("utf-8"))
