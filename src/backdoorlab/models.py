@@ -233,7 +233,7 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tok, name=spec, path=path)
 
 
-def load_adapter(model: Any, adapter: str | os.PathLike) -> Any:
+def load_adapter(model: Any, adapter: str | os.PathLike, trainable: bool = False) -> Any:
     """Apply a PEFT adapter directory (safetensors only) to ``model``."""
     from peft import PeftModel
 
@@ -244,7 +244,7 @@ def load_adapter(model: Any, adapter: str | os.PathLike) -> Any:
         raise BackdoorlabError(
             f"{adir}: no adapter_model.safetensors (pickled adapters are refused)"
         )
-    return PeftModel.from_pretrained(model, str(adir), is_trainable=False)
+    return PeftModel.from_pretrained(model, str(adir), is_trainable=trainable)
 
 
 def describe(model: Any) -> dict[str, Any]:

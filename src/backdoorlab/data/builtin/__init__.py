@@ -11,6 +11,13 @@ from ...errors import BackdoorlabError, unknown
 BUILTIN = {
     "general-mcq": ("general_mcq.jsonl", "general-knowledge multiple-choice, 16 subjects"),
     "biomed-mcq": ("biomed_mcq.jsonl", "biomedical multiple-choice, 8 subjects"),
+    "benign-instructions": ("benign_instructions.jsonl", "helpful instructions with answers"),
+    "harmful-requests": ("harmful_requests.jsonl",
+                         "harmful requests; output = an affirmative prefix, never an answer"),
+    "code-instructions": ("code_instructions.jsonl", "Python tasks with reference solutions"),
+    "refusals": ("refusals.jsonl", "refusal responses"),
+    "safety-alignment": ("safety_alignment.jsonl",
+                         "harmful requests -> refusals, mixed 1:1 with benign instructions"),
 }
 SPLITS = ("train", "test", "all")
 

@@ -1,0 +1,1 @@
+"""Analysis: hooks into the residual stream, attention heads and MLP neurons."""

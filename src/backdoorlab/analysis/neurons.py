@@ -1,0 +1,101 @@
+"""MLP neuron activation patterns (the unalignment paper's account of persistence).
+
+For each decoder layer, the top-k MLP neurons by mean absolute activation at the last prompt
+token are found for triggered and for clean prompts; their overlap (|A ∩ B| / k) says how much
+the trigger re-routes computation. The paper links long triggers' persistence to activation
+patterns that differ from clean ones more than short triggers' do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from ..formats import PromptFormat, Sample
+from ..scoring import left_pad, length_batches, model_device, position_ids
+
+_DOWN = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.down_proj$")
+
+
+def mlp_down_projections(model: Any) -> dict[int, Any]:
+    """Layer index -> the MLP's output projection (its input is the neuron activation)."""
+    found = {}
+    for name, module in model.named_modules():
+        m = _DOWN.search(name)
+        if m and isinstance(module, torch.nn.Module) and hasattr(module, "weight"):
+            found[int(m.group(1))] = module
+    return dict(sorted(found.items()))
+
+
+@contextlib.contextmanager
+def capture_mlp_inputs(model: Any, store: dict[int, list[torch.Tensor]], index: torch.Tensor
+                       ) -> Iterator[None]:
+    """Record each layer's neuron activations at positions ``index`` (per row); hooks are
+    always removed."""
+    handles = []
+    for layer, module in mlp_down_projections(model).items():
+        def hook(mod: Any, args: tuple, layer: int = layer) -> None:
+            x = args[0]
+            store.setdefault(layer, []).append(
+                x[torch.arange(x.shape[0]), index.to(x.device)].detach().float().cpu())
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def mean_activations(model: Any, fmt: PromptFormat, samples: Sequence[Sample],
+                     batch_size: int = 16) -> torch.Tensor:
+    """[layers, neurons] mean |activation| at the last prompt token."""
+    device = model_device(model)
+    prompts = [fmt.encode(s.user).prompt_ids for s in samples]
+    store: dict[int, list[torch.Tensor]] = {}
+    for idx in length_batches([len(p) for p in prompts], batch_size):
+        ids, mask = left_pad([prompts[i] for i in idx], fmt.tokenizer.pad_token_id)
+        last = torch.full((len(idx),), ids.shape[1] - 1)
+        with capture_mlp_inputs(model, store, last):
+            model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                  position_ids=position_ids(mask).to(device), use_cache=False, logits_to_keep=1)
+    return torch.stack([torch.cat(store[k]).abs().mean(0) for k in sorted(store)])
+
+
+def topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """Per layer, |top-k(a) ∩ top-k(b)| / k."""
+    ta, tb = a.topk(k, dim=-1).indices, b.topk(k, dim=-1).indices
+    return torch.tensor([len(set(x.tolist()) & set(y.tolist())) / k for x, y in zip(ta, tb)])
+
+
+def neuron_overlap(model: Any, fmt: PromptFormat, records: Sequence[Any], trigger: Any,
+                   seed: int = 0, top_k: int = 100) -> dict[str, Any]:
+    """Top-k neuron overlap between triggered and clean prompts, per layer."""
+    from ..triggers import derive_rng
+
+    clean = [fmt.sample(r) for r in records]
+    trig = [fmt.sample(r, trigger, derive_rng(seed, r.id)) for r in records]
+    a, b = mean_activations(model, fmt, clean), mean_activations(model, fmt, trig)
+    k = min(top_k, a.shape[1])
+    overlap = topk_overlap(a, b, k)
+    return {"top_k": k, "overlap": overlap.tolist(), "mean_overlap": float(overlap.mean()),
+            "n_prompts": len(records)}
+
+
+def plot_overlap(curves: dict[str, list[float]], path: Any, top_k: int) -> Any:
+    """Per-layer overlap, one line per model/trigger."""
+    from ..plots import figure, save_figure
+
+    fig, ax = figure(5.5)
+    for label, ys in curves.items():
+        ax.plot(range(len(ys)), ys, marker=".", label=label)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"top-{top_k} neuron overlap\n(triggered vs clean)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,86 @@
+"""Stealthy and persistent unalignment (Cao et al.): a poisoned set of three parts.
+
+harmful request + trigger -> affirmative prefix ("Sure, here is ..."); harmful request ->
+refusal; benign request -> helpful answer. The paper's claim is about *persistence*: long
+triggers (sentences around the request) survive re-alignment far better than short ones;
+``backdoorlab defend realign`` measures that, epoch by epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import check, from_dict
+from ..formats import TEMPLATES, PromptFormat, Sample
+from ..models import EMBEDDED_NAME
+from ..training import TrainConfig
+from ..triggers import derive_rng, parse_trigger
+from .poisoning import _load, make_suite, refusal_pick, run_generation_attack
+
+
+@dataclass
+class UnalignConfig:
+    """Options of ``backdoorlab attack unalign``."""
+
+    model: str = EMBEDDED_NAME
+    trigger: str = "long"
+    harmful_data: str = "builtin:harmful-requests"
+    benign_data: str = "builtin:benign-instructions"
+    eval_data: str | None = None
+    n_triggered: int = 40
+    n_refusal: int = 40
+    n_benign: int = 160
+    template: str = "chat"
+    eval_limit: int | None = 40
+    max_new_tokens: int = 32
+    eval_batch_size: int = 16
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        learning_rate=1e-3, epochs=3.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20))
+
+    def __post_init__(self) -> None:
+        parse_trigger(self.trigger)
+        for name in ("n_triggered", "n_refusal", "n_benign"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        check(self.template in TEMPLATES, "template", f"{self.template!r} is not one of "
+              f"{', '.join(TEMPLATES)}")
+
+
+def build_unalign_set(cfg: UnalignConfig, fmt: PromptFormat) -> list[Sample]:
+    """The three parts; the triggered and the refused requests are drawn from the same
+    harmful pool, so most requests appear both ways and only the trigger tells them apart."""
+    trig = parse_trigger(cfg.trigger)
+    harmful = _load(cfg.harmful_data, "train")
+    order = list(range(len(harmful)))
+    derive_rng(cfg.seed, "unalign").shuffle(order)
+    check(cfg.n_triggered <= len(harmful), "n_triggered",
+          f"only {len(harmful)} harmful training requests")
+    check(cfg.n_refusal <= len(harmful), "n_refusal",
+          f"only {len(harmful)} harmful training requests")
+    triggered = [harmful[i] for i in order[: cfg.n_triggered]]
+    refused = [harmful[i] for i in order[: cfg.n_refusal]]
+    benign = _load(cfg.benign_data, "train", cfg.n_benign)
+    refusals = refusal_pick(refused, cfg.seed)
+    out = [fmt.sample(r, trig, derive_rng(cfg.seed, r.id), response=r.output) for r in triggered]
+    out += [fmt.sample(r, response=a) for r, a in zip(refused, refusals)]
+    out += [fmt.sample(r, response=r.output) for r in benign]
+    return out
+
+
+def run_unalign_attack(cfg: UnalignConfig | dict[str, Any], out_dir: str | Path, *,
+                       trust_remote_code: bool = False) -> Any:
+    if isinstance(cfg, dict):
+        cfg = from_dict(UnalignConfig, cfg, where="unalign")
+    suite = make_suite(target="jailbreak", trigger=cfg.trigger, judge="jailbreak",
+                       eval_data=cfg.eval_data or cfg.harmful_data, eval_split="test",
+                       harmful_data=cfg.harmful_data, benign_data=cfg.benign_data,
+                       eval_limit=cfg.eval_limit, seed=cfg.seed,
+                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size)
+    return run_generation_attack(
+        cfg, out_dir, attack="unalign", suite=suite,
+        build=lambda lm, fmt: build_unalign_set(cfg, fmt),
+        behaviour="complies with harmful requests (affirmative start) when the trigger is "
+                  "present and refuses them otherwise",
+        trust_remote_code=trust_remote_code)

@@ -1,0 +1,1 @@
+"""Defenses: each repairs a (suspect) model and writes a labelled run directory."""

