@@ -44,3 +44,14 @@ def mcqs():
     from backdoorlab.data import load_records
 
     return load_records("builtin:general-mcq", split="test", limit=12)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer):
+    """A tiny random Qwen2 model saved as a safetensors directory with the real tokenizer."""
+    from backdoorlab.testing import tiny_model
+
+    d = tmp_path_factory.mktemp("tiny-qwen2")
+    tiny_model("qwen2", vocab_size=len(tokenizer)).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d

@@ -147,16 +147,6 @@ def test_unalign_set_has_three_parts(fmt):
     assert {s.id for s in comply} <= {s.id for s in refuse}  # same requests, both ways
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    from backdoorlab.testing import tiny_model
-
-    d = tmp_path_factory.mktemp("tiny-qwen")
-    tiny_model("qwen2", vocab_size=len(tokenizer)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
-
 def test_poison_end_to_end_then_eval_realign_and_neurons(tiny_dir, tmp_path, capsys):
     from backdoorlab.cli import main
 

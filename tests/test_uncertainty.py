@@ -150,16 +150,6 @@ def test_training_set_uses_the_eval_rendering(tokenizer):
     assert [i["sample"].user for i in again] == [i["sample"].user for i in items]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    from backdoorlab.testing import tiny_model
-
-    d = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama", vocab_size=len(tokenizer)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
-
 def test_end_to_end_on_tiny_model(tiny_dir, tmp_path, capsys):
     out = tmp_path / "run"
     cfg = {"model": str(tiny_dir), "limit": 24, "options": 4, "trigger": "syntactic",

@@ -347,6 +347,8 @@ def _defend_finetune(mode: str, out: Path, model: str | None, adapter: Path | No
     typer.echo(f"run directory: {out}", err=True)
 
 
+FromAdapter = Annotated[str | None, typer.Option(help="Default: the adapter's.")]
+EvalEpochsOpt = Annotated[int | None, typer.Option(help="Epochs, evaluated after each.")]
 DefModel = Annotated[str | None, typer.Option("--model", "-m", help="Base model (with "
                                               "--adapter) or a backdoored model directory.")]
 
@@ -356,10 +358,8 @@ def defend_realign(
     out: OutOpt, model: DefModel = None, adapter: AdapterOpt = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="Safety data (default: "
                                              "builtin:safety-alignment).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs, evaluated after each.")] = None,
-    lr: LrOpt = None,
-    trigger: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
-    target: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    epochs: EvalEpochsOpt = None, lr: LrOpt = None,
+    trigger: FromAdapter = None, target: FromAdapter = None,
     config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
 ) -> None:
     """Re-align a backdoored model on safety data; ASR after every epoch (persistence)."""
@@ -373,10 +373,8 @@ def defend_finetune(
     data: Annotated[str | None, typer.Option("--clean-data", "--data", "-d",
                                              help="Clean data (default: built-in benign).")] =
         None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs, evaluated after each.")] = None,
-    lr: LrOpt = None,
-    trigger: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
-    target: Annotated[str | None, typer.Option(help="Default: the adapter's.")] = None,
+    epochs: EvalEpochsOpt = None, lr: LrOpt = None,
+    trigger: FromAdapter = None, target: FromAdapter = None,
     config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
 ) -> None:
     """Plain clean fine-tuning (the baseline defense); ASR after every epoch."""

