@@ -24,11 +24,15 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-poison")
     ap.add_argument("--triggers", default=",".join(TRIGGERS))
     ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--cells", default=None, help="TRIGGER:TARGET,... to run first")
     args = ap.parse_args()
     out = Path(args.out)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     cells = [(t, g) for t in args.triggers.split(",") for g in args.targets.split(",")]
+    if args.cells:
+        first = [tuple(c.split(":", 1)) for c in args.cells.split(",")]
+        cells = first + [c for c in cells if c not in first]
     for trig, target in cells:
         name = f"{trig}-{target}"
         if name in results:
