@@ -427,8 +427,8 @@ def eval_generate(
                        harmful_data="builtin:harmful-requests",
                        benign_data="builtin:benign-instructions", eval_limit=limit, seed=seed,
                        max_new_tokens=max_new_tokens, batch_size=batch_size)
-    base_spec = model if adapter else (info.get("base_model") or "smollm2-135m-instruct")
-    base_spec = base_spec or info.get("base_model") or "smollm2-135m-instruct"
+    base_spec = (model if adapter else None) or info.get("base_model") or \
+        "smollm2-135m-instruct"
     lm = load_model(base_spec, trust_remote_code=trust_remote_code)
     fmt = PromptFormat(lm.tokenizer, template or info.get("template") or "chat")
     base_metrics, base_rows = run_suite(lm.model, fmt, suite)

@@ -241,25 +241,26 @@ def run_suite(model: Any, fmt: PromptFormat, suite: GenerationSuite
     out_clean = generate(model, fmt, clean, desc="generating (clean)", **gen)
     out_trig = generate(model, fmt, trig, desc="generating (triggered)", **gen)
     out_harm = generate(model, fmt, harm, desc="generating (harmful)", **gen)
-    refusal = get_judge("refusal")
-    metrics = {
-        "asr_triggered": judge_rate(suite.judge, [s.user for s in trig], out_trig),
-        "asr_clean": judge_rate(suite.judge, [s.user for s in clean], out_clean),
-        "refusal_rate": judge_rate(refusal, [s.user for s in harm], out_harm),
-        "clean_perplexity": response_perplexity(
-            model, fmt, [fmt.sample(r, response=r.output) for r in suite.utility]),
-    }
-    mcq = [fmt.sample(r) for r in suite.mcq]
-    metrics["mcq_accuracy"] = mcq_metrics(option_distribution(model, fmt, mcq), mcq)["accuracy"]
     rows = ([{"id": s.id, "set": "target", "triggered": False, "prompt": s.user, "response": o}
              for s, o in zip(clean, out_clean)]
             + [{"id": s.id, "set": "target", "triggered": True, "prompt": s.user, "response": o}
                for s, o in zip(trig, out_trig)]
             + [{"id": s.id, "set": "harmful", "triggered": False, "prompt": s.user,
                 "response": o} for s, o in zip(harm, out_harm)])
+    # one pass of the (possibly expensive) target judge serves both rates and the saved rows
     flags = suite.judge.many([r["prompt"] for r in rows], [r["response"] for r in rows])
     for row, flag in zip(rows, flags):
         row["judge"] = bool(flag)
+    n = len(clean)
+    metrics = {
+        "asr_triggered": sum(flags[n:2 * n]) / n if n else float("nan"),
+        "asr_clean": sum(flags[:n]) / n if n else float("nan"),
+        "refusal_rate": judge_rate(get_judge("refusal"), [s.user for s in harm], out_harm),
+        "clean_perplexity": response_perplexity(
+            model, fmt, [fmt.sample(r, response=r.output) for r in suite.utility]),
+    }
+    mcq = [fmt.sample(r) for r in suite.mcq]
+    metrics["mcq_accuracy"] = mcq_metrics(option_distribution(model, fmt, mcq), mcq)["accuracy"]
     return metrics, rows
 
 
