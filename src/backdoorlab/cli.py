@@ -489,6 +489,113 @@ def analyze_neurons(
     _print_json({k: round(v["mean_overlap"], 4) for k, v in results.items()})
 
 
+AnModel = Annotated[str | None, typer.Option("--model", "-m", help="Base model (default: the "
+                                             "adapter's) or a backdoored model directory.")]
+AnData = Annotated[str | None, typer.Option("--data", "-d", help="Prompts (default: the "
+                                            "attack's built-in held-out split).")]
+AnTrigger = Annotated[str | None, typer.Option(help="Trigger (default: the adapter's).")]
+AnTarget = Annotated[str | None, typer.Option(help="Backdoor target (default: the adapter's; "
+                                              "'uncertainty' for the uncertainty backdoor).")]
+AnLimit = Annotated[int | None, typer.Option(help="Records to use.")]
+ScoresOpt = Annotated[Path | None, typer.Option(help="heads.safetensors of an 'analyze heads' "
+                                                "run (default: fast attribution now).")]
+
+
+def _analyze(command: str, runner: Any, cls: Any, out: Path, config: Path | None,
+             set_: list[str] | None, flags: dict[str, Any], trust_remote_code: bool) -> Any:
+    from .config import from_dict
+
+    opts = merge_options(load_config_file(config), set_, flags)
+    cfg = from_dict(cls, opts, where=f"analyze {command}")
+    metrics = runner(cfg, out, trust_remote_code=trust_remote_code)
+    typer.echo(f"run directory: {out}", err=True)
+    return metrics
+
+
+def _an_flags(model: str | None, adapter: Path | None, data: str | None, trigger: str | None,
+              target: str | None, limit: int | None, seed: int | None) -> dict[str, Any]:
+    return {"model": model, "adapter": str(adapter) if adapter else None, "data": data,
+            "trigger": trigger, "target": target, "limit": limit, "seed": seed}
+
+
+@analyze_app.command("probe")
+def analyze_probe(
+    out: OutOpt, model: AnModel = None, adapter: AdapterOpt = None, data: AnData = None,
+    trigger: AnTrigger = None, target: AnTarget = None, limit: AnLimit = None,
+    classifiers: Annotated[str | None, typer.Option(help="logistic,svm,mlp (default: all).")]
+        = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Per-layer probes telling triggered from clean prompts, and the cross-layer transfer."""
+    from .analysis.probe import ProbeConfig, run_probe
+
+    flags = _an_flags(model, adapter, data, trigger, target, limit, seed)
+    flags["classifiers"] = classifiers
+    m = _analyze("probe", run_probe, ProbeConfig, out, config, set_, flags, trust_remote_code)
+    _print_json({"best_layer": m["best_layer"], "best_accuracy": m["best_accuracy"]})
+
+
+@analyze_app.command("heads")
+def analyze_heads(
+    out: OutOpt, model: AnModel = None, adapter: AdapterOpt = None, data: AnData = None,
+    trigger: AnTrigger = None, target: AnTarget = None, limit: AnLimit = None,
+    mode: Annotated[str | None, typer.Option(help="fast (default), exact or both.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Causal effect of every attention head on the backdoor (patching or attribution)."""
+    from .analysis.attribution import HeadsConfig, run_heads
+
+    flags = _an_flags(model, adapter, data, trigger, target, limit, seed)
+    flags["mode"] = mode
+    m = _analyze("heads", run_heads, HeadsConfig, out, config, set_, flags, trust_remote_code)
+    _print_json({k: m[k] for k in ("fast", "exact", "agreement", "fast_over_exact_time")
+                 if k in m})
+
+
+@analyze_app.command("ablate")
+def analyze_ablate(
+    out: OutOpt, model: AnModel = None, adapter: AdapterOpt = None, data: AnData = None,
+    trigger: AnTrigger = None, target: AnTarget = None, limit: AnLimit = None,
+    scores: ScoresOpt = None,
+    shares: Annotated[str | None, typer.Option(help="Shares of heads, e.g. 0,0.01,0.05.")] =
+        None,
+    method: Annotated[str | None, typer.Option(help="mean (default) or zero.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Ablate the top heads by attribution; ASR and clean utility as the share grows."""
+    from .analysis.attribution import AblateConfig, run_ablate
+
+    flags = _an_flags(model, adapter, data, trigger, target, limit, seed)
+    flags.update(scores=str(scores) if scores else None, shares=shares, method=method)
+    m = _analyze("ablate", run_ablate, AblateConfig, out, config, set_, flags,
+                 trust_remote_code)
+    _print_json({"curve": m["curve"], **{k: v for k, v in m.items() if k.startswith("smallest")}})
+
+
+@analyze_app.command("vector")
+def analyze_vector(
+    out: OutOpt, model: AnModel = None, adapter: AdapterOpt = None, data: AnData = None,
+    trigger: AnTrigger = None, target: AnTarget = None, limit: AnLimit = None,
+    scores: ScoresOpt = None,
+    layers: Annotated[str | None, typer.Option(help="Layers to sweep, e.g. 0,4,8 (all).")] =
+        None,
+    top_share: Annotated[float | None, typer.Option(help="Share of top heads (0.03).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Backdoor vector from the top heads: add to clean prompts (on), subtract (off)."""
+    from .analysis.vector import VectorConfig, run_vector
+
+    flags = _an_flags(model, adapter, data, trigger, target, limit, seed)
+    flags.update(scores=str(scores) if scores else None, layers=layers, top_share=top_share)
+    m = _analyze("vector", run_vector, VectorConfig, out, config, set_, flags,
+                 trust_remote_code)
+    _print_json({k: m[k] for k in ("baseline", "best_on", "best_off")})
+
+
 @data_app.command("inspect")
 def data_inspect(
     source: Annotated[str, typer.Argument(help="File, hf:NAME... or builtin:NAME.")],

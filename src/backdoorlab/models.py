@@ -258,3 +258,40 @@ def describe(model: Any) -> dict[str, Any]:
         "hidden": cfg.hidden_size,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+@dataclass
+class Suspect:
+    """A model under study: the base model, the adapter applied (if any) and what the attack
+    recorded beside it (trigger, target, template...; empty for a model of unknown origin)."""
+
+    lm: LoadedModel
+    model: Any
+    info: dict[str, Any]
+
+    def get(self, key: str, given: Any = None, default: Any = None) -> Any:
+        """The user's value, else the attack's record, else ``default``."""
+        return given if given is not None else self.info.get(key, default)
+
+
+def attack_info(*dirs: str | os.PathLike | None) -> dict[str, Any]:
+    """What an attack wrote in ``backdoorlab.json`` beside its adapter or model (first found)."""
+    for d in dirs:
+        if d and (Path(d) / "backdoorlab.json").is_file():
+            return json.loads((Path(d) / "backdoorlab.json").read_text("utf-8"))
+    return {}
+
+
+def load_suspect(model: str | None = None, adapter: str | os.PathLike | None = None, *,
+                 trainable: bool = False, dtype: str = "float32",
+                 trust_remote_code: bool = False) -> Suspect:
+    """Load ``model`` (default: the adapter's base model, else the embedded one) with
+    ``adapter`` applied; one loader for every analysis and defense."""
+    info = attack_info(adapter, model)
+    base = (model if adapter else None) or (None if model else info.get("base_model"))
+    lm = load_model(base or model or EMBEDDED_NAME, dtype=dtype,
+                    trust_remote_code=trust_remote_code)
+    m = load_adapter(lm.model, adapter, trainable=trainable) if adapter else lm.model
+    if not trainable:
+        m.eval()
+    return Suspect(lm=lm, model=m, info=info)

@@ -26,3 +26,19 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def heatmap(m: Any, path: Any, *, title: str, xlabel: str, ylabel: str,
+            cmap: str = "viridis", center: bool = False) -> Any:
+    """A heatmap of a 2-D tensor/array (probe transfer matrix, head-attribution map)."""
+    fig, ax = figure(5.5, 4.5)
+    kw: dict[str, Any] = {"cmap": cmap, "aspect": "auto", "origin": "lower"}
+    if center:
+        lim = float(m.abs().nan_to_num(0).max()) or 1.0
+        kw.update(vmin=-lim, vmax=lim, cmap="RdBu_r")
+    im = ax.imshow(m.numpy() if hasattr(m, "numpy") else m, **kw)
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return save_figure(fig, path)

@@ -1,0 +1,332 @@
+"""Backdoor attention-head attribution (BkdAttr's BAHA) and head ablation.
+
+The causal effect of head ``(l, h)`` is the change in the backdoor score (see
+:mod:`.behaviour`) on clean prompts when the head's output at the last prompt token is replaced
+by its mean output over the triggered prompts. Two ways to get it:
+
+* ``exact``: activation patching, one head at a time; the clean prompts are repeated once per
+  head in a batch, each copy patching its own head;
+* ``fast``: attribution patching, the first-order estimate
+  ``(mean_triggered - clean) . d score / d head`` from one forward and one backward pass for all
+  heads at once (gradients taken through every later path).
+
+Ablation sets the top heads (by effect) to their mean clean output (or zero) at every position
+and measures the attack success rate and clean utility as the share of heads grows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import check, from_dict
+from ..errors import BackdoorlabError, unknown
+from ..io import atomic_write_json
+from ..plots import heatmap
+from ..progress import progress
+from ..scoring import left_pad, model_device, position_ids
+from .behaviour import AnalysisConfig, Behaviour, load_arrays, save_arrays, setup
+from .hooks import Arch, HeadEdit, arch, capture, edit_heads, head_grad_taps
+
+MODES = ("exact", "fast")
+
+
+@torch.no_grad()
+def head_means(model: Any, beh: Behaviour, which: str, pos: int | str | None = None
+               ) -> torch.Tensor:
+    """Mean head outputs ``[layers, heads, head_dim]`` over ``which`` prompts at ``pos``
+    (default: the behaviour's scoring position; ``"all"``: every non-padding token)."""
+    pos = beh.pos if pos is None else pos
+    if pos != "all":
+        per_row = head_outputs(model, beh, which, pos)
+        return per_row.mean(0)
+    a = arch(model)
+    total = torch.zeros(a.n_layers, a.n_heads, a.head_dim)
+    count = 0
+    ids = beh.inputs(which)
+    dev = model_device(model)
+    for rows in beh.batches(which):
+        x, mask = left_pad([ids[i] for i in rows], beh.fmt.tokenizer.pad_token_id)
+        with capture(model, residual=False, pos="all") as cap:
+            model(input_ids=x.to(dev), attention_mask=mask.to(dev),
+                  position_ids=position_ids(mask).to(dev), use_cache=False, logits_to_keep=1)
+        m = mask.float()[:, :, None, None]
+        for layer, outs in cap.heads.items():
+            total[layer] += (outs[0] * m).sum((0, 1))
+        count += int(mask.sum())
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def head_outputs(model: Any, beh: Behaviour, which: str, pos: int | None = None
+                 ) -> torch.Tensor:
+    """Per-prompt head outputs ``[N, layers, heads, head_dim]`` at ``pos``."""
+    pos = beh.pos if pos is None else pos
+    ids = beh.inputs(which)
+    dev = model_device(model)
+    parts: dict[int, torch.Tensor] = {}
+    for rows in beh.batches(which):
+        x, mask = left_pad([ids[i] for i in rows], beh.fmt.tokenizer.pad_token_id)
+        with capture(model, residual=False, pos=pos) as cap:
+            model(input_ids=x.to(dev), attention_mask=mask.to(dev),
+                  position_ids=position_ids(mask).to(dev), use_cache=False, logits_to_keep=1)
+        t = cap.heads_tensor()
+        for j, i in enumerate(rows):
+            parts[i] = t[j]
+    return torch.stack([parts[i] for i in range(len(ids))])
+
+
+def exact_effects(model: Any, beh: Behaviour, patch: torch.Tensor, *,
+                  heads: Sequence[tuple[int, int]] | None = None, batch_rows: int = 64,
+                  desc: str | None = "patching heads") -> torch.Tensor:
+    """Effect of patching each head with ``patch[layer, head]`` on the mean clean score:
+    ``[layers, heads]`` (NaN for heads not in ``heads``)."""
+    a = arch(model)
+    keys = list(heads) if heads is not None else [a.key(i) for i in range(a.n_total)]
+    base = beh.mean_score(model, "clean")
+    n = len(beh.records)
+    effects = torch.full((a.n_layers, a.n_heads), float("nan"))
+    per_fwd = max(1, batch_rows // max(1, min(n, beh.batch_size)))
+    chunks = [keys[i:i + per_fwd] for i in range(0, len(keys), per_fwd)]
+    prompt_batches = beh.batches("clean")
+    with torch.no_grad():
+        for chunk in progress(chunks, desc=desc, total=len(chunks)):
+            sums = torch.zeros(len(chunk))
+            for rows in prompt_batches:
+                g = len(chunk)
+                rmask = torch.arange(len(rows) * g)
+                # row r*g + j is prompt rows[r] with head chunk[j] patched
+                edits = [HeadEdit(layer, head, patch[layer, head], rows=(rmask % g) == j)
+                         for j, (layer, head) in enumerate(chunk)]
+                with edit_heads(model, edits, pos=beh.pos):
+                    s = beh.forward(model, "clean", rows, repeat=g)
+                sums += s.view(len(rows), g).sum(0).cpu()
+            for j, (layer, head) in enumerate(chunk):
+                effects[layer, head] = float(sums[j]) / n - base
+    return effects
+
+
+def fast_effects(model: Any, beh: Behaviour, patch: torch.Tensor) -> torch.Tensor:
+    """Attribution patching: ``[layers, heads]`` first-order effects of patching each head
+    with ``patch[layer, head]``, from one forward and one backward pass per batch."""
+    a = arch(model)
+    effects = torch.zeros(a.n_layers, a.n_heads)
+    for rows in beh.batches("clean"):
+        with head_grad_taps(model) as taps, torch.enable_grad():
+            s = beh.forward(model, "clean", rows)
+            grads = torch.autograd.grad(s.sum(), [taps.delta[i] for i in range(a.n_layers)])
+        with torch.no_grad():
+            for layer, g in enumerate(grads):
+                shape = (len(rows), a.n_heads, a.head_dim)
+                g_at = g[:, beh.pos].float().cpu().reshape(shape)
+                z = taps.value[layer][:, beh.pos].float().cpu().reshape(shape)
+                effects[layer] += ((patch[layer][None] - z) * g_at).sum((0, 2))
+    return effects / len(beh.records)
+
+
+def attribute(model: Any, beh: Behaviour, mode: str = "fast", *,
+              batch_rows: int = 64) -> dict[str, Any]:
+    """Head effects on the backdoor score (``mode``: exact or fast) with wall time."""
+    if mode not in MODES:
+        raise unknown("mode", mode, MODES)
+    t0 = time.perf_counter()
+    trig = head_means(model, beh, "triggered")
+    if mode == "exact":
+        eff = exact_effects(model, beh, trig, batch_rows=batch_rows)
+    else:
+        eff = fast_effects(model, beh, trig)
+    return {"effects": eff, "wall_s": time.perf_counter() - t0, "mode": mode,
+            "triggered_means": trig}
+
+
+def rank_heads(effects: torch.Tensor, sign: float = 1.0) -> list[tuple[int, int]]:
+    """Heads ordered by effect, strongest push towards the backdoor first."""
+    flat = (sign * effects).flatten().nan_to_num(float("-inf"))
+    order = flat.argsort(descending=True).tolist()
+    n_heads = effects.shape[1]
+    return [divmod(i, n_heads) for i in order]
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        x = x.double()
+        order = x.argsort()
+        r = torch.empty_like(x)
+        r[order] = torch.arange(len(x), dtype=torch.double)
+        for v in x.unique():  # average ties
+            m = x == v
+            if m.sum() > 1:
+                r[m] = r[m].mean()
+        return r
+    ra, rb = ranks(a.flatten()), ranks(b.flatten())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / den) if den else float("nan")
+
+
+def compare_modes(exact: torch.Tensor, fast: torch.Tensor, top: int = 30) -> dict[str, float]:
+    """Rank agreement of the two modes: on all heads and on exact's top ``top`` heads."""
+    flat_e, flat_f = exact.flatten(), fast.flatten()
+    idx = flat_e.argsort(descending=True)[:top]
+    top_f = set(flat_f.argsort(descending=True)[:top].tolist())
+    return {"spearman_all": spearman(flat_e, flat_f),
+            f"spearman_top{top}": spearman(flat_e[idx], flat_f[idx]),
+            f"top{top}_overlap": len(top_f & set(idx.tolist())) / top,
+            "pearson_all": float(torch.corrcoef(torch.stack([flat_e, flat_f]))[0, 1])}
+
+
+def ablation_edits(heads: Sequence[tuple[int, int]], means: torch.Tensor | None,
+                   a: Arch) -> list[HeadEdit]:
+    """Edits that set ``heads`` to their mean clean output (``means``) or to zero."""
+    return [HeadEdit(layer, head, means[layer, head] if means is not None
+                     else torch.zeros(a.head_dim)) for layer, head in heads]
+
+
+def ablation_curve(model: Any, beh: Behaviour, ranking: Sequence[tuple[int, int]],
+                   shares: Sequence[float], *, method: str = "mean") -> list[dict[str, Any]]:
+    """ASR (triggered), ASR without trigger and utility with the top ``share`` of heads
+    ablated at every position, for each share."""
+    if method not in ("mean", "zero"):
+        raise unknown("method", method, ("mean", "zero"))
+    a = arch(model)
+    means = head_means(model, beh, "clean", pos="all") if method == "mean" else None
+    points = []
+    for share in progress(list(shares), desc="ablating heads", total=len(shares)):
+        k = int(round(share * a.n_total))
+        with edit_heads(model, ablation_edits(ranking[:k], means, a), pos="all"):
+            points.append({"share": share, "heads": k, "asr_triggered": beh.asr(model),
+                           "asr_clean": beh.asr(model, "clean"),
+                           "utility": beh.utility(model)})
+    return points
+
+
+def smallest_cut(points: Sequence[dict[str, Any]], cut: float = 0.9) -> dict[str, Any] | None:
+    """The first point whose triggered ASR is at most ``(1 - cut)`` of the unablated one."""
+    base = points[0]["asr_triggered"]
+    for p in points:
+        if base > 0 and p["asr_triggered"] <= (1 - cut) * base:
+            return {**p, "asr_reduction": 1 - p["asr_triggered"] / base,
+                    "utility_change": p["utility"] - points[0]["utility"]}
+    return None
+
+
+# ---- commands ---------------------------------------------------------------------------
+@dataclass
+class HeadsConfig(AnalysisConfig):
+    """Options of ``backdoorlab analyze heads``."""
+
+    mode: str = "fast"
+    top: int = 30
+    batch_rows: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in (*MODES, "both"):
+            raise unknown("mode", self.mode, (*MODES, "both"))
+        check(self.top >= 2, "top", f"must be >= 2, got {self.top}")
+        check(self.batch_rows >= 1, "batch_rows", f"must be >= 1, got {self.batch_rows}")
+
+
+def top_heads(effects: torch.Tensor, n: int = 10) -> list[dict[str, Any]]:
+    return [{"layer": layer, "head": head, "effect": float(effects[layer, head])}
+            for layer, head in rank_heads(effects)[:n]]
+
+
+def run_heads(cfg: HeadsConfig | dict[str, Any], out: str | Path, *,
+              trust_remote_code: bool = False) -> dict[str, Any]:
+    """Attribute the backdoor to heads; writes metrics.json, heads.safetensors, heatmaps."""
+    if isinstance(cfg, dict):
+        cfg = from_dict(HeadsConfig, cfg, where="analyze heads")
+    suspect, beh, path = setup(cfg, out, command="heads", trust_remote_code=trust_remote_code)
+    model = suspect.model
+    modes = list(MODES) if cfg.mode == "both" else [cfg.mode]
+    metrics: dict[str, Any] = {"behaviour": beh.describe(),
+                               "score_clean": beh.mean_score(model, "clean"),
+                               "score_triggered": beh.mean_score(model, "triggered")}
+    arrays: dict[str, torch.Tensor] = {}
+    for mode in modes:
+        res = attribute(model, beh, mode, batch_rows=cfg.batch_rows)
+        arrays[f"effects_{mode}"] = res["effects"]
+        arrays["triggered_means"] = res["triggered_means"]
+        metrics[mode] = {"wall_s": round(res["wall_s"], 2), "top_heads": top_heads(res["effects"])}
+        heatmap(res["effects"], path / f"heads_{mode}.png", center=True,
+                title=f"head effect on the backdoor score ({mode})", xlabel="head",
+                ylabel="layer")
+    if len(modes) == 2:
+        metrics["agreement"] = compare_modes(arrays["effects_exact"], arrays["effects_fast"],
+                                             cfg.top)
+        metrics["fast_over_exact_time"] = metrics["fast"]["wall_s"] / metrics["exact"]["wall_s"]
+    save_arrays(path / "heads.safetensors", arrays)
+    atomic_write_json(path / "metrics.json", metrics)
+    return metrics
+
+
+def head_ranking(model: Any, beh: Behaviour, scores: str | None) -> tuple[list, str]:
+    """Heads ranked by effect: from a heads run's ``heads.safetensors`` (exact preferred) or,
+    without one, from fast attribution now."""
+    if scores:
+        arrays = load_arrays(scores)
+        key = "effects_exact" if "effects_exact" in arrays else "effects_fast"
+        if key not in arrays:
+            raise BackdoorlabError(f"{scores}: holds no head effects")
+        return rank_heads(arrays[key]), f"{scores}:{key}"
+    return rank_heads(attribute(model, beh, "fast")["effects"]), "fast"
+
+
+@dataclass
+class AblateConfig(AnalysisConfig):
+    """Options of ``backdoorlab analyze ablate``."""
+
+    scores: str | None = None
+    shares: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.03, 0.05, 0.075,
+                                                         0.1, 0.15, 0.2])
+    method: str = "mean"
+    cut: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in ("mean", "zero"):
+            raise unknown("method", self.method, ("mean", "zero"))
+        bad = [s for s in self.shares if not 0 <= s <= 1]
+        check(not bad, "shares", f"each must be in [0, 1], got {bad[:1]}")
+        check(0 < self.cut <= 1, "cut", f"must be in (0, 1], got {self.cut}")
+
+
+def run_ablate(cfg: AblateConfig | dict[str, Any], out: str | Path, *,
+               trust_remote_code: bool = False) -> dict[str, Any]:
+    """Ablate growing shares of the top heads; writes metrics.json, ablation.png."""
+    if isinstance(cfg, dict):
+        cfg = from_dict(AblateConfig, cfg, where="analyze ablate")
+    suspect, beh, path = setup(cfg, out, command="ablate", trust_remote_code=trust_remote_code)
+    t0 = time.perf_counter()
+    ranking, source = head_ranking(suspect.model, beh, cfg.scores)
+    shares = sorted({0.0, *cfg.shares})
+    points = ablation_curve(suspect.model, beh, ranking, shares, method=cfg.method)
+    metrics = {"behaviour": beh.describe(), "ranking": source, "method": cfg.method,
+               "curve": points, f"smallest_share_cutting_asr_{int(cfg.cut * 100)}pct":
+               smallest_cut(points, cfg.cut), "wall_s": round(time.perf_counter() - t0, 2)}
+    plot_ablation(points, path / "ablation.png")
+    atomic_write_json(path / "metrics.json", metrics)
+    return metrics
+
+
+def plot_ablation(points: Sequence[dict[str, Any]], path: Any) -> Any:
+    from ..plots import figure, save_figure
+
+    fig, ax = figure(5.5)
+    xs = [100 * p["share"] for p in points]
+    ax.plot(xs, [p["asr_triggered"] for p in points], marker="o", label="ASR (triggered)")
+    ax.plot(xs, [p["asr_clean"] for p in points], marker=".", label="ASR (clean)")
+    ax.plot(xs, [p["utility"] for p in points], marker="s", label="clean utility")
+    ax.set_xlabel("% of heads ablated (top by attribution)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
