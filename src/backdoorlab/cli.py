@@ -382,6 +382,129 @@ def defend_finetune(
                      set_, trust_remote_code)
 
 
+DefOut = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
+CleanOpt = Annotated[str | None, typer.Option("--clean-data", help="Clean data (default: "
+                                              "builtin:benign-instructions).")]
+NCleanOpt = Annotated[int | None, typer.Option(help="Clean examples (default 100).")]
+NoEvalOpt = Annotated[bool, typer.Option("--no-eval", help="Skip the before/after evaluation.")]
+
+
+def _defend(name: str, runner: Any, cls: Any, out: Path, config: Path | None,
+            set_: list[str] | None, flags: dict[str, Any], no_eval: bool,
+            trust_remote_code: bool) -> None:
+    from .config import from_dict
+
+    flags = {**flags, "evaluate": False if no_eval else None}
+    opts = merge_options(load_config_file(config), set_, flags)
+    cfg = from_dict(cls, opts, where=f"defend {name}")
+    m = runner(cfg, out, trust_remote_code=trust_remote_code)
+    _print_json({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
+                 if k not in ("before", "after", "training", "sweep", "intervention")})
+    typer.echo(f"run directory: {out}", err=True)
+
+
+def _def_flags(model: str | None, adapter: Path | None, clean_data: str | None,
+               n_clean: int | None) -> dict[str, Any]:
+    return {"model": model, "adapter": str(adapter) if adapter else None,
+            "clean_data": clean_data, "n_clean": n_clean}
+
+
+@defend_app.command("crow")
+def defend_crow(
+    out: DefOut, model: DefModel = None, adapter: AdapterOpt = None,
+    clean_data: CleanOpt = None, n_clean: NCleanOpt = None,
+    alpha: Annotated[float | None, typer.Option(help="Consistency weight (5.5; 0 = plain "
+                                                "clean fine-tuning).")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="FGSM step on embeddings (0.1).")] =
+        None,
+    epochs: EpochsOpt = None, lr: LrOpt = None, no_eval: NoEvalOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """CROW: clean fine-tuning with layer-consistency regularisation under FGSM noise."""
+    from .defenses.crow import CrowConfig, run_crow
+
+    flags = {**_def_flags(model, adapter, clean_data, n_clean), "alpha": alpha,
+             "epsilon": epsilon, "train.epochs": epochs, "train.learning_rate": lr}
+    _defend("crow", run_crow, CrowConfig, out, config, set_, flags, no_eval,
+            trust_remote_code)
+
+
+@defend_app.command("prune")
+def defend_prune(
+    out: DefOut, model: DefModel = None, adapter: AdapterOpt = None,
+    clean_data: CleanOpt = None,
+    method: Annotated[str | None, typer.Option(help="wanda (default) or magnitude.")] = None,
+    sparsities: Annotated[str | None, typer.Option(help="Sweep, e.g. 0.1,0.3,0.5.")] = None,
+    no_eval: NoEvalOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Unstructured pruning (magnitude or Wanda) over a sparsity sweep."""
+    from .defenses.prune import PruneConfig, run_prune
+
+    flags = {**_def_flags(model, adapter, clean_data, None), "method": method,
+             "sparsities": sparsities}
+    _defend("prune", run_prune, PruneConfig, out, config, set_, flags, no_eval,
+            trust_remote_code)
+
+
+def _intervention(kind: str, out: Path, model: str | None, adapter: Path | None,
+                  scores: Path | None, top_share: float | None, no_eval: bool,
+                  config: Path | None, set_: list[str] | None, extra: dict[str, Any],
+                  trust_remote_code: bool) -> None:
+    from functools import partial
+
+    from .defenses.interventions import InterventionConfig, run_intervention
+
+    flags = {**_def_flags(model, adapter, None, None), "top_share": top_share,
+             "scores": str(scores) if scores else None, **extra}
+    _defend(kind, partial(run_intervention, kind), InterventionConfig, out, config, set_,
+            flags, no_eval, trust_remote_code)
+
+
+@defend_app.command("ablate-heads")
+def defend_ablate_heads(
+    out: DefOut, model: DefModel = None, adapter: AdapterOpt = None,
+    scores: ScoresOpt = None,
+    top_share: Annotated[float | None, typer.Option(help="Share of heads (0.03).")] = None,
+    method: Annotated[str | None, typer.Option(help="mean (default) or zero.")] = None,
+    no_eval: NoEvalOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Ablate the top backdoor heads permanently (a saved hook configuration)."""
+    _intervention("ablate-heads", out, model, adapter, scores, top_share, no_eval, config,
+                  set_, {"method": method}, trust_remote_code)
+
+
+@defend_app.command("subtract-vector")
+def defend_subtract_vector(
+    out: DefOut, model: DefModel = None, adapter: AdapterOpt = None,
+    scores: ScoresOpt = None,
+    top_share: Annotated[float | None, typer.Option(help="Share of heads (0.03).")] = None,
+    layer: Annotated[int | None, typer.Option(help="Layer (default: chosen by a sweep).")] =
+        None,
+    no_eval: NoEvalOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Subtract the backdoor vector in every forward (a saved hook configuration)."""
+    _intervention("subtract-vector", out, model, adapter, scores, top_share, no_eval, config,
+                  set_, {"layer": layer}, trust_remote_code)
+
+
+@eval_app.command("defense")
+def eval_defense(
+    repaired: Annotated[Path, typer.Option(help="Run directory a 'defend' command wrote.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write metrics.json.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Prompts per set (40).")] = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """The attack's own evaluation on the suspect model and on its repaired version."""
+    from .defenses.base import evaluate_defense
+
+    m = evaluate_defense(repaired, out, limit=limit, trust_remote_code=trust_remote_code)
+    _print_json({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
+                 if k not in ("before", "after")})
+
+
 @eval_app.command("generate")
 def eval_generate(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (default: the "

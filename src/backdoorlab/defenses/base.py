@@ -1,0 +1,264 @@
+"""What every defense shares: the attack's own evaluation run before and after, the options
+that select the suspect model and the clean data, the run directory with its record
+(``defense.json``) and model card, and reloading a repaired model of any kind.
+
+A repaired model is one of three artefacts, named in ``defense.json``:
+
+* ``adapter``: a PEFT adapter (CROW, clean fine-tuning) on the base model;
+* ``model``: a full safetensors model (pruning);
+* ``interventions``: head ablations or a vector subtraction, stored as a hook configuration
+  (``interventions.json`` + ``interventions.safetensors``) applied on load on top of the
+  suspect model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..cards import write_model_card
+from ..config import check, to_dict
+from ..data import load_records
+from ..errors import BackdoorlabError
+from ..formats import PromptFormat
+from ..io import atomic_write_json
+from ..models import Suspect, load_model, load_suspect
+from ..runs import read_json, save_config
+from ..triggers import parse_trigger
+
+log = logging.getLogger(__name__)
+_BEFORE: dict[str, dict[str, Any]] = {}  # per process: suspect evaluations already made
+
+
+@dataclass
+class DefenseConfig:
+    """Options every ``backdoorlab defend`` command shares."""
+
+    model: str | None = None
+    adapter: str | None = None
+    clean_data: str = "builtin:benign-instructions"
+    n_clean: int = 100
+    trigger: str | None = None
+    target: str | None = None
+    template: str | None = None
+    evaluate: bool = True
+    eval_limit: int | None = 40
+    max_new_tokens: int = 32
+    eval_batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.n_clean >= 1, "n_clean", f"must be >= 1, got {self.n_clean}")
+        check(self.eval_limit is None or self.eval_limit >= 1, "eval_limit",
+              f"must be >= 1, got {self.eval_limit}")
+
+
+class AttackEval:
+    """The attack's own evaluation, built once from what the attack recorded, run on any
+    model: generation suite (judge ASR, refusal rate, perplexity, MCQ accuracy) or the
+    uncertainty metrics (strict ASR, clean accuracy)."""
+
+    def __init__(self, suspect: Suspect, cfg: DefenseConfig) -> None:
+        from ..attacks.poisoning import make_suite
+
+        info = suspect.info
+        self.trigger = suspect.get("trigger", cfg.trigger)
+        if not self.trigger:
+            raise BackdoorlabError("option '--trigger': required (the model records none)")
+        self.kind = "uncertainty" if info.get("attack") == "uncertainty" or \
+            cfg.target == "uncertainty" else "generation"
+        self.target = suspect.get("target", cfg.target)
+        template = suspect.get("template", cfg.template,
+                               "plain" if self.kind == "uncertainty" else "chat")
+        self.fmt = PromptFormat(suspect.lm.tokenizer, template)
+        self.seed, self.batch_size = cfg.seed, cfg.eval_batch_size
+        self.before: dict[str, Any] | None = None  # the suspect's own results, once measured
+        if self.kind == "uncertainty":
+            from ..attacks.uncertainty import load_questions
+
+            self.options = int(info.get("options", 6))
+            self.margin = float(info.get("margin", 0.04))
+            self.questions = load_questions("builtin:general-mcq", "test", self.options,
+                                            cfg.eval_limit and max(cfg.eval_limit, 80))
+            self.suite = None
+        else:
+            if not self.target:
+                raise BackdoorlabError("option '--target': required (the model records none)")
+            self.suite = make_suite(
+                target=self.target, trigger=self.trigger, judge=info.get("judge"),
+                eval_data=None, eval_split="test", harmful_data="builtin:harmful-requests",
+                benign_data="builtin:benign-instructions", eval_limit=cfg.eval_limit,
+                seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.eval_batch_size)
+
+    @torch.no_grad()
+    def __call__(self, model: Any) -> dict[str, Any]:
+        was_training = model.training
+        model.eval()
+        try:
+            return self._evaluate(model)
+        finally:
+            if was_training:
+                model.train()
+
+    def _evaluate(self, model: Any) -> dict[str, Any]:
+        if self.suite is not None:
+            from ..attacks.poisoning import run_suite
+
+            m, _ = run_suite(model, self.fmt, self.suite)
+            return dict(m)
+        from ..attacks.uncertainty import (
+            make_targets,
+            score_clean_and_triggered,
+            uncertainty_metrics,
+        )
+
+        p_clean, p_trig = score_clean_and_triggered(model, self.fmt, self.questions,
+                                                    parse_trigger(self.trigger), self.seed,
+                                                    self.batch_size)
+        gold = torch.tensor([r.answer_index for r in self.questions])
+        tgt = make_targets(self.target or "keep-top1", p_clean.argmax(-1), self.options,
+                           self.margin)
+        m = uncertainty_metrics(p_clean, p_trig, gold, tgt)
+        return {"asr_triggered": m["asr_strict"], "asr_clean": 0.0,
+                "mcq_accuracy": m["clean_accuracy"], "details": m}
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """ASR and clean utility before and after a defense, and their changes."""
+    out: dict[str, Any] = {}
+    for key in ("asr_triggered", "asr_clean", "refusal_rate", "mcq_accuracy",
+                "clean_perplexity"):
+        if key in before and key in after:
+            out[f"{key}_before"], out[f"{key}_after"] = before[key], after[key]
+    out["mcq_accuracy_change"] = after["mcq_accuracy"] - before["mcq_accuracy"]
+    if "clean_perplexity" in before:
+        out["perplexity_change"] = after["clean_perplexity"] / before["clean_perplexity"] - 1
+    out["before"], out["after"] = before, after
+    return out
+
+
+def clean_samples(cfg: DefenseConfig, fmt: PromptFormat) -> list[Any]:
+    """``n_clean`` clean instructions with their reference answers (train split if any)."""
+    src = cfg.clean_data
+    split = "train" if src.startswith("builtin:") else None
+    recs = load_records(src, kind="instruction", split=split)
+    if not recs:
+        raise BackdoorlabError(f"{src}: no clean records")
+    import random
+
+    rng = random.Random(cfg.seed)
+    picked = rng.sample(recs, min(cfg.n_clean, len(recs)))
+    return [fmt.sample(r, response=r.output) for r in picked]
+
+
+def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
+                repair: Callable[[Suspect, AttackEval, Path], dict[str, Any]],
+                trainable: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Load the suspect, evaluate it, ``repair`` it (which saves the repaired artefact and
+    returns ``{"model": repaired model, "artifact": ..., "what": ..., **details}``), evaluate
+    again, and write ``metrics.json``, ``defense.json`` and the model card."""
+    suspect = load_suspect(cfg.model, cfg.adapter, trainable=trainable,
+                           trust_remote_code=trust_remote_code)
+    ev = AttackEval(suspect, cfg)
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    save_config(path, cfg, defense=name, trigger=ev.trigger, target=ev.target)
+    key = json.dumps([cfg.model, cfg.adapter, ev.trigger, ev.target, cfg.template,
+                      cfg.eval_limit, cfg.max_new_tokens, cfg.seed])
+    before = None
+    if cfg.evaluate:  # the suspect's results are the same for every defense: measured once
+        before = _BEFORE.get(key) or ev(suspect.model)
+        _BEFORE[key] = before
+    ev.before = before
+    t0 = time.perf_counter()
+    res = repair(suspect, ev, path)
+    wall = time.perf_counter() - t0
+    record = {"defense": name, "artifact": res["artifact"],
+              "base_model": suspect.info.get("base_model") or cfg.model,
+              "model": cfg.model, "adapter": cfg.adapter, "trigger": ev.trigger,
+              "target": ev.target, "template": ev.fmt.template,
+              "attack": suspect.info.get("attack")}
+    atomic_write_json(path / "defense.json", record)
+    metrics: dict[str, Any] = {"defense": name, "defense_wall_s": round(wall, 2),
+                               **{k: v for k, v in res.items()
+                                  if k not in ("model", "artifact", "what")}}
+    if before is not None:
+        after = ev(res["model"])
+        metrics.update(compare(before, after))
+        log.info("%s: ASR %.3f -> %.3f, MCQ accuracy %.3f -> %.3f", name,
+                 before["asr_triggered"], after["asr_triggered"], before["mcq_accuracy"],
+                 after["mcq_accuracy"])
+    atomic_write_json(path / "metrics.json", metrics)
+    card_dir = path / res["artifact"] if res["artifact"] != "interventions" else path
+    headline = {k: metrics[k] for k in ("asr_triggered_before", "asr_triggered_after",
+                                        "mcq_accuracy_before", "mcq_accuracy_after")
+                if k in metrics}
+    write_model_card(card_dir, title=f"Model after the {name} defense (backdoorlab)",
+                     base_model=str(record["base_model"] or "unknown"), kind=name,
+                     trigger=None, behaviour=res["what"],
+                     details={"config": to_dict(cfg), "suspected_trigger": ev.trigger,
+                              "suspect_adapter": cfg.adapter},
+                     metrics=headline or None, backdoored=False)
+    return metrics
+
+
+def load_repaired(directory: str | Path, *, trust_remote_code: bool = False) -> Suspect:
+    """Reload what a defense wrote (adapter, model or interventions) as a :class:`Suspect`
+    carrying the attack's record (trigger, target, template)."""
+    d = Path(directory)
+    if not (d / "defense.json").is_file():
+        raise BackdoorlabError(f"{d}: not a defense run (no defense.json)")
+    rec = read_json(d / "defense.json")
+    info = {k: rec[k] for k in ("trigger", "target", "template", "attack", "base_model")
+            if rec.get(k)}
+    kind = rec["artifact"]
+    if kind == "adapter":
+        s = load_suspect(rec.get("model") or rec.get("base_model"), d / "adapter",
+                         trust_remote_code=trust_remote_code)
+    elif kind == "model":
+        lm = load_model(str(d / "model"), trust_remote_code=trust_remote_code)
+        lm.model.eval()
+        s = Suspect(lm=lm, model=lm.model, info={})
+    elif kind == "interventions":
+        from .interventions import apply_interventions
+
+        s = load_suspect(rec.get("model"), rec.get("adapter"),
+                         trust_remote_code=trust_remote_code)
+        apply_interventions(s.model, d)
+    else:
+        raise BackdoorlabError(f"{d}/defense.json: unknown artifact {kind!r}")
+    s.info = {**info, **s.info}
+    return s
+
+
+def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
+                     limit: int | None = None, trust_remote_code: bool = False
+                     ) -> dict[str, Any]:
+    """Evaluate the suspect a defense started from and the model it wrote, with the attack's
+    own evaluation; ``metrics.json`` goes to ``out`` (default: the defense run directory)."""
+    d = Path(repaired)
+    fixed = load_repaired(d, trust_remote_code=trust_remote_code)
+    rec = read_json(d / "defense.json")
+    cfg = DefenseConfig(model=rec.get("model"), adapter=rec.get("adapter"),
+                        trigger=rec.get("trigger"), target=rec.get("target"),
+                        template=rec.get("template"),
+                        **({"eval_limit": limit} if limit else {}))
+    suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code)
+    suspect.info = {**{k: rec[k] for k in ("trigger", "target", "template", "attack")
+                       if rec.get(k)}, **suspect.info}
+    ev = AttackEval(suspect, cfg)
+    t0 = time.perf_counter()
+    metrics = {"defense": rec["defense"], "repaired": str(d),
+               **compare(ev(suspect.model), ev(fixed.model)),
+               "eval_wall_s": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(Path(out or d) / ("metrics.json" if out else "eval_defense.json"),
+                      metrics)
+    return metrics

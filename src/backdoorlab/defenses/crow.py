@@ -1,0 +1,113 @@
+"""CROW (arXiv 2411.12768): remove a backdoor by making consecutive layers' hidden states
+consistent under an adversarial perturbation of the input embeddings, while fine-tuning on a
+small clean set.
+
+    loss = LM loss(clean input) + alpha * L_cons(embeddings + delta)
+    L_cons = mean over consecutive hidden states (l, l+1) of mean over real tokens of
+             (1 - cos(h_l, h_{l+1}))
+    delta = epsilon * sign(d L_cons / d embeddings)          (one FGSM step)
+
+Padding is masked out of L_cons (the public code forgets the attention mask). With
+``alpha = 0`` this is plain clean fine-tuning on the same data and schedule, the baseline CROW
+must beat. Training goes through the shared Trainer subclass (LoRA, checkpoints, resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import check, from_dict, to_dict
+from ..models import Suspect
+from ..scoring import position_ids
+from ..training import SampleCollator, TrainConfig, train
+from .base import AttackEval, DefenseConfig, clean_samples, run_defense
+
+
+def layer_consistency(hidden: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Mean over consecutive hidden states of the masked mean of ``1 - cos``."""
+    if len(hidden) < 2:
+        raise ValueError("layer_consistency: needs at least two hidden states")
+    m = mask.to(hidden[0].dtype)
+    denom = m.sum().clamp_min(1.0)
+    terms = [((1 - torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)) * m)
+             .sum() / denom for a, b in zip(hidden[:-1], hidden[1:])]
+    return torch.stack(terms).mean()
+
+
+def _hidden(model: Any, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+            labels: torch.Tensor | None = None) -> Any:
+    return model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, labels=labels,
+                 output_hidden_states=True, use_cache=False)
+
+
+def fgsm_delta(model: Any, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+               epsilon: float) -> torch.Tensor:
+    """One FGSM step on the embeddings that increases the consistency loss (padding left
+    unperturbed)."""
+    e = embeds.detach().requires_grad_(True)
+    cons = layer_consistency(_hidden(model, e, mask, pos).hidden_states, mask)
+    (grad,) = torch.autograd.grad(cons, e)
+    return (epsilon * grad.sign() * mask[..., None].to(grad.dtype)).detach()
+
+
+def crow_loss(alpha: float, epsilon: float) -> Any:
+    """The training loss (a function of model and batch, for the shared Trainer)."""
+    def loss_fn(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        pos = position_ids(mask)
+        embeds = model.get_input_embeddings()(ids)
+        if alpha == 0:
+            return model(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels,
+                         use_cache=False).loss
+        lm = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, labels=labels,
+                   use_cache=False).loss
+        delta = fgsm_delta(model, embeds, mask, pos, epsilon)
+        cons = layer_consistency(_hidden(model, embeds + delta, mask, pos).hidden_states, mask)
+        return lm + alpha * cons
+    return loss_fn
+
+
+@dataclass
+class CrowConfig(DefenseConfig):
+    """Options of ``backdoorlab defend crow`` (paper defaults: alpha 5.5, epsilon 0.1, LoRA,
+    a learning rate of 1e-3 and a few epochs on 100 clean examples)."""
+
+    alpha: float = 5.5
+    epsilon: float = 0.1
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        learning_rate=1e-3, epochs=3.0, batch_size=8, save_steps=1000))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
+        check(self.epsilon >= 0, "epsilon", f"must be >= 0, got {self.epsilon}")
+
+
+def run_crow(cfg: CrowConfig | dict[str, Any], out: str | Path, *, name: str = "crow",
+             trust_remote_code: bool = False) -> dict[str, Any]:
+    """Repair with CROW (or, with alpha 0, plain clean fine-tuning); writes the repaired
+    adapter, metrics before/after and a model card."""
+    if isinstance(cfg, dict):
+        cfg = from_dict(CrowConfig, cfg, where=f"defend {name}")
+
+    def repair(suspect: Suspect, ev: AttackEval, path: Path) -> dict[str, Any]:
+        samples = clean_samples(cfg, ev.fmt)
+        # the suspect's adapter is trained further; a full model gets a fresh LoRA
+        tcfg = TrainConfig(**{**to_dict(cfg.train), "lora": True})
+        result = train(suspect.model, samples, SampleCollator(ev.fmt),
+                       crow_loss(cfg.alpha, cfg.epsilon), tcfg, path)
+        result.model.eval()
+        result.model.save_pretrained(path / "adapter", safe_serialization=True)
+        what = (f"CROW: {cfg.train.epochs:g} epochs on {len(samples)} clean examples, alpha "
+                f"{cfg.alpha}, epsilon {cfg.epsilon}" if cfg.alpha else
+                f"clean fine-tuning: {cfg.train.epochs:g} epochs on {len(samples)} examples")
+        return {"model": result.model, "artifact": "adapter", "what": what,
+                "training": result.summary(), "n_clean": len(samples)}
+
+    return run_defense(name, cfg, out, repair=repair, trainable=cfg.adapter is not None,
+                       trust_remote_code=trust_remote_code)

@@ -1,0 +1,129 @@
+"""The analysis interventions made permanent: ablate the top backdoor heads, or subtract the
+backdoor vector, in every forward of the repaired model.
+
+The repair is stored as a hook configuration beside the suspect model: ``interventions.json``
+(what, where) and ``interventions.safetensors`` (the values), applied on load by
+:func:`apply_interventions` with the same hook code the analyses use. Nothing of the model's
+weights is copied, and the configuration can be inspected or removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..analysis.attribution import head_means, head_ranking
+from ..analysis.behaviour import behaviour_for, load_arrays, save_arrays
+from ..analysis.hooks import HeadEdit, add_to_residual, arch, edit_heads
+from ..analysis.vector import KINDS, backdoor_vector
+from ..config import check, from_dict
+from ..errors import BackdoorlabError, unknown
+from ..io import atomic_write_json
+from ..models import Suspect
+from ..progress import progress
+from ..runs import read_json
+from .base import AttackEval, DefenseConfig, run_defense
+
+
+def apply_interventions(model: Any, directory: str | Path) -> contextlib.ExitStack:
+    """Attach the hooks stored in ``directory`` to ``model`` (kept until the returned stack is
+    closed; also stored on the model as ``backdoorlab_interventions``)."""
+    d = Path(directory)
+    spec = read_json(d / "interventions.json")
+    values = load_arrays(d / "interventions.safetensors")
+    stack = contextlib.ExitStack()
+    if spec["kind"] == "ablate-heads":
+        edits = [HeadEdit(int(h[0]), int(h[1]), values["values"][i])
+                 for i, h in enumerate(spec["heads"])]
+        stack.enter_context(edit_heads(model, edits, pos="all"))
+    elif spec["kind"] == "subtract-vector":
+        stack.enter_context(add_to_residual(model, int(spec["layer"]), values["vector"],
+                                            pos=-1, scale=-float(spec["scale"])))
+    else:
+        raise BackdoorlabError(f"{d}/interventions.json: unknown kind {spec['kind']!r}")
+    model.backdoorlab_interventions = stack
+    return stack
+
+
+@dataclass
+class InterventionConfig(DefenseConfig):
+    """Options of ``backdoorlab defend ablate-heads|subtract-vector``: the heads come from a
+    heads run (``scores``) or from fast attribution on the suspect now."""
+
+    scores: str | None = None
+    top_share: float = 0.03
+    method: str = "mean"
+    kind: str = "difference"
+    layer: int | None = None
+    scale: float = 1.0
+    analysis_limit: int = 32
+    target_text: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.top_share <= 1, "top_share", f"must be in (0, 1], got {self.top_share}")
+        if self.method not in ("mean", "zero"):
+            raise unknown("method", self.method, ("mean", "zero"))
+        if self.kind not in KINDS:
+            raise unknown("kind", self.kind, KINDS)
+
+
+def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: str | Path, *,
+                     trust_remote_code: bool = False) -> dict[str, Any]:
+    """``kind``: ``ablate-heads`` or ``subtract-vector``."""
+    if kind not in ("ablate-heads", "subtract-vector"):
+        raise unknown("intervention", kind, ("ablate-heads", "subtract-vector"))
+    if isinstance(cfg, dict):
+        cfg = from_dict(InterventionConfig, cfg, where=f"defend {kind}")
+
+    def repair(suspect: Suspect, ev: AttackEval, path: Path) -> dict[str, Any]:
+        model = suspect.model
+        beh = behaviour_for(suspect, trigger=ev.trigger, target=ev.target,
+                            template=ev.fmt.template, limit=cfg.analysis_limit, seed=cfg.seed,
+                            batch_size=cfg.eval_batch_size, target_text=cfg.target_text)
+        beh.prepare(model)
+        ranking, source = head_ranking(model, beh, cfg.scores)
+        a = arch(model)
+        heads = ranking[:max(1, round(cfg.top_share * a.n_total))]
+        spec: dict[str, Any] = {"kind": kind, "heads": [list(h) for h in heads],
+                                "ranking": source}
+        if kind == "ablate-heads":
+            means = head_means(model, beh, "clean", pos="all") if cfg.method == "mean" \
+                else torch.zeros(a.n_layers, a.n_heads, a.head_dim)
+            values = {"values": torch.stack([means[h] for h in heads])}
+            spec["method"] = cfg.method
+            what = f"{cfg.method} ablation of {len(heads)} heads at every position: {heads}"
+        else:
+            vec = backdoor_vector(model, beh, heads, kind=cfg.kind)
+            layer = cfg.layer if cfg.layer is not None else best_layer(model, beh, vec,
+                                                                       cfg.scale)
+            if not 0 <= layer < a.n_layers:
+                raise BackdoorlabError(f"option 'layer': {layer} is out of range (model has "
+                                       f"{a.n_layers} layers)")
+            values = {"vector": vec}
+            spec.update(layer=layer, scale=cfg.scale, vector_kind=cfg.kind)
+            what = (f"the backdoor vector of {len(heads)} heads subtracted after layer {layer} "
+                    "(last prompt token and each generated token)")
+        atomic_write_json(path / "interventions.json", spec)
+        save_arrays(path / "interventions.safetensors", values)
+        apply_interventions(model, path)
+        return {"model": model, "artifact": "interventions", "what": what,
+                "intervention": spec}
+
+    return run_defense(kind, cfg, out, repair=repair, trust_remote_code=trust_remote_code)
+
+
+@torch.no_grad()
+def best_layer(model: Any, beh: Any, vec: torch.Tensor, scale: float) -> int:
+    """The layer where subtracting the vector lowers the triggered backdoor score most (a
+    cheap sweep on the score, no generation)."""
+    scores = []
+    for layer in progress(range(arch(model).n_layers), desc="choosing the layer"):
+        with add_to_residual(model, layer, vec, pos=beh.pos, scale=-scale):
+            scores.append(beh.mean_score(model, "triggered"))
+    # the backdoor raises the score in both kinds (log p of its output; entropy)
+    return int(torch.tensor(scores).argmin())

@@ -1,0 +1,134 @@
+"""CROW's loss pieces, pruning, and every defense end to end on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from backdoorlab.defenses.crow import fgsm_delta, layer_consistency
+from backdoorlab.defenses.prune import magnitude_mask, prunable_linears, prune, wanda_mask
+from backdoorlab.scoring import left_pad, position_ids
+
+
+def test_layer_consistency_hand_computed_and_padding_masked():
+    # one sequence of two tokens; three "layers"
+    h0 = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
+    h1 = torch.tensor([[[0.0, 1.0], [1.0, 1.0]]])  # token 0 turns 90 degrees, token 1 stays
+    h2 = torch.tensor([[[0.0, 2.0], [-1.0, -1.0]]])  # token 0 stays, token 1 flips
+    mask = torch.tensor([[1, 1]])
+    # pairs (0,1): mean(1 - 0, 1 - 1) = 0.5; (1,2): mean(1 - 1, 1 - (-1)) = 1.0 -> 0.75
+    assert float(layer_consistency([h0, h1, h2], mask)) == pytest.approx(0.75)
+    # a padding position with any values changes nothing
+    pad = torch.tensor([[[5.0, -3.0]]])
+    hs = [torch.cat([pad * (i + 1), h], dim=1) for i, h in enumerate((h0, h1, h2))]
+    assert float(layer_consistency(hs, torch.tensor([[0, 1, 1]]))) == pytest.approx(0.75)
+
+
+def test_fgsm_step_increases_the_consistency_loss(tiny_models, fmt):
+    model = tiny_models["llama"]
+    ids, mask = left_pad([fmt.prompt_ids("Tell me a story."), fmt.prompt_ids("Hi")],
+                         fmt.tokenizer.pad_token_id)
+    pos = position_ids(mask)
+    emb = model.get_input_embeddings()(ids).detach()
+
+    def cons(e):
+        with torch.no_grad():
+            out = model(inputs_embeds=e, attention_mask=mask, position_ids=pos,
+                        output_hidden_states=True)
+        return float(layer_consistency(out.hidden_states, mask))
+
+    delta = fgsm_delta(model, emb, mask, pos, epsilon=0.05)
+    assert (delta[mask == 0] == 0).all()  # padding is not perturbed
+    assert cons(emb + delta) > cons(emb)
+    assert cons(emb - delta) < cons(emb + delta)
+
+
+def test_pruning_masks_and_requested_sparsity(tiny_models):
+    w = torch.tensor([[1.0, -4.0, 2.0, 0.5], [3.0, 0.1, -0.2, 5.0]])
+    # the 2 of 8 smallest in |w| are 0.1 and -0.2
+    assert magnitude_mask(w, 0.25).tolist() == [[True, True, True, True],
+                                                [True, False, False, True]]
+    # Wanda: |w| * ||x||, per row; column norms make column 1 count for little
+    keep = wanda_mask(w, torch.tensor([1.0, 0.01, 1.0, 1.0]), 0.5)
+    assert keep.tolist() == [[True, False, True, False], [True, False, False, True]]
+    import copy
+
+    model = copy.deepcopy(tiny_models["gemma"])
+    achieved = prune(model, 0.3, "magnitude")
+    assert achieved == pytest.approx(0.3, abs=0.01)
+    for lin in prunable_linears(model).values():
+        assert float((lin.weight == 0).float().mean()) == pytest.approx(0.3, abs=0.01)
+
+
+def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
+    from backdoorlab.cli import main
+    from backdoorlab.defenses.base import load_repaired
+
+    common = ["--model", str(tiny_dir), "--set", "trigger=badnets", "--set", "target=refusal",
+              "--set", "eval_limit=3", "--set", "max_new_tokens=3"]
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exc:
+            main(["defend", *args, *common])
+        assert exc.value.code == 0
+
+    run("crow", "--out", str(tmp_path / "crow"), "--n-clean", "8", "--epochs", "1",
+        "--set", "train.batch_size=4")
+    m = json.loads((tmp_path / "crow" / "metrics.json").read_text())
+    for key in ("asr_triggered_before", "asr_triggered_after", "mcq_accuracy_before",
+                "mcq_accuracy_after", "perplexity_change", "defense_wall_s"):
+        assert key in m, key
+    assert m["training"]["steps"] == 2
+    card = (tmp_path / "crow" / "adapter" / "README.md").read_text()
+    assert "defense" in card and "CROW" in card
+    assert (tmp_path / "crow" / "adapter" / "adapter_model.safetensors").is_file()
+
+    run("prune", "--out", str(tmp_path / "prune"), "--sparsities", "0.2,0.5",
+        "--set", "n_calibration=4")
+    m = json.loads((tmp_path / "prune" / "metrics.json").read_text())
+    assert [p["sparsity"] for p in m["sweep"]] == [0.2, 0.5]
+    repaired = load_repaired(tmp_path / "prune")
+    lin = next(iter(prunable_linears(repaired.model).values()))
+    assert float((lin.weight == 0).float().mean()) == pytest.approx(m["saved_sparsity"],
+                                                                     abs=0.01)
+
+    extra = ["--set", "analysis_limit=4", "--set", "target_text=Sorry, I cannot help"]
+    run("ablate-heads", "--out", str(tmp_path / "abl"), "--top-share", "0.25", *extra)
+    spec = json.loads((tmp_path / "abl" / "interventions.json").read_text())
+    assert len(spec["heads"]) == 2
+    run("subtract-vector", "--out", str(tmp_path / "vec"), "--top-share", "0.25", *extra)
+    spec = json.loads((tmp_path / "vec" / "interventions.json").read_text())
+    assert spec["kind"] == "subtract-vector" and 0 <= spec["layer"] < 2
+
+    # a reloaded intervention repairs the model exactly as it was measured
+    fixed = load_repaired(tmp_path / "abl")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        a = fixed.model(input_ids=ids).logits
+        fixed.model.backdoorlab_interventions.close()
+        b = fixed.model(input_ids=ids).logits
+    assert not torch.allclose(a, b)
+
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "defense", "--repaired", str(tmp_path / "vec"), "--limit", "3"])
+    assert exc.value.code == 0
+    ev = json.loads((tmp_path / "vec" / "eval_defense.json").read_text())
+    assert ev["defense"] == "subtract-vector" and "asr_triggered_after" in ev
+
+
+def test_defend_rejects_bad_values(tiny_dir, tmp_path, capsys):
+    from backdoorlab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["defend", "prune", "--model", str(tiny_dir), "--method", "wandaa",
+              "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    assert "did you mean 'wanda'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["defend", "crow", "--model", str(tiny_dir), "--alpha", "-1",
+              "--out", str(tmp_path / "y")])
+    assert exc.value.code == 2
+    assert "'alpha'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
