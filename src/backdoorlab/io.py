@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import BackdoorlabError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it into place."""
@@ -50,3 +52,21 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     text = "".join(json.dumps(r, ensure_ascii=False, default=_default) + "\n" for r in rows)
     return atomic_write_text(path, text)
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
+    """Tensors as one safetensors file (float32, contiguous, CPU), written atomically."""
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save({k: v.detach().float().contiguous().cpu()
+                                          for k, v in arrays.items()}))
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, Any]:
+    """Tensors from a safetensors file (never a pickle)."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise BackdoorlabError(f"{p}: no such file")
+    return load_file(str(p))

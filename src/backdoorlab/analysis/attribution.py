@@ -27,11 +27,11 @@ import torch
 
 from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
-from ..io import atomic_write_json
+from ..io import atomic_write_json, load_arrays, save_arrays
 from ..plots import heatmap
 from ..progress import progress
 from ..scoring import left_pad, model_device, position_ids
-from .behaviour import AnalysisConfig, Behaviour, load_arrays, save_arrays, setup
+from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import Arch, HeadEdit, arch, capture, edit_heads, head_grad_taps
 
 MODES = ("exact", "fast")

@@ -24,7 +24,6 @@ from ..config import check
 from ..data import load_records
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat, Sample
-from ..io import atomic_write_bytes
 from ..judges import get_judge
 from ..models import Suspect, describe, load_suspect
 from ..runs import save_config
@@ -304,21 +303,3 @@ def setup(cfg: AnalysisConfig, out: str | Path, *, command: str,
     save_config(path, cfg, analysis=command, behaviour=beh.describe(),
                 model_description=describe(suspect.lm.model))
     return suspect, beh, path
-
-
-def save_arrays(path: str | Path, arrays: dict[str, torch.Tensor]) -> Path:
-    """Raw results as one safetensors file, written atomically."""
-    from safetensors.torch import save
-
-    return atomic_write_bytes(path, save({k: v.detach().float().contiguous().cpu()
-                                          for k, v in arrays.items()}))
-
-
-def load_arrays(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    if not p.is_file():
-        raise BackdoorlabError(f"{p}: no such file (expected the heads.safetensors of an "
-                               "'analyze heads' run)")
-    return load_file(str(p))

@@ -20,10 +20,10 @@ import torch
 
 from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
-from ..io import atomic_write_json
+from ..io import atomic_write_json, save_arrays
 from ..plots import heatmap
 from ..scoring import left_pad, model_device, position_ids
-from .behaviour import AnalysisConfig, Behaviour, save_arrays, setup
+from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import capture
 
 CLASSIFIERS = ("logistic", "svm", "mlp")

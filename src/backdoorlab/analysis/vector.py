@@ -20,10 +20,10 @@ import torch
 
 from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
-from ..io import atomic_write_json
+from ..io import atomic_write_json, save_arrays
 from ..progress import progress
 from .attribution import head_means, head_ranking
-from .behaviour import AnalysisConfig, Behaviour, save_arrays, setup
+from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import add_to_residual, arch, head_directions
 
 KINDS = ("difference", "triggered")

@@ -381,6 +381,13 @@ def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str
                            "eval_s": round(eval_s, 2), "n_train": len(items),
                            "n_poisoned": sum(bool(it["sample"].poisoned) for it in items)}
     metrics["eval_data"] = f"{eval_src}:{cfg.eval_split or 'all'}"
+    from ..io import save_arrays
+
+    # per-question distributions, for plots (histograms, entropy shift, reliability)
+    save_arrays(out / "probs.safetensors", {
+        "baseline_clean": orig_eval[0], "baseline_triggered": orig_eval[1],
+        "clean": new_eval[0], "triggered": new_eval[1],
+        "gold": torch.tensor([r.answer_index for r in eval_recs])})
     save_backdoored(model, lm, out, cfg, trig.spec, metrics)
     atomic_write_json(out / "metrics.json", metrics)
     return AttackResult(out_dir=out, metrics=metrics, model=model)

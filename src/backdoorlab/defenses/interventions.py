@@ -17,12 +17,12 @@ from typing import Any
 import torch
 
 from ..analysis.attribution import head_means, head_ranking
-from ..analysis.behaviour import behaviour_for, load_arrays, save_arrays
+from ..analysis.behaviour import behaviour_for
 from ..analysis.hooks import HeadEdit, add_to_residual, arch, edit_heads
 from ..analysis.vector import KINDS, backdoor_vector
 from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
-from ..io import atomic_write_json
+from ..io import atomic_write_json, load_arrays, save_arrays
 from ..models import Suspect
 from ..progress import progress
 from ..runs import read_json
