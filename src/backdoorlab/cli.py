@@ -719,6 +719,64 @@ def analyze_vector(
     _print_json({k: m[k] for k in ("baseline", "best_on", "best_off")})
 
 
+@app.command("run")
+def run_cmd(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default: "
+                                             "runs/<experiment name>).")] = None,
+    from_stage: Annotated[str | None, typer.Option("--from", help="Redo this stage and every "
+                                                   "later one.")] = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Run a study: attack -> evaluate -> analyze -> defend -> report; finished stages are
+    kept, an interrupted one resumes."""
+    from .experiment import load_experiment, run_experiment
+
+    spec, text = load_experiment(experiment)
+    run_dir = out or Path("runs") / str(spec.get("name") or experiment.stem)
+    done = run_experiment(spec, run_dir, text=text, where=str(experiment),
+                          from_stage=from_stage, trust_remote_code=trust_remote_code)
+    _print_json({k: v["wall_s"] for k, v in done.items()})
+    typer.echo(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})", err=True)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write.")] =
+        Path("runs/demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer examples and steps (~3 min).")]
+        = False,
+    open_report: Annotated[bool, typer.Option("--open", help="Open the report in a browser.")]
+        = False,
+) -> None:
+    """Plant, measure, explain and remove two backdoors on the embedded model; one report."""
+    from .experiment import run_demo
+
+    t0 = time.perf_counter()
+    path = run_demo(out, quick=quick)
+    typer.echo(f"report: {path}  ({(time.perf_counter() - t0) / 60:.1f} min)", err=True)
+    if open_report:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
+@app.command("report")
+def report_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for report.html "
+                                             "and report.md (default: the first run).")] = None,
+) -> None:
+    """(Re)build the HTML and Markdown report of one or more runs."""
+    from .report import write_report
+
+    for r in runs:
+        if not r.is_dir():
+            raise BackdoorlabError(f"{r}: no such run directory")
+    html_path, md_path = write_report(runs, out or runs[0])
+    typer.echo(f"{html_path}\n{md_path}")
+
+
 @data_app.command("inspect")
 def data_inspect(
     source: Annotated[str, typer.Argument(help="File, hf:NAME... or builtin:NAME.")],

@@ -287,7 +287,7 @@ class AnalysisConfig:
               f"must be >= 1, got {self.max_new_tokens}")
 
 
-def setup(cfg: AnalysisConfig, out: str | Path, *, command: str,
+def setup(cfg: AnalysisConfig, out: str | Path, *, command: str, prepare: bool = True,
           trust_remote_code: bool = False) -> tuple[Suspect, Behaviour, Path]:
     """Load the suspect model, build and prepare its behaviour, create the run directory
     (only once every input has been checked) and save the resolved config."""
@@ -297,7 +297,8 @@ def setup(cfg: AnalysisConfig, out: str | Path, *, command: str,
                         limit=cfg.limit, seed=cfg.seed, batch_size=cfg.batch_size,
                         target_tokens=cfg.target_tokens, target_text=cfg.target_text,
                         max_new_tokens=cfg.max_new_tokens)
-    beh.prepare(suspect.model)
+    if prepare:
+        beh.prepare(suspect.model)
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     save_config(path, cfg, analysis=command, behaviour=beh.describe(),

@@ -22,7 +22,7 @@ from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
 from ..io import atomic_write_json, save_arrays
 from ..plots import heatmap
-from ..scoring import left_pad, model_device, position_ids
+from ..scoring import left_pad, length_batches, model_device, position_ids
 from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import capture
 
@@ -35,7 +35,7 @@ def residual_states(model: Any, beh: Behaviour, which: str) -> torch.Tensor:
     ids = [beh.fmt.encode(s.user).prompt_ids for s in beh.samples(which)]
     dev = model_device(model)
     parts: dict[int, torch.Tensor] = {}
-    for rows in beh.batches(which):
+    for rows in length_batches([len(x) for x in ids], beh.batch_size):
         x, mask = left_pad([ids[i] for i in rows], beh.fmt.tokenizer.pad_token_id)
         with capture(model, heads=False, pos=-1) as cap:
             model(input_ids=x.to(dev), attention_mask=mask.to(dev),
@@ -175,7 +175,8 @@ def run_probe(cfg: ProbeConfig | dict[str, Any], out: str | Path, *,
     """Probe every layer; writes metrics.json, probe.safetensors and two plots."""
     if isinstance(cfg, dict):
         cfg = from_dict(ProbeConfig, cfg, where="analyze probe")
-    suspect, beh, path = setup(cfg, out, command="probe", trust_remote_code=trust_remote_code)
+    suspect, beh, path = setup(cfg, out, command="probe", prepare=False,
+                               trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()
     clean = residual_states(suspect.model, beh, "clean")
     trig = residual_states(suspect.model, beh, "triggered")

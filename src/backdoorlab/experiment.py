@@ -1,0 +1,319 @@
+"""A study in one file: ``backdoorlab run EXPERIMENT.yaml``.
+
+Stages, each optional, each writing into the run directory::
+
+    attack    -> RUN/attack/           (plants and evaluates the backdoor beside the clean model)
+    evaluate  -> RUN/evaluate/         (the attack's own evaluation, other settings if wanted)
+    analyze   -> RUN/analyze/<name>/   (probe, heads, ablate, vector)
+    defend    -> RUN/defend/<name>/    (crow, finetune, prune, ablate-heads, subtract-vector;
+                                        each evaluates before and after)
+    report    -> RUN/report.html, RUN/report.md
+
+Every stage's config is checked before any work starts (unknown keys and bad values are
+reported with their line in the YAML file). ``RUN/resolved.json`` holds the config with every
+default filled in; ``RUN/stages.json`` records each finished stage with the hash of its config
+(and of the stages it builds on), so a stage whose hash and outputs are unchanged is not redone.
+An interrupted stage resumes from its last training checkpoint; ``--from STAGE`` redoes a
+stage and everything after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import from_dict, to_dict
+from .errors import BackdoorlabError, unknown
+from .io import atomic_write_json
+from .runs import config_hash, read_json
+
+log = logging.getLogger(__name__)
+
+TOP_KEYS = ("name", "model", "seed", "attack", "evaluate", "analyze", "defend", "report")
+
+
+def _attack_classes() -> dict[str, tuple[type, Any]]:
+    from .attacks.poisoning import PoisonConfig, run_poison_attack
+    from .attacks.unalignment import UnalignConfig, run_unalign_attack
+    from .attacks.uncertainty import UncertaintyConfig, run_uncertainty_attack
+
+    return {"uncertainty": (UncertaintyConfig, run_uncertainty_attack),
+            "poison": (PoisonConfig, run_poison_attack),
+            "unalign": (UnalignConfig, run_unalign_attack)}
+
+
+def _analysis_classes() -> dict[str, tuple[type, Any]]:
+    from .analysis.attribution import AblateConfig, HeadsConfig, run_ablate, run_heads
+    from .analysis.probe import ProbeConfig, run_probe
+    from .analysis.vector import VectorConfig, run_vector
+
+    return {"probe": (ProbeConfig, run_probe), "heads": (HeadsConfig, run_heads),
+            "ablate": (AblateConfig, run_ablate), "vector": (VectorConfig, run_vector)}
+
+
+def _defense_classes() -> dict[str, tuple[type, Any]]:
+    from functools import partial
+
+    from .defenses.crow import CrowConfig, run_crow
+    from .defenses.interventions import InterventionConfig, run_intervention
+    from .defenses.prune import PruneConfig, run_prune
+
+    return {"crow": (CrowConfig, run_crow),
+            "finetune": (CrowConfig, partial(run_crow, name="finetune")),
+            "prune": (PruneConfig, run_prune),
+            "ablate-heads": (InterventionConfig, partial(run_intervention, "ablate-heads")),
+            "subtract-vector": (InterventionConfig,
+                                partial(run_intervention, "subtract-vector"))}
+
+
+@dataclass
+class Stage:
+    """One unit of work: its name (``analyze.heads``), config object and runner."""
+
+    name: str
+    cfg: Any
+    run: Any
+    out: Path
+    depends: list[str] = field(default_factory=list)
+
+
+class YamlLines:
+    """Line numbers of the keys of a YAML mapping (``attack.train.epochs`` -> 12)."""
+
+    def __init__(self, text: str) -> None:
+        import yaml
+
+        self.lines: dict[str, int] = {}
+        try:
+            node = yaml.compose(text)
+        except yaml.YAMLError:
+            node = None
+        if node is not None:
+            self._walk(node, "")
+
+    def _walk(self, node: Any, prefix: str) -> None:
+        import yaml
+
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}{k.value}"
+                self.lines[key] = k.start_mark.line + 1
+                self._walk(v, key + ".")
+
+    def find(self, section: str, option: str | None) -> int | None:
+        """The line of ``section.option`` (or of its last dotted part), else of ``section``."""
+        if option:
+            for cand in (f"{section}.{option}", f"{section}.{option.split('.')[-1]}"):
+                if cand in self.lines:
+                    return self.lines[cand]
+            for k, v in self.lines.items():
+                if k.startswith(section + ".") and k.endswith("." + option.split(".")[-1]):
+                    return v
+        return self.lines.get(section)
+
+
+def _build(cls: type, data: dict[str, Any], section: str, where: str, lines: YamlLines) -> Any:
+    try:
+        return from_dict(cls, data, where=section)
+    except BackdoorlabError as exc:
+        msg = str(exc)
+        m = re.search(r"(?:option|key) '([^']+)'", msg)
+        line = lines.find(section, m.group(1) if m else None)
+        at = f"{where}:{line}: " if line else f"{where}: "
+        raise BackdoorlabError(f"{at}{section}: {msg}") from None
+
+
+def plan(spec: dict[str, Any], run_dir: Path, *, where: str = "experiment",
+         text: str = "") -> tuple[list[Stage], dict[str, Any]]:
+    """Check the whole experiment and turn it into stages (no work is done here)."""
+    lines = YamlLines(text)
+    if not isinstance(spec, dict):
+        raise BackdoorlabError(f"{where}: expected a mapping of stages")
+    for key in spec:
+        if key not in TOP_KEYS:
+            line = lines.lines.get(str(key))
+            raise BackdoorlabError(f"{where}:{line or '?'}: " + str(unknown("key", str(key),
+                                                                             TOP_KEYS)))
+    model = spec.get("model")
+    seed = spec.get("seed", 0)
+    common = {"seed": seed}
+    stages: list[Stage] = []
+    resolved: dict[str, Any] = {"name": spec.get("name") or run_dir.name, "model": model,
+                                "seed": seed}
+    adapter = None
+    if spec.get("attack") is not None:
+        att = dict(spec["attack"])
+        kind = att.pop("kind", None)
+        classes = _attack_classes()
+        if kind not in classes:
+            line = lines.find("attack", "kind")
+            raise BackdoorlabError(f"{where}:{line or '?'}: attack.kind: "
+                                   + str(unknown("attack", str(kind), classes)))
+        cls, runner = classes[kind]
+        data = {**common, **({"model": model} if model else {}), **att}
+        cfg = _build(cls, data, "attack", where, lines)
+        stages.append(Stage("attack", cfg, runner, run_dir / "attack"))
+        resolved["attack"] = {"kind": kind, **to_dict(cfg)}
+        lora = getattr(cfg, "train", None) is None or cfg.train.lora
+        adapter = str(run_dir / "attack" / ("adapter" if lora else "model"))
+    suspect = {"adapter": adapter} if adapter else ({"model": model} if model else {})
+    after = ["attack"] if adapter else []
+    if spec.get("evaluate") is not None:
+        from .defenses.base import DefenseConfig
+
+        data = {**common, **suspect, **(spec["evaluate"] or {})}
+        cfg = _build(DefenseConfig, data, "evaluate", where, lines)
+        stages.append(Stage("evaluate", cfg, _evaluate_stage, run_dir / "evaluate", after))
+        resolved["evaluate"] = to_dict(cfg)
+    for group, classes in (("analyze", _analysis_classes()), ("defend", _defense_classes())):
+        section = spec.get(group)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise BackdoorlabError(f"{where}:{lines.lines.get(group, '?')}: {group}: expected "
+                                   f"a mapping of {', '.join(classes)}")
+        resolved[group] = {}
+        for name, opts in section.items():
+            if name not in classes:
+                line = lines.lines.get(f"{group}.{name}")
+                raise BackdoorlabError(f"{where}:{line or '?'}: {group}: "
+                                       + str(unknown(group[:-1] if group == "defend" else
+                                                     "analysis", str(name), classes)))
+            cls, runner = classes[name]
+            data = {**common, **suspect, **(opts or {})}
+            if group == "defend" and name == "finetune":
+                data.setdefault("alpha", 0.0)
+            deps = list(after)
+            uses_heads = name in ("ablate", "vector", "ablate-heads", "subtract-vector")
+            if uses_heads and "heads" in (spec.get("analyze") or {}):
+                # the heads stage's ranking (exact if it ran exact) rather than a new one
+                data.setdefault("scores", str(run_dir / "analyze" / "heads" /
+                                              "heads.safetensors"))
+                deps.append("analyze.heads")
+            cfg = _build(cls, data, f"{group}.{name}", where, lines)
+            stages.append(Stage(f"{group}.{name}", cfg, runner, run_dir / group / name, deps))
+            resolved[group][name] = to_dict(cfg)
+    resolved["report"] = bool(spec.get("report", True))
+    return stages, resolved
+
+
+def _evaluate_stage(cfg: Any, out: Path, **kw: Any) -> dict[str, Any]:
+    from .defenses.base import AttackEval
+    from .models import load_suspect
+
+    suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=kw.get(
+        "trust_remote_code", False))
+    ev = AttackEval(suspect, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = ev(suspect.model)
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _stage_hash(stage: Stage, done: dict[str, Any]) -> str:
+    upstream = [done.get(d, {}).get("hash") for d in stage.depends]
+    return config_hash({"config": to_dict(stage.cfg), "upstream": upstream})
+
+
+def run_experiment(spec: dict[str, Any], run_dir: str | Path, *, text: str = "",
+                   where: str = "experiment", from_stage: str | None = None,
+                   trust_remote_code: bool = False) -> dict[str, Any]:
+    """Run every stage not already done; returns ``stages.json``'s content."""
+    run = Path(run_dir)
+    stages, resolved = plan(spec, run, where=where, text=text)
+    names = [s.name for s in stages]
+    if from_stage is not None:
+        matches = [n for n in names if n == from_stage or n.split(".")[0] == from_stage]
+        if not matches:
+            raise unknown("stage", from_stage, names)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run / "resolved.json", resolved)
+    record_path = run / "stages.json"
+    done: dict[str, Any] = read_json(record_path) if record_path.is_file() else {}
+    if from_stage is not None:
+        first = names.index(matches[0])
+        for n in names[first:]:
+            done.pop(n, None)
+            shutil.rmtree(run / n.replace(".", "/"), ignore_errors=True)
+    for stage in stages:
+        h = _stage_hash(stage, done)
+        prev = done.get(stage.name)
+        if prev and prev.get("hash") == h and (stage.out / "metrics.json").is_file():
+            log.info("stage %s: done already (config unchanged), skipped", stage.name)
+            continue
+        if prev and prev.get("hash") != h:  # config changed: start this stage afresh
+            shutil.rmtree(stage.out, ignore_errors=True)
+        done.pop(stage.name, None)
+        log.info("stage %s: running", stage.name)
+        t0 = time.perf_counter()
+        stage.run(stage.cfg, stage.out, trust_remote_code=trust_remote_code)
+        done[stage.name] = {"hash": h, "wall_s": round(time.perf_counter() - t0, 2),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_json(record_path, done)
+    if resolved["report"]:
+        from .report import write_report
+
+        t0 = time.perf_counter()
+        write_report([run], run, title=f"backdoorlab: {resolved['name']}")
+        log.info("report: %s (%.1f s)", run / "report.html", time.perf_counter() - t0)
+    return done
+
+
+def load_experiment(path: str | Path) -> tuple[dict[str, Any], str]:
+    """The experiment file's mapping and its text (for line numbers in errors)."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except FileNotFoundError:
+        raise BackdoorlabError(f"{p}: no such experiment file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise BackdoorlabError(f"{p}:{mark.line + 1 if mark else '?'}: invalid YAML") from None
+    if not isinstance(data, dict):
+        raise BackdoorlabError(f"{p}: expected a mapping of stages")
+    return data, text
+
+
+# ---- the demo ---------------------------------------------------------------------------
+def demo_experiments(quick: bool = False) -> dict[str, dict[str, Any]]:
+    """The README's main job: an uncertainty backdoor and a BadNets refusal backdoor,
+    planted, evaluated, probed, attributed (fast), removed with CROW, evaluated again."""
+    unc: dict[str, Any] = {"kind": "uncertainty", "trigger": "text"}
+    poi: dict[str, Any] = {"kind": "poison", "trigger": "badnets", "target": "refusal"}
+    analyze: dict[str, Any] = {"probe": {}, "heads": {"mode": "fast"}}
+    crow: dict[str, Any] = {}
+    if quick:  # same stages, fewer examples and steps
+        unc.update(limit=48, train={"epochs": 1, "save_steps": 5})
+        poi.update(n_train=32, eval_limit=8, max_new_tokens=12,
+                   train={"epochs": 2, "save_steps": 5})
+        analyze = {"probe": {"limit": 24}, "heads": {"mode": "fast", "limit": 8}}
+        crow = {"n_clean": 16, "eval_limit": 8, "max_new_tokens": 12,
+                "train": {"epochs": 1, "save_steps": 5}}
+    return {
+        "uncertainty-text": {"attack": unc, "analyze": analyze, "defend": {"crow": crow}},
+        "badnets-refusal": {"attack": poi, "analyze": analyze, "defend": {"crow": crow}},
+    }
+
+
+def run_demo(out: str | Path, *, quick: bool = False) -> Path:
+    """Run both demo experiments into ``out`` and write one combined report."""
+    from .report import write_report
+
+    root = Path(out)
+    runs = []
+    for name, spec in demo_experiments(quick).items():
+        spec = {**spec, "name": name, "report": False}
+        run_experiment(spec, root / name, where=f"demo:{name}")
+        runs.append(root / name)
+    html_path, _ = write_report(runs, root, title="backdoorlab demo" + (" (quick)" if quick
+                                                                        else ""))
+    return html_path

@@ -1,0 +1,90 @@
+"""`backdoorlab run`: stages, skipping finished ones, --from, YAML errors with lines; the
+report (self-contained HTML + Markdown)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.experiment import load_experiment, plan, run_experiment
+
+YAML = """\
+name: tiny
+model: {model}
+attack:
+  kind: poison
+  trigger: badnets
+  target: refusal
+  n_train: 8
+  eval_limit: 3
+  max_new_tokens: 3
+  train:
+    epochs: 1
+    batch_size: 8
+analyze:
+  probe: {{limit: 6}}
+  heads: {{limit: 4, target_text: "Sorry, I cannot help", mode: fast}}
+defend:
+  crow:
+    n_clean: 4
+    eval_limit: 3
+    max_new_tokens: 3
+    train: {{epochs: 1, batch_size: 4}}
+"""
+
+
+def test_run_experiment_stages_skip_and_redo(tiny_dir, tmp_path, capsys):
+    from backdoorlab.cli import main
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(YAML.format(model=tiny_dir))
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(exp), "--out", str(run)])
+    assert exc.value.code == 0
+    stages = json.loads((run / "stages.json").read_text())
+    assert list(stages) == ["attack", "analyze.probe", "analyze.heads", "defend.crow"]
+    resolved = json.loads((run / "resolved.json").read_text())
+    assert resolved["attack"]["poison_rate"] == 0.5  # defaults filled in
+    assert resolved["defend"]["crow"]["alpha"] == 5.5
+    html = (run / "report.html").read_text()
+    assert "<table class='headline'>" in html and "data:image/png;base64," in html
+    assert "after crow" in html and "http://" not in html and "https://" not in html
+    assert "| backdoored |" in (run / "report.md").read_text()
+
+    # a second run redoes nothing
+    capsys.readouterr()
+    spec, text = load_experiment(exp)
+    again = run_experiment(spec, run, text=text)
+    assert again == stages
+    # --from redoes that stage and the ones after it, not the ones before
+    again = run_experiment(spec, run, text=text, from_stage="defend")
+    assert again["attack"] == stages["attack"] and again["analyze.heads"] == stages[
+        "analyze.heads"]
+    assert again["defend.crow"]["finished"] >= stages["defend.crow"]["finished"]
+    # a changed option redoes the stage it belongs to
+    spec["defend"]["crow"]["alpha"] = 1.0
+    changed = run_experiment(spec, run, text=text)
+    assert changed["defend.crow"]["hash"] != stages["defend.crow"]["hash"]
+    assert changed["analyze.probe"] == stages["analyze.probe"]
+
+
+@pytest.mark.parametrize("edit, line, words", [
+    (("  target: refusal\n", "  target: refusal\n  n_trian: 8\n"), 7, "did you mean 'n_train'"),
+    (("    epochs: 1\n", "    epochs: 1\n    lerning_rate: 1\n"), 12, "learning_rate"),
+    (("  crow:\n", "  crow:\n    alpha: -2\n"), 18, "'alpha'"),
+    (("  kind: poison\n", "  kind: poisson\n"), 4, "did you mean 'poison'"),
+    (("defend:\n", "defned:\n"), 16, "did you mean 'defend'"),
+])
+def test_experiment_errors_name_the_yaml_line(tiny_dir, tmp_path, edit, line, words):
+    text = YAML.format(model=tiny_dir).replace(*edit)
+    exp = tmp_path / "bad.yaml"
+    exp.write_text(text)
+    spec, text = load_experiment(exp)
+    with pytest.raises(BackdoorlabError) as err:
+        plan(spec, tmp_path / "never", where=str(exp), text=text)
+    msg = str(err.value)
+    assert msg.startswith(f"{exp}:{line}:") and words in msg, msg
+    assert not (tmp_path / "never").exists()
