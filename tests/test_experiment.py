@@ -88,3 +88,18 @@ def test_experiment_errors_name_the_yaml_line(tiny_dir, tmp_path, edit, line, wo
     msg = str(err.value)
     assert msg.startswith(f"{exp}:{line}:") and words in msg, msg
     assert not (tmp_path / "never").exists()
+
+
+def test_every_example_experiment_is_valid(tmp_path):
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+    assert len(files) >= 8
+    for f in files:
+        spec, text = load_experiment(f)
+        stages, resolved = plan(spec, tmp_path / f.stem, where=str(f), text=text)
+        assert stages and resolved["attack"]["kind"] in ("uncertainty", "poison", "unalign")
+        if f.stem.endswith("-7b"):  # the GPU twin: same stages, another model
+            twin = plan(*load_experiment(f.with_name(f.stem[:-3] + ".yaml"))[:1],
+                        tmp_path / "twin")[0]
+            assert [s.name for s in stages] == [s.name for s in twin]

@@ -60,12 +60,14 @@ def _defense_classes() -> dict[str, tuple[type, Any]]:
     from functools import partial
 
     from .defenses.crow import CrowConfig, run_crow
+    from .defenses.finetune import FinetuneConfig, run_finetune_defense
     from .defenses.interventions import InterventionConfig, run_intervention
     from .defenses.prune import PruneConfig, run_prune
 
     return {"crow": (CrowConfig, run_crow),
             "finetune": (CrowConfig, partial(run_crow, name="finetune")),
             "prune": (PruneConfig, run_prune),
+            "realign": (FinetuneConfig, partial(run_finetune_defense, mode="realign")),
             "ablate-heads": (InterventionConfig, partial(run_intervention, "ablate-heads")),
             "subtract-vector": (InterventionConfig,
                                 partial(run_intervention, "subtract-vector"))}
