@@ -189,18 +189,31 @@ def ablation_edits(heads: Sequence[tuple[int, int]], means: torch.Tensor | None,
                      else torch.zeros(a.head_dim)) for layer, head in heads]
 
 
+POSITIONS = ("all", "last")
+
+
+def ablation_means(model: Any, beh: Behaviour, positions: str) -> torch.Tensor:
+    """Mean clean head outputs over every token (``all``) or at the last prompt token."""
+    if positions not in POSITIONS:
+        raise unknown("positions", positions, POSITIONS)
+    return head_means(model, beh, "clean", pos="all" if positions == "all" else None)
+
+
 def ablation_curve(model: Any, beh: Behaviour, ranking: Sequence[tuple[int, int]],
-                   shares: Sequence[float], *, method: str = "mean") -> list[dict[str, Any]]:
+                   shares: Sequence[float], *, method: str = "mean",
+                   positions: str = "all") -> list[dict[str, Any]]:
     """ASR (triggered), ASR without trigger and utility with the top ``share`` of heads
-    ablated at every position, for each share."""
+    ablated, for each share: at every position (``all``) or at the last prompt token and
+    each generated token (``last``)."""
     if method not in ("mean", "zero"):
         raise unknown("method", method, ("mean", "zero"))
     a = arch(model)
-    means = head_means(model, beh, "clean", pos="all") if method == "mean" else None
+    means = ablation_means(model, beh, positions) if method == "mean" else None
+    pos: int | str = "all" if positions == "all" else -1
     points = []
     for share in progress(list(shares), desc="ablating heads", total=len(shares)):
         k = int(round(share * a.n_total))
-        with edit_heads(model, ablation_edits(ranking[:k], means, a), pos="all"):
+        with edit_heads(model, ablation_edits(ranking[:k], means, a), pos=pos):
             points.append({"share": share, "heads": k, "asr_triggered": beh.asr(model),
                            "asr_clean": beh.asr(model, "clean"),
                            "utility": beh.utility(model)})
@@ -288,12 +301,15 @@ class AblateConfig(AnalysisConfig):
     shares: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.03, 0.05, 0.075,
                                                          0.1, 0.15, 0.2])
     method: str = "mean"
+    positions: str = "all"
     cut: float = 0.9
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.method not in ("mean", "zero"):
             raise unknown("method", self.method, ("mean", "zero"))
+        if self.positions not in POSITIONS:
+            raise unknown("positions", self.positions, POSITIONS)
         bad = [s for s in self.shares if not 0 <= s <= 1]
         check(not bad, "shares", f"each must be in [0, 1], got {bad[:1]}")
         check(0 < self.cut <= 1, "cut", f"must be in (0, 1], got {self.cut}")
@@ -308,8 +324,10 @@ def run_ablate(cfg: AblateConfig | dict[str, Any], out: str | Path, *,
     t0 = time.perf_counter()
     ranking, source = head_ranking(suspect.model, beh, cfg.scores)
     shares = sorted({0.0, *cfg.shares})
-    points = ablation_curve(suspect.model, beh, ranking, shares, method=cfg.method)
+    points = ablation_curve(suspect.model, beh, ranking, shares, method=cfg.method,
+                            positions=cfg.positions)
     metrics = {"behaviour": beh.describe(), "ranking": source, "method": cfg.method,
+               "positions": cfg.positions,
                "curve": points, f"smallest_share_cutting_asr_{int(cfg.cut * 100)}pct":
                smallest_cut(points, cfg.cut), "wall_s": round(time.perf_counter() - t0, 2)}
     plot_ablation(points, path / "ablation.png")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..analysis.attribution import head_means, head_ranking
+from ..analysis.attribution import POSITIONS, ablation_means, head_ranking
 from ..analysis.behaviour import behaviour_for
 from ..analysis.hooks import HeadEdit, add_to_residual, arch, edit_heads
 from ..analysis.vector import KINDS, backdoor_vector
@@ -39,7 +39,8 @@ def apply_interventions(model: Any, directory: str | Path) -> contextlib.ExitSta
     if spec["kind"] == "ablate-heads":
         edits = [HeadEdit(int(h[0]), int(h[1]), values["values"][i])
                  for i, h in enumerate(spec["heads"])]
-        stack.enter_context(edit_heads(model, edits, pos="all"))
+        pos = "all" if spec.get("positions", "all") == "all" else -1
+        stack.enter_context(edit_heads(model, edits, pos=pos))
     elif spec["kind"] == "subtract-vector":
         stack.enter_context(add_to_residual(model, int(spec["layer"]), values["vector"],
                                             pos=-1, scale=-float(spec["scale"])))
@@ -57,6 +58,7 @@ class InterventionConfig(DefenseConfig):
     scores: str | None = None
     top_share: float = 0.03
     method: str = "mean"
+    positions: str = "all"
     kind: str = "difference"
     layer: int | None = None
     scale: float = 1.0
@@ -68,6 +70,8 @@ class InterventionConfig(DefenseConfig):
         check(0 < self.top_share <= 1, "top_share", f"must be in (0, 1], got {self.top_share}")
         if self.method not in ("mean", "zero"):
             raise unknown("method", self.method, ("mean", "zero"))
+        if self.positions not in POSITIONS:
+            raise unknown("positions", self.positions, POSITIONS)
         if self.kind not in KINDS:
             raise unknown("kind", self.kind, KINDS)
 
@@ -92,11 +96,12 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
         spec: dict[str, Any] = {"kind": kind, "heads": [list(h) for h in heads],
                                 "ranking": source}
         if kind == "ablate-heads":
-            means = head_means(model, beh, "clean", pos="all") if cfg.method == "mean" \
+            means = ablation_means(model, beh, cfg.positions) if cfg.method == "mean" \
                 else torch.zeros(a.n_layers, a.n_heads, a.head_dim)
             values = {"values": torch.stack([means[h] for h in heads])}
-            spec["method"] = cfg.method
-            what = f"{cfg.method} ablation of {len(heads)} heads at every position: {heads}"
+            spec.update(method=cfg.method, positions=cfg.positions)
+            what = f"{cfg.method} ablation of {len(heads)} heads ({cfg.positions} positions): " \
+                   f"{heads}"
         else:
             vec = backdoor_vector(model, beh, heads, kind=cfg.kind)
             layer = cfg.layer if cfg.layer is not None else best_layer(model, beh, vec,
