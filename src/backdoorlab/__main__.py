@@ -1,0 +1,5 @@
+"""``python -m backdoorlab`` runs the command line."""
+
+from .cli import main
+
+main()
