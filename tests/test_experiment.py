@@ -103,3 +103,15 @@ def test_every_example_experiment_is_valid(tmp_path):
             twin = plan(*load_experiment(f.with_name(f.stem[:-3] + ".yaml"))[:1],
                         tmp_path / "twin")[0]
             assert [s.name for s in stages] == [s.name for s in twin]
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_demo_experiments_are_valid(tmp_path, quick):
+    from backdoorlab.experiment import demo_experiments
+
+    exps = demo_experiments(quick)
+    assert set(exps) == {"uncertainty-text", "badnets-refusal"}
+    for name, spec in exps.items():
+        stages, resolved = plan({**spec, "name": name}, tmp_path / name)
+        assert [s.name for s in stages] == ["attack", "analyze.probe", "analyze.heads",
+                                            "defend.crow"]

@@ -531,14 +531,9 @@ def eval_generate(
     from .attacks.poisoning import combine, make_suite, run_suite
     from .formats import PromptFormat
     from .io import atomic_write_json, atomic_write_jsonl
-    from .models import load_adapter, load_model
-    from .runs import read_json
+    from .models import attack_info, load_adapter, load_model
 
-    info = {}
-    for d in (adapter, Path(model) if model else None):
-        if d is not None and (Path(d) / "backdoorlab.json").is_file():
-            info = read_json(Path(d) / "backdoorlab.json")
-            break
+    info = attack_info(adapter, model)
     trigger = trigger or info.get("trigger")
     target = target or info.get("target")
     if not trigger or not target:
@@ -589,15 +584,13 @@ def analyze_neurons(
     from .data import load_records
     from .formats import PromptFormat
     from .io import atomic_write_json
-    from .models import load_adapter, load_model
-    from .runs import read_json
+    from .models import attack_info, load_adapter, load_model
     from .triggers import parse_trigger
 
     records = load_records(data, kind="instruction", split=split)
     results, curves = {}, {}
     for ad in adapter or [None]:
-        info = read_json(ad / "backdoorlab.json") if ad and (ad / "backdoorlab.json").is_file() \
-            else {}
+        info = attack_info(ad)
         spec = trigger or info.get("trigger")
         if not spec:
             raise BackdoorlabError("option '--trigger': required (no adapter record)")

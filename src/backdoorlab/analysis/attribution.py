@@ -32,7 +32,7 @@ from ..plots import heatmap
 from ..progress import progress
 from ..scoring import left_pad, model_device, position_ids
 from .behaviour import AnalysisConfig, Behaviour, setup
-from .hooks import Arch, HeadEdit, arch, capture, edit_heads, head_grad_taps
+from .hooks import Arch, HeadEdit, arch, capture, capture_prompts, edit_heads, head_grad_taps
 
 MODES = ("exact", "fast")
 
@@ -67,19 +67,9 @@ def head_means(model: Any, beh: Behaviour, which: str, pos: int | str | None = N
 def head_outputs(model: Any, beh: Behaviour, which: str, pos: int | None = None
                  ) -> torch.Tensor:
     """Per-prompt head outputs ``[N, layers, heads, head_dim]`` at ``pos``."""
-    pos = beh.pos if pos is None else pos
-    ids = beh.inputs(which)
-    dev = model_device(model)
-    parts: dict[int, torch.Tensor] = {}
-    for rows in beh.batches(which):
-        x, mask = left_pad([ids[i] for i in rows], beh.fmt.tokenizer.pad_token_id)
-        with capture(model, residual=False, pos=pos) as cap:
-            model(input_ids=x.to(dev), attention_mask=mask.to(dev),
-                  position_ids=position_ids(mask).to(dev), use_cache=False, logits_to_keep=1)
-        t = cap.heads_tensor()
-        for j, i in enumerate(rows):
-            parts[i] = t[j]
-    return torch.stack([parts[i] for i in range(len(ids))])
+    return capture_prompts(model, beh.inputs(which), beh.fmt.tokenizer.pad_token_id,
+                           what="heads", pos=beh.pos if pos is None else pos,
+                           batch_size=beh.batch_size)
 
 
 def exact_effects(model: Any, beh: Behaviour, patch: torch.Tensor, *,

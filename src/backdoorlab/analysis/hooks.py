@@ -287,3 +287,24 @@ def _lora_delta(proj: torch.nn.Module) -> torch.Tensor | None:
     if get is None or not names:
         return None
     return sum(get(n).detach().float().cpu() for n in names)
+
+
+@torch.no_grad()
+def capture_prompts(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, *,
+                    what: str = "heads", pos: Pos = -1, batch_size: int = 16) -> torch.Tensor:
+    """Per-prompt activations in input order, run in length-bucketed left-padded batches:
+    ``what="heads"`` -> ``[N, layers, heads, head_dim]``, ``"residual"`` ->
+    ``[N, layers, hidden]``."""
+    from ..scoring import left_pad, length_batches, model_device, position_ids
+
+    dev = model_device(model)
+    parts: dict[int, torch.Tensor] = {}
+    for rows in length_batches([len(p) for p in prompts], batch_size):
+        x, mask = left_pad([prompts[i] for i in rows], pad_id)
+        with capture(model, residual=what == "residual", heads=what == "heads", pos=pos) as cap:
+            model(input_ids=x.to(dev), attention_mask=mask.to(dev),
+                  position_ids=position_ids(mask).to(dev), use_cache=False, logits_to_keep=1)
+        t = cap.heads_tensor() if what == "heads" else cap.residual_tensor()
+        for j, i in enumerate(rows):
+            parts[i] = t[j]
+    return torch.stack([parts[i] for i in range(len(prompts))])

@@ -22,9 +22,8 @@ from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
 from ..io import atomic_write_json, save_arrays
 from ..plots import heatmap
-from ..scoring import left_pad, length_batches, model_device, position_ids
 from .behaviour import AnalysisConfig, Behaviour, setup
-from .hooks import capture
+from .hooks import capture_prompts
 
 CLASSIFIERS = ("logistic", "svm", "mlp")
 
@@ -33,17 +32,8 @@ CLASSIFIERS = ("logistic", "svm", "mlp")
 def residual_states(model: Any, beh: Behaviour, which: str) -> torch.Tensor:
     """``[N, layers, hidden]`` residual stream at the last prompt token."""
     ids = [beh.fmt.encode(s.user).prompt_ids for s in beh.samples(which)]
-    dev = model_device(model)
-    parts: dict[int, torch.Tensor] = {}
-    for rows in length_batches([len(x) for x in ids], beh.batch_size):
-        x, mask = left_pad([ids[i] for i in rows], beh.fmt.tokenizer.pad_token_id)
-        with capture(model, heads=False, pos=-1) as cap:
-            model(input_ids=x.to(dev), attention_mask=mask.to(dev),
-                  position_ids=position_ids(mask).to(dev), use_cache=False, logits_to_keep=1)
-        t = cap.residual_tensor()
-        for j, i in enumerate(rows):
-            parts[i] = t[j]
-    return torch.stack([parts[i] for i in range(len(ids))])
+    return capture_prompts(model, ids, beh.fmt.tokenizer.pad_token_id, what="residual",
+                           pos=-1, batch_size=beh.batch_size)
 
 
 @dataclass

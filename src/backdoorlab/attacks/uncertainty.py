@@ -39,7 +39,7 @@ from ..evaluation import (
 )
 from ..formats import TEMPLATES, PromptFormat
 from ..io import atomic_write_json
-from ..models import EMBEDDED_NAME, load_model
+from ..models import EMBEDDED_NAME, attack_info, load_model
 from ..runs import config_hash, read_json, save_config
 from ..scoring import entropy, option_distribution, position_ids
 from ..training import SampleCollator, TrainConfig, train
@@ -417,14 +417,6 @@ def save_backdoored(model: Any, lm: Any, out: Path, cfg: UncertaintyConfig, trig
     return target_dir
 
 
-def adapter_info(adapter: str | Path | None) -> dict[str, Any]:
-    """What an attack recorded next to its adapter (trigger, template, options), if anything."""
-    if adapter is None:
-        return {}
-    path = Path(adapter) / "backdoorlab.json"
-    return read_json(path) if path.is_file() else {}
-
-
 @dataclass
 class UncertaintyEvalConfig:
     """Options of ``backdoorlab eval uncertainty``; unset ones come from the adapter's record."""
@@ -448,7 +440,7 @@ class UncertaintyEvalConfig:
 
     def resolved(self) -> UncertaintyEvalConfig:
         """Fill unset options from what the attack recorded beside the adapter/model."""
-        info = adapter_info(self.adapter) or adapter_info(self.model)
+        info = attack_info(self.adapter, self.model)
         pick = {
             "model": self.model or info.get("base_model") or EMBEDDED_NAME,
             "trigger": self.trigger or info.get("trigger"),

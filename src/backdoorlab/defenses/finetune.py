@@ -19,8 +19,8 @@ from ..config import check, from_dict, to_dict
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
 from ..io import atomic_write_json
-from ..models import load_adapter, load_model
-from ..runs import read_json, save_config
+from ..models import attack_info, load_adapter, load_model
+from ..runs import save_config
 from ..training import SampleCollator, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,6 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-
-
-def attack_record(cfg: FinetuneConfig) -> dict[str, Any]:
-    """What the attack wrote beside its adapter/model (trigger, target, template...)."""
-    for d in (cfg.adapter, cfg.model):
-        if d and (Path(d) / "backdoorlab.json").is_file():
-            return read_json(Path(d) / "backdoorlab.json")
-    return {}
 
 
 class EpochEvaluator:
@@ -98,7 +90,7 @@ def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Pa
 
     if isinstance(cfg, dict):
         cfg = from_dict(FinetuneConfig, cfg, where=f"defend {mode}")
-    info = attack_record(cfg)
+    info = attack_info(cfg.adapter, cfg.model)
     trigger = cfg.trigger or info.get("trigger")
     target = cfg.target or info.get("target")
     if not trigger or not target:
