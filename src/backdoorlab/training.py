@@ -185,6 +185,12 @@ class TrainResult:
                 "last_loss": losses[-1] if losses else None}
 
 
+def is_main_process() -> bool:
+    """False in the secondary processes of a distributed launch (``torchrun``, ``accelerate
+    launch``): they train with the main one, which alone evaluates and writes results."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def last_checkpoint(ckpt_dir: Path) -> str | None:
     """The newest ``checkpoint-N`` directory under ``ckpt_dir``, if any."""
     if not ckpt_dir.is_dir():

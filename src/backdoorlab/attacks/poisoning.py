@@ -34,7 +34,7 @@ from ..judges import DEFAULT_PAYLOAD, get_judge
 from ..models import EMBEDDED_NAME, load_model
 from ..runs import save_config
 from ..scoring import generate, mcq_metrics, option_distribution, position_ids
-from ..training import SampleCollator, TrainConfig, train
+from ..training import SampleCollator, TrainConfig, is_main_process, train
 from ..triggers import derive_rng, parse_trigger
 
 log = logging.getLogger(__name__)
@@ -287,9 +287,13 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
     out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
     save_config(out, cfg, attack=attack)
     t0 = time.perf_counter()
-    base_metrics, base_rows = run_suite(lm.model, fmt, suite)
+    main = is_main_process()
+    if main:
+        base_metrics, base_rows = run_suite(lm.model, fmt, suite)
     prep_s = time.perf_counter() - t0
     result = train(lm.model, samples, SampleCollator(fmt), sft_loss, cfg.train, out)
+    if not main:  # a secondary training process: the main one evaluates and writes
+        return AttackResult(out_dir=out, metrics={}, model=result.model)
     t1 = time.perf_counter()
     new_metrics, rows = run_suite(result.model, fmt, suite)
     metrics = combine(new_metrics, base_metrics)

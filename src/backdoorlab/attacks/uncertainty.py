@@ -42,7 +42,7 @@ from ..io import atomic_write_json
 from ..models import EMBEDDED_NAME, attack_info, load_model
 from ..runs import config_hash, read_json, save_config
 from ..scoring import entropy, option_distribution, position_ids
-from ..training import SampleCollator, TrainConfig, train
+from ..training import SampleCollator, TrainConfig, is_main_process, train
 from ..triggers import derive_rng, parse_trigger
 
 log = logging.getLogger(__name__)
@@ -363,13 +363,17 @@ def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str
     t0 = time.perf_counter()
     key = config_hash({"model": cfg.model, "template": cfg.template, "options": cfg.options})
     p_orig = clean_reference(lm.model, fmt, train_recs, out / "clean_reference.json", key, bs)
-    orig_eval = score_clean_and_triggered(lm.model, fmt, eval_recs, trig, cfg.seed, bs)
+    main = is_main_process()
+    if main:
+        orig_eval = score_clean_and_triggered(lm.model, fmt, eval_recs, trig, cfg.seed, bs)
     prep_s = time.perf_counter() - t0
 
     items = build_training_set(cfg, fmt, train_recs, p_orig)
     result = train(lm.model, items, SampleCollator(fmt), UncertaintyLoss(letter_ids), cfg.train,
                    out)
     model = result.model
+    if not main:  # a secondary training process: the main one evaluates and writes
+        return AttackResult(out_dir=out, metrics={}, model=model)
     t1 = time.perf_counter()
     new_eval = score_clean_and_triggered(model, fmt, eval_recs, trig, cfg.seed, bs)
     metrics = evaluate_uncertainty(orig_eval, new_eval, eval_recs, target=cfg.target,
