@@ -239,3 +239,25 @@ def test_analyze_rejects_bad_options(tiny_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "did you mean 'exact'" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_prompt_position_edits_only_the_prompt_pass(tiny_models, fmt):
+    """``pos="prompt"`` changes the last prompt token once; decoding steps are left alone."""
+    import copy
+
+    model = tiny_models["llama"]
+    batch = _batch(fmt, n=2)
+    v = torch.randn(arch(model).hidden) * 5
+    nxt = dict(input_ids=torch.tensor([[7], [7]]),
+               attention_mask=torch.cat([batch["attention_mask"],
+                                         torch.ones(2, 1, dtype=torch.long)], 1))
+    with torch.no_grad():
+        ref = model(**{**batch, "use_cache": True})
+        with add_to_residual(model, 1, v, pos="prompt"):
+            moved = model(**{**batch, "use_cache": True})
+            step = model(**nxt, past_key_values=copy.deepcopy(moved.past_key_values))
+        plain_step = model(**nxt, past_key_values=copy.deepcopy(moved.past_key_values))
+    assert not torch.allclose(moved.logits[:, -1], ref.logits[:, -1])
+    torch.testing.assert_close(moved.logits[:, :-1], ref.logits[:, :-1])
+    # the decoding step was not edited: same as running it without the hook on that cache
+    torch.testing.assert_close(step.logits, plain_step.logits)

@@ -9,9 +9,11 @@ Two places are read and written:
   ``[batch, seq, heads, head_dim]``. This slice exists for every head, whatever the number of
   key/value heads.
 
-Positions are given as ``"all"`` or as a negative offset from the end of each forward's
-sequence (``-1``: the last token). Prompts are left-padded, so an offset picks the same
-prompt token in every row; during cached generation ``-1`` is each new token.
+Positions are given as ``"all"``, as a negative offset from the end of each forward's
+sequence (``-1``: the last token), or as ``"prompt"``: the last token of the prompt only (the
+prompt pass of a generation, not the one-token decoding steps, which see it through the
+key/value cache). Prompts are left-padded, so an offset picks the same prompt token in every
+row; during cached generation ``-1`` is also each new token.
 
 Every hook is registered inside a context manager that removes it on exit, also on error
 (the TransformerLens discipline).
@@ -177,11 +179,14 @@ def edit_heads(model: Any, edits: Sequence[HeadEdit], pos: Pos = -1) -> Iterator
     handles = []
 
     def make(layer_edits: list[HeadEdit]) -> Callable:
-        def pre(mod: Any, args: tuple) -> tuple:
+        def pre(mod: Any, args: tuple) -> tuple | None:
             x = args[0]
             b, t, _ = x.shape
             x = x.reshape(b, t, a.n_heads, a.head_dim).clone()
-            view = x if pos == "all" else x[:, pos:None if pos == -1 else pos + 1]
+            if pos == "prompt" and t == 1:  # a decoding step: the prompt is already edited
+                return None
+            off = -1 if pos == "prompt" else pos
+            view = x if pos == "all" else x[:, off:None if off == -1 else off + 1]
             for e in layer_edits:
                 v = e.value.to(device=x.device, dtype=x.dtype)
                 rows = (torch.arange(b, device=x.device) if e.rows is None
@@ -212,12 +217,16 @@ def add_to_residual(model: Any, layer: int, vector: torch.Tensor, pos: Pos = -1,
         raise BackdoorlabError(f"layer {layer}: out of range (model has {len(blocks)})")
 
     def post(mod: Any, args: tuple, output: Any) -> Any:
-        h = _hidden(output).clone()
+        h = _hidden(output)
+        if pos == "prompt" and h.shape[1] == 1:  # a decoding step: leave it alone
+            return output
+        h = h.clone()
         v = (scale * vector).to(device=h.device, dtype=h.dtype)
         if pos == "all":
             h = h + v
         else:
-            h[:, pos] = h[:, pos] + v
+            off = -1 if pos == "prompt" else pos
+            h[:, off] = h[:, off] + v
         return _replace_hidden(output, h)
 
     handle = blocks[layer].register_forward_hook(post)

@@ -3,9 +3,10 @@ residual stream through their output projections and summed.
 
 ``kind="difference"`` (default) uses mean triggered minus mean clean output per head, so that
 adding and subtracting are symmetric; ``kind="triggered"`` uses the triggered means alone, as
-the paper describes. Added once at one layer (at the last prompt token and each generated
-token) it should switch the backdoor on for clean prompts; subtracted it should switch it off
-for triggered prompts. The sweep measures both, per layer.
+the paper describes. Added once at one layer, at the last prompt token (``positions="prompt"``,
+default; ``"each"`` also adds it at every generated token), it should switch the backdoor on
+for clean prompts; subtracted, it should switch it off for triggered prompts. The sweep
+measures both, per layer.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def backdoor_vector(model: Any, beh: Behaviour, heads: Sequence[tuple[int, int]]
 
 
 def vector_sweep(model: Any, beh: Behaviour, vector: torch.Tensor, layers: Sequence[int], *,
-                 scale: float = 1.0) -> list[dict[str, Any]]:
+                 scale: float = 1.0, pos: int | str = "prompt") -> list[dict[str, Any]]:
     """Per layer: ASR on clean prompts with the vector added, and on triggered prompts with it
-    subtracted (and the backdoor score both ways)."""
+    subtracted (and the backdoor score both ways). ``pos="prompt"`` adds it once, at the last
+    prompt token; ``-1`` also at every generated token."""
     points = []
     for layer in progress(list(layers), desc="vector sweep", total=len(layers)):
-        with add_to_residual(model, layer, vector, pos=-1, scale=scale):
+        with add_to_residual(model, layer, vector, pos=pos, scale=scale):
             on = beh.asr(model, "clean")
-        with add_to_residual(model, layer, vector, pos=-1, scale=-scale):
+        with add_to_residual(model, layer, vector, pos=pos, scale=-scale):
             off = beh.asr(model, "triggered")
         # the score is read at the last prompt token; add the vector there for it
         with add_to_residual(model, layer, vector, pos=beh.pos, scale=scale):
@@ -89,9 +91,12 @@ class VectorConfig(AnalysisConfig):
     kind: str = "difference"
     layers: list[int] | None = None
     scale: float = 1.0
+    positions: str = "prompt"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.positions not in ("prompt", "each"):
+            raise unknown("positions", self.positions, ("prompt", "each"))
         check(0 < self.top_share <= 1, "top_share", f"must be in (0, 1], got {self.top_share}")
         if self.kind not in KINDS:
             raise unknown("kind", self.kind, KINDS)
@@ -117,10 +122,12 @@ def run_vector(cfg: VectorConfig | dict[str, Any], out: str | Path, *,
     heads = ranking[:k]
     vec = backdoor_vector(model, beh, heads, kind=cfg.kind)
     base = {"asr_triggered": beh.asr(model, "triggered"), "asr_clean": beh.asr(model, "clean")}
-    points = vector_sweep(model, beh, vec, layers, scale=cfg.scale)
+    points = vector_sweep(model, beh, vec, layers, scale=cfg.scale,
+                          pos="prompt" if cfg.positions == "prompt" else -1)
     best_on = max(points, key=lambda p: p["asr_clean_plus_vector"])
     best_off = min(points, key=lambda p: p["asr_triggered_minus_vector"])
     metrics = {"behaviour": beh.describe(), "ranking": source, "kind": cfg.kind,
+               "positions": cfg.positions,
                "heads": [list(h) for h in heads], "vector_norm": float(vec.norm()),
                "baseline": base, "sweep": points,
                "best_on": {"layer": best_on["layer"], "asr": best_on["asr_clean_plus_vector"]},

@@ -42,8 +42,9 @@ def apply_interventions(model: Any, directory: str | Path) -> contextlib.ExitSta
         pos = "all" if spec.get("positions", "all") == "all" else -1
         stack.enter_context(edit_heads(model, edits, pos=pos))
     elif spec["kind"] == "subtract-vector":
+        pos = "prompt" if spec.get("positions", "prompt") == "prompt" else -1
         stack.enter_context(add_to_residual(model, int(spec["layer"]), values["vector"],
-                                            pos=-1, scale=-float(spec["scale"])))
+                                            pos=pos, scale=-float(spec["scale"])))
     else:
         raise BackdoorlabError(f"{d}/interventions.json: unknown kind {spec['kind']!r}")
     model.backdoorlab_interventions = stack
@@ -110,9 +111,9 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
                 raise BackdoorlabError(f"option 'layer': {layer} is out of range (model has "
                                        f"{a.n_layers} layers)")
             values = {"vector": vec}
-            spec.update(layer=layer, scale=cfg.scale, vector_kind=cfg.kind)
+            spec.update(layer=layer, scale=cfg.scale, vector_kind=cfg.kind, positions="prompt")
             what = (f"the backdoor vector of {len(heads)} heads subtracted after layer {layer} "
-                    "(last prompt token and each generated token)")
+                    "at the last prompt token")
         atomic_write_json(path / "interventions.json", spec)
         save_arrays(path / "interventions.safetensors", values)
         apply_interventions(model, path)
