@@ -41,4 +41,14 @@ def heatmap(m: Any, path: Any, *, title: str, xlabel: str, ylabel: str,
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    integer_ticks(ax)
     return save_figure(fig, path)
+
+
+def integer_ticks(ax: Any, y: bool = True) -> None:
+    """Layer and head indices are integers."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if y:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))

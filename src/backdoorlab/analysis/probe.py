@@ -21,7 +21,7 @@ import torch
 from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
 from ..io import atomic_write_json, save_arrays
-from ..plots import heatmap
+from ..plots import heatmap, integer_ticks
 from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import capture_prompts
 
@@ -138,6 +138,7 @@ def plot_accuracy(acc: dict[str, list[float]], path: Any) -> Any:
     ax.set_ylabel("held-out accuracy\n(triggered vs clean)")
     ax.set_ylim(0.4, 1.02)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    integer_ticks(ax, y=False)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
