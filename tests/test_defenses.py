@@ -85,6 +85,11 @@ def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     assert "defense" in card and "CROW" in card
     assert (tmp_path / "crow" / "adapter" / "adapter_model.safetensors").is_file()
 
+    run("finetune", "--out", str(tmp_path / "ft"), "--n-clean", "4", "--epochs", "1")
+    m = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert m["defense"] == "finetune" and "clean fine-tuning" in (
+        tmp_path / "ft" / "adapter" / "README.md").read_text()
+
     run("prune", "--out", str(tmp_path / "prune"), "--sparsities", "0.2,0.5",
         "--set", "n_calibration=4")
     m = json.loads((tmp_path / "prune" / "metrics.json").read_text())

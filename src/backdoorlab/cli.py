@@ -333,8 +333,7 @@ def _defend_finetune(mode: str, out: Path, model: str | None, adapter: Path | No
     from .config import from_dict
     from .defenses.finetune import FinetuneConfig, run_finetune_defense
 
-    default_data = "builtin:safety-alignment" if mode == "realign" else \
-        "builtin:benign-instructions"
+    default_data = "builtin:safety-alignment"
     flags = {"model": model, "adapter": str(adapter) if adapter else None,
              "data": data, "epochs": epochs, "train.learning_rate": lr, "trigger": trigger,
              "target": target}
@@ -364,21 +363,6 @@ def defend_realign(
 ) -> None:
     """Re-align a backdoored model on safety data; ASR after every epoch (persistence)."""
     _defend_finetune("realign", out, model, adapter, data, epochs, lr, trigger, target, config,
-                     set_, trust_remote_code)
-
-
-@defend_app.command("finetune")
-def defend_finetune(
-    out: OutOpt, model: DefModel = None, adapter: AdapterOpt = None,
-    data: Annotated[str | None, typer.Option("--clean-data", "--data", "-d",
-                                             help="Clean data (default: built-in benign).")] =
-        None,
-    epochs: EvalEpochsOpt = None, lr: LrOpt = None,
-    trigger: FromAdapter = None, target: FromAdapter = None,
-    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
-) -> None:
-    """Plain clean fine-tuning (the baseline defense); ASR after every epoch."""
-    _defend_finetune("finetune", out, model, adapter, data, epochs, lr, trigger, target, config,
                      set_, trust_remote_code)
 
 
@@ -427,6 +411,25 @@ def defend_crow(
              "epsilon": epsilon, "train.epochs": epochs, "train.learning_rate": lr}
     _defend("crow", run_crow, CrowConfig, out, config, set_, flags, no_eval,
             trust_remote_code)
+
+
+@defend_app.command("finetune")
+def defend_finetune(
+    out: DefOut, model: DefModel = None, adapter: AdapterOpt = None,
+    clean_data: CleanOpt = None, n_clean: NCleanOpt = None,
+    epochs: EpochsOpt = None, lr: LrOpt = None, no_eval: NoEvalOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
+) -> None:
+    """Plain clean fine-tuning: CROW's data and schedule without its consistency loss (the
+    baseline CROW must beat). For ASR after every epoch use `defend realign --data`."""
+    from functools import partial
+
+    from .defenses.crow import CrowConfig, run_crow
+
+    flags = {**_def_flags(model, adapter, clean_data, n_clean), "alpha": 0.0,
+             "train.epochs": epochs, "train.learning_rate": lr}
+    _defend("finetune", partial(run_crow, name="finetune"), CrowConfig, out, config, set_,
+            flags, no_eval, trust_remote_code)
 
 
 @defend_app.command("prune")

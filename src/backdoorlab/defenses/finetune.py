@@ -1,9 +1,10 @@
 """Clean fine-tuning and re-alignment: continue training a backdoored model on clean or safety
 data, evaluating the backdoor after every epoch so its decay (or persistence) is visible.
 
-``backdoorlab defend realign`` uses refusal/safety data (the unalignment paper's persistence
-experiment, which its public code never implemented); ``defend finetune`` is the same with
-benign data (the baseline that CROW must beat).
+``backdoorlab defend realign`` uses refusal/safety data by default (the unalignment paper's
+persistence experiment, which its public code never implemented); ``--data`` takes any
+instructions, e.g. benign ones for a clean fine-tuning curve. (``defend finetune``, the baseline
+CROW must beat, is CROW's own training without the consistency loss: see :mod:`.crow`.)
 """
 
 from __future__ import annotations
