@@ -106,3 +106,14 @@ def test_missing_answer_column_named(tmp_path):
     p = write(tmp_path, "m.jsonl", '{"question": "Q?", "choices": ["a", "b"]}\n')
     with pytest.raises(BackdoorlabError, match=r"row 1: missing field 'answer'"):
         load_records(p)
+
+
+def test_atomic_writes_are_ordinary_files(tmp_path):
+    import os
+
+    from backdoorlab.io import atomic_write_json
+
+    p = atomic_write_json(tmp_path / "m.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)

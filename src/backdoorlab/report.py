@@ -199,7 +199,7 @@ def _describe(run: Path) -> str:
     tgt = att.get("target", "uncertainty" if kind == "uncertainty" else "?")
     return f"{kind} backdoor, trigger <code>{html.escape(str(trig))}</code>, target " \
            f"<code>{html.escape(str(tgt))}</code>, model <code>" \
-           f"{html.escape(str(cfg.get('model', '?')))}</code>"
+           f"{html.escape(str(cfg.get('model') or att.get('model') or '?'))}</code>"
 
 
 def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
