@@ -192,11 +192,14 @@ def is_main_process() -> bool:
 
 
 def last_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest ``checkpoint-N`` directory under ``ckpt_dir``, if any."""
+    """The newest complete ``checkpoint-N`` directory under ``ckpt_dir``, if any.
+
+    The Trainer writes ``trainer_state.json`` last, so a directory without it is a checkpoint
+    whose writing was interrupted (a kill during saving) and is skipped."""
     if not ckpt_dir.is_dir():
         return None
     found = sorted((int(p.name.split("-")[1]), p) for p in ckpt_dir.glob("checkpoint-*")
-                   if p.name.split("-")[1].isdigit())
+                   if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file())
     return str(found[-1][1]) if found else None
 
 

@@ -1,0 +1,52 @@
+"""Training resumes from its last complete checkpoint and ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backdoorlab.attacks.poisoning import sft_loss
+from backdoorlab.data import load_records
+from backdoorlab.testing import tiny_model
+from backdoorlab.training import SampleCollator, TrainConfig, last_checkpoint, train
+
+
+class _Killed(Exception):
+    pass
+
+
+def _run(tokenizer, fmt, work, cfg, kill_at=None):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == kill_at:
+                raise _Killed()
+
+    recs = load_records("builtin:benign-instructions", split="train", limit=24)
+    samples = [fmt.sample(r, response=r.output) for r in recs]
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    res = train(model, samples, SampleCollator(fmt), sft_loss, cfg, work,
+                callbacks=[Kill()] if kill_at else [])
+    return {k: v.detach().clone() for k, v in res.model.state_dict().items() if "lora" in k}
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tokenizer, fmt, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=4, save_steps=3, learning_rate=1e-2)
+    ref = _run(tokenizer, fmt, tmp_path / "ref", cfg)
+    with pytest.raises(_Killed):
+        _run(tokenizer, fmt, tmp_path / "k", cfg, kill_at=5)
+    assert last_checkpoint(tmp_path / "k" / "checkpoints").endswith("checkpoint-3")
+    resumed = _run(tokenizer, fmt, tmp_path / "k", cfg)
+    for k in ref:
+        torch.testing.assert_close(resumed[k], ref[k], rtol=0, atol=1e-6)
+
+
+def test_an_interrupted_checkpoint_write_is_skipped(tmp_path):
+    ck = tmp_path / "checkpoints"
+    (ck / "checkpoint-3").mkdir(parents=True)
+    (ck / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    (ck / "checkpoint-6").mkdir()  # killed while saving: no trainer_state.json yet
+    (ck / "checkpoint-6" / "adapter_model.safetensors").write_bytes(b"")
+    assert last_checkpoint(ck).endswith("checkpoint-3")
+    assert last_checkpoint(tmp_path / "none") is None
