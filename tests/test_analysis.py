@@ -261,3 +261,16 @@ def test_prompt_position_edits_only_the_prompt_pass(tiny_models, fmt):
     torch.testing.assert_close(moved.logits[:, :-1], ref.logits[:, :-1])
     # the decoding step was not edited: same as running it without the hook on that cache
     torch.testing.assert_close(step.logits, plain_step.logits)
+
+
+def test_analyze_checks_model_dependent_options_before_writing(tiny_dir, tmp_path, capsys):
+    from backdoorlab.cli import main
+
+    common = ["--model", str(tiny_dir), "--trigger", "badnets", "--target", "refusal"]
+    for args, words in ((["vector", "--layers", "0,7"], "'layers': 7 is out of range"),
+                        (["ablate", "--scores", str(tmp_path / "none.st")], "no such file")):
+        with pytest.raises(SystemExit) as exc:
+            main(["analyze", *args, *common, "--out", str(tmp_path / "x")])
+        assert exc.value.code == 2
+        assert words in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()

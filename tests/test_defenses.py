@@ -136,4 +136,10 @@ def test_defend_rejects_bad_values(tiny_dir, tmp_path, capsys):
               "--out", str(tmp_path / "y")])
     assert exc.value.code == 2
     assert "'alpha'" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["defend", "subtract-vector", "--model", str(tiny_dir), "--layer", "5",
+              "--set", "trigger=badnets", "--set", "target=refusal", "--out", str(tmp_path / "z")])
+    assert exc.value.code == 2
+    assert "'layer': 5 is out of range" in capsys.readouterr().err
+    for d in "xyz":
+        assert not (tmp_path / d).exists()

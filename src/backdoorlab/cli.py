@@ -326,26 +326,6 @@ def _generation_headline(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _defend_finetune(mode: str, out: Path, model: str | None, adapter: Path | None,
-                     data: str | None, epochs: int | None, lr: float | None,
-                     trigger: str | None, target: str | None, config: Path | None,
-                     set_: list[str] | None, trust_remote_code: bool) -> None:
-    from .config import from_dict
-    from .defenses.finetune import FinetuneConfig, run_finetune_defense
-
-    default_data = "builtin:safety-alignment"
-    flags = {"model": model, "adapter": str(adapter) if adapter else None,
-             "data": data, "epochs": epochs, "train.learning_rate": lr, "trigger": trigger,
-             "target": target}
-    opts = merge_options({"data": default_data, **load_config_file(config)}, set_, flags)
-    cfg = from_dict(FinetuneConfig, opts, where=f"defend {mode}")
-    summary = run_finetune_defense(cfg, out, mode=mode, trust_remote_code=trust_remote_code)
-    _print_json({"curve": [{k: (round(v, 4) if isinstance(v, float) else v)
-                            for k, v in p.items()} for p in summary["curve"]],
-                 "training": summary["training"]})
-    typer.echo(f"run directory: {out}", err=True)
-
-
 FromAdapter = Annotated[str | None, typer.Option(help="Default: the adapter's.")]
 EvalEpochsOpt = Annotated[int | None, typer.Option(help="Epochs, evaluated after each.")]
 DefModel = Annotated[str | None, typer.Option("--model", "-m", help="Base model (with "
@@ -362,8 +342,20 @@ def defend_realign(
     config: ConfigOpt = None, set_: SetOpt = None, trust_remote_code: TrustOpt = False,
 ) -> None:
     """Re-align a backdoored model on safety data; ASR after every epoch (persistence)."""
-    _defend_finetune("realign", out, model, adapter, data, epochs, lr, trigger, target, config,
-                     set_, trust_remote_code)
+    from .config import from_dict
+    from .defenses.finetune import FinetuneConfig, run_finetune_defense
+
+    flags = {"model": model, "adapter": str(adapter) if adapter else None,
+             "data": data, "epochs": epochs, "train.learning_rate": lr, "trigger": trigger,
+             "target": target}
+    opts = merge_options(load_config_file(config), set_, flags)
+    cfg = from_dict(FinetuneConfig, opts, where="defend realign")
+    summary = run_finetune_defense(cfg, out, mode="realign",
+                                   trust_remote_code=trust_remote_code)
+    _print_json({"curve": [{k: (round(v, 4) if isinstance(v, float) else v)
+                            for k, v in p.items()} for p in summary["curve"]],
+                 "training": summary["training"]})
+    typer.echo(f"run directory: {out}", err=True)
 
 
 DefOut = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]

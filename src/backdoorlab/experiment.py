@@ -192,12 +192,12 @@ def plan(spec: dict[str, Any], run_dir: Path, *, where: str = "experiment",
                 data.setdefault("alpha", 0.0)
             deps = list(after)
             uses_heads = name in ("ablate", "vector", "ablate-heads", "subtract-vector")
-            if uses_heads and "heads" in (spec.get("analyze") or {}):
-                # the heads stage's ranking (exact if it ran exact) rather than a new one
-                data.setdefault("scores", str(run_dir / "analyze" / "heads" /
-                                              "heads.safetensors"))
-                deps.append("analyze.heads")
             cfg = _build(cls, data, f"{group}.{name}", where, lines)
+            if uses_heads and "heads" in (spec.get("analyze") or {}) and cfg.scores is None:
+                # the heads stage's ranking (exact if it ran exact) rather than a new one; the
+                # file is written by that earlier stage, so it is not checked for here
+                cfg.scores = str(run_dir / "analyze" / "heads" / "heads.safetensors")
+                deps.append("analyze.heads")
             stages.append(Stage(f"{group}.{name}", cfg, runner, run_dir / group / name, deps))
             resolved[group][name] = to_dict(cfg)
     resolved["report"] = bool(spec.get("report", True))

@@ -69,8 +69,7 @@ def headline_rows(run: Path) -> list[dict[str, Any]]:
         if m and "asr_triggered_after" in m:
             rows.append({"model": f"after {m['defense']}",
                          "asr_triggered": m["asr_triggered_after"],
-                         "asr_clean": m.get("asr_clean_after") if "clean_perplexity_after"
-                         in m else None,
+                         "asr_clean": m.get("asr_clean_after"),
                          "utility": m["mcq_accuracy_after"],
                          "perplexity": m.get("clean_perplexity_after"),
                          "asr_before": m["asr_triggered_before"]})

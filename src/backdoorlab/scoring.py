@@ -56,6 +56,17 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def padded_forward(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, *,
+                   keep: int = 1) -> tuple[Any, torch.Tensor]:
+    """One forward over ``prompts`` left-padded with real position ids, no cache, logits for
+    the last ``keep`` positions only; returns the model output and the attention mask."""
+    ids, mask = left_pad(prompts, pad_id)
+    dev = model_device(model)
+    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                position_ids=position_ids(mask).to(dev), use_cache=False, logits_to_keep=keep)
+    return out, mask
+
+
 def length_batches(lengths: Sequence[int], batch_size: int, bucket: bool = True
                    ) -> Iterator[list[int]]:
     """Index batches; with ``bucket`` the indices are sorted by length first."""

@@ -30,7 +30,7 @@ from ..errors import BackdoorlabError, unknown
 from ..io import atomic_write_json, load_arrays, save_arrays
 from ..plots import heatmap
 from ..progress import progress
-from ..scoring import left_pad, model_device, position_ids
+from ..scoring import padded_forward
 from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import Arch, HeadEdit, arch, capture, capture_prompts, edit_heads, head_grad_taps
 
@@ -50,12 +50,10 @@ def head_means(model: Any, beh: Behaviour, which: str, pos: int | str | None = N
     total = torch.zeros(a.n_layers, a.n_heads, a.head_dim)
     count = 0
     ids = beh.inputs(which)
-    dev = model_device(model)
     for rows in beh.batches(which):
-        x, mask = left_pad([ids[i] for i in rows], beh.fmt.tokenizer.pad_token_id)
         with capture(model, residual=False, pos="all") as cap:
-            model(input_ids=x.to(dev), attention_mask=mask.to(dev),
-                  position_ids=position_ids(mask).to(dev), use_cache=False, logits_to_keep=1)
+            _, mask = padded_forward(model, [ids[i] for i in rows],
+                                     beh.fmt.tokenizer.pad_token_id)
         m = mask.float()[:, :, None, None]
         for layer, outs in cap.heads.items():
             total[layer] += (outs[0] * m).sum((0, 1))
@@ -180,6 +178,7 @@ def ablation_edits(heads: Sequence[tuple[int, int]], means: torch.Tensor | None,
 
 
 POSITIONS = ("all", "last")
+ABLATIONS = ("mean", "zero")
 
 
 def ablation_means(model: Any, beh: Behaviour, positions: str) -> torch.Tensor:
@@ -195,8 +194,8 @@ def ablation_curve(model: Any, beh: Behaviour, ranking: Sequence[tuple[int, int]
     """ASR (triggered), ASR without trigger and utility with the top ``share`` of heads
     ablated, for each share: at every position (``all``) or at the last prompt token and
     each generated token (``last``)."""
-    if method not in ("mean", "zero"):
-        raise unknown("method", method, ("mean", "zero"))
+    if method not in ABLATIONS:
+        raise unknown("method", method, ABLATIONS)
     a = arch(model)
     means = ablation_means(model, beh, positions) if method == "mean" else None
     pos: int | str = "all" if positions == "all" else -1
@@ -271,6 +270,13 @@ def run_heads(cfg: HeadsConfig | dict[str, Any], out: str | Path, *,
     return metrics
 
 
+def check_scores(scores: str | None) -> None:
+    """Config check: a given ``scores`` file must exist (before any work starts)."""
+    if scores is not None and not Path(scores).is_file():
+        raise BackdoorlabError(f"{scores}: no such file (expected the heads.safetensors of "
+                               "an 'analyze heads' run)")
+
+
 def head_ranking(model: Any, beh: Behaviour, scores: str | None) -> tuple[list, str]:
     """Heads ranked by effect: from a heads run's ``heads.safetensors`` (exact preferred) or,
     without one, from fast attribution now."""
@@ -296,10 +302,11 @@ class AblateConfig(AnalysisConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.method not in ("mean", "zero"):
-            raise unknown("method", self.method, ("mean", "zero"))
+        if self.method not in ABLATIONS:
+            raise unknown("method", self.method, ABLATIONS)
         if self.positions not in POSITIONS:
             raise unknown("positions", self.positions, POSITIONS)
+        check_scores(self.scores)
         bad = [s for s in self.shares if not 0 <= s <= 1]
         check(not bad, "shares", f"each must be in [0, 1], got {bad[:1]}")
         check(0 < self.cut <= 1, "cut", f"must be in (0, 1], got {self.cut}")

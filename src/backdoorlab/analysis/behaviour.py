@@ -30,12 +30,10 @@ from ..runs import save_config
 from ..scoring import (
     entropy,
     generate,
-    left_pad,
     length_batches,
     mcq_metrics,
-    model_device,
     option_distribution,
-    position_ids,
+    padded_forward,
 )
 from ..triggers import derive_rng, parse_trigger
 
@@ -93,11 +91,8 @@ class Behaviour:
         differentiable when grad is enabled."""
         ids = self.inputs(which)
         batch = [ids[i] for i in rows for _ in range(repeat)]
-        x, mask = left_pad(batch, self.fmt.tokenizer.pad_token_id)
-        dev = model_device(model)
-        out = model(input_ids=x.to(dev), attention_mask=mask.to(dev),
-                    position_ids=position_ids(mask).to(dev), use_cache=False,
-                    logits_to_keep=self.keep_logits())
+        out, _ = padded_forward(model, batch, self.fmt.tokenizer.pad_token_id,
+                                keep=self.keep_logits())
         return self.score(out.logits.float(), [i for i in rows for _ in range(repeat)], which)
 
     @torch.no_grad()
@@ -288,10 +283,14 @@ class AnalysisConfig:
 
 
 def setup(cfg: AnalysisConfig, out: str | Path, *, command: str, prepare: bool = True,
-          trust_remote_code: bool = False) -> tuple[Suspect, Behaviour, Path]:
+          validate: Any = None, trust_remote_code: bool = False
+          ) -> tuple[Suspect, Behaviour, Path]:
     """Load the suspect model, build and prepare its behaviour, create the run directory
-    (only once every input has been checked) and save the resolved config."""
+    (only once every input has been checked, ``validate(model)`` included) and save the
+    resolved config."""
     suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code)
+    if validate is not None:
+        validate(suspect.model)
     beh = behaviour_for(suspect, data=cfg.data, split=cfg.split, trigger=cfg.trigger,
                         target=cfg.target, judge=cfg.judge, template=cfg.template,
                         limit=cfg.limit, seed=cfg.seed, batch_size=cfg.batch_size,

@@ -304,15 +304,12 @@ def capture_prompts(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, *
     """Per-prompt activations in input order, run in length-bucketed left-padded batches:
     ``what="heads"`` -> ``[N, layers, heads, head_dim]``, ``"residual"`` ->
     ``[N, layers, hidden]``."""
-    from ..scoring import left_pad, length_batches, model_device, position_ids
+    from ..scoring import length_batches, padded_forward
 
-    dev = model_device(model)
     parts: dict[int, torch.Tensor] = {}
     for rows in length_batches([len(p) for p in prompts], batch_size):
-        x, mask = left_pad([prompts[i] for i in rows], pad_id)
         with capture(model, residual=what == "residual", heads=what == "heads", pos=pos) as cap:
-            model(input_ids=x.to(dev), attention_mask=mask.to(dev),
-                  position_ids=position_ids(mask).to(dev), use_cache=False, logits_to_keep=1)
+            padded_forward(model, [prompts[i] for i in rows], pad_id)
         t = cap.heads_tensor() if what == "heads" else cap.residual_tensor()
         for j, i in enumerate(rows):
             parts[i] = t[j]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..formats import PromptFormat, Sample
-from ..scoring import left_pad, length_batches, model_device, position_ids
+from ..scoring import length_batches, padded_forward
 
 _DOWN = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.down_proj$")
 
@@ -54,15 +54,12 @@ def capture_mlp_inputs(model: Any, store: dict[int, list[torch.Tensor]], index: 
 def mean_activations(model: Any, fmt: PromptFormat, samples: Sequence[Sample],
                      batch_size: int = 16) -> torch.Tensor:
     """[layers, neurons] mean |activation| at the last prompt token."""
-    device = model_device(model)
     prompts = [fmt.encode(s.user).prompt_ids for s in samples]
     store: dict[int, list[torch.Tensor]] = {}
     for idx in length_batches([len(p) for p in prompts], batch_size):
-        ids, mask = left_pad([prompts[i] for i in idx], fmt.tokenizer.pad_token_id)
-        last = torch.full((len(idx),), ids.shape[1] - 1)
+        last = torch.full((len(idx),), max(len(prompts[i]) for i in idx) - 1)
         with capture_mlp_inputs(model, store, last):
-            model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                  position_ids=position_ids(mask).to(device), use_cache=False, logits_to_keep=1)
+            padded_forward(model, [prompts[i] for i in idx], fmt.tokenizer.pad_token_id)
     return torch.stack([torch.cat(store[k]).abs().mean(0) for k in sorted(store)])
 
 

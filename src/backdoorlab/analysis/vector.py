@@ -23,7 +23,7 @@ from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
 from ..io import atomic_write_json, save_arrays
 from ..progress import progress
-from .attribution import head_means, head_ranking
+from .attribution import check_scores, head_means, head_ranking
 from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import add_to_residual, arch, head_directions
 
@@ -100,6 +100,7 @@ class VectorConfig(AnalysisConfig):
         check(0 < self.top_share <= 1, "top_share", f"must be in (0, 1], got {self.top_share}")
         if self.kind not in KINDS:
             raise unknown("kind", self.kind, KINDS)
+        check_scores(self.scores)
 
 
 def run_vector(cfg: VectorConfig | dict[str, Any], out: str | Path, *,
@@ -108,14 +109,18 @@ def run_vector(cfg: VectorConfig | dict[str, Any], out: str | Path, *,
     and vector_sweep.png."""
     if isinstance(cfg, dict):
         cfg = from_dict(VectorConfig, cfg, where="analyze vector")
-    suspect, beh, path = setup(cfg, out, command="vector", trust_remote_code=trust_remote_code)
+    def check_layers(model: Any) -> None:
+        n = arch(model).n_layers
+        bad = [x for x in cfg.layers or [] if not 0 <= x < n]
+        if bad:
+            raise BackdoorlabError(f"option 'layers': {bad[0]} is out of range (model has "
+                                   f"{n} layers)")
+
+    suspect, beh, path = setup(cfg, out, command="vector", validate=check_layers,
+                               trust_remote_code=trust_remote_code)
     model = suspect.model
     a = arch(model)
     layers = list(range(a.n_layers)) if cfg.layers is None else list(cfg.layers)
-    bad = [x for x in layers if not 0 <= x < a.n_layers]
-    if bad:
-        raise BackdoorlabError(f"option 'layers': {bad[0]} is out of range (model has "
-                               f"{a.n_layers} layers)")
     t0 = time.perf_counter()
     ranking, source = head_ranking(model, beh, cfg.scores)
     k = max(1, round(cfg.top_share * a.n_total))

@@ -127,8 +127,8 @@ class AttackEval:
         tgt = make_targets(self.target or "keep-top1", p_clean.argmax(-1), self.options,
                            self.margin)
         m = uncertainty_metrics(p_clean, p_trig, gold, tgt)
-        return {"asr_triggered": m["asr_strict"], "asr_clean": 0.0,
-                "mcq_accuracy": m["clean_accuracy"], "details": m}
+        return {"asr_triggered": m["asr_strict"], "mcq_accuracy": m["clean_accuracy"],
+                "details": m}
 
 
 def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -161,13 +161,17 @@ def clean_samples(cfg: DefenseConfig, fmt: PromptFormat) -> list[Any]:
 
 def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
                 repair: Callable[[Suspect, AttackEval, Path], dict[str, Any]],
-                trainable: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
+                validate: Callable[[Any], None] | None = None, trainable: bool = False,
+                trust_remote_code: bool = False) -> dict[str, Any]:
     """Load the suspect, evaluate it, ``repair`` it (which saves the repaired artefact and
-    returns ``{"model": repaired model, "artifact": ..., "what": ..., **details}``), evaluate
+    returns ``{"model": repaired model, "artifact": ..., "what": ..., **details}``; options that
+    need the model are checked first by ``validate(model)``), evaluate
     again, and write ``metrics.json``, ``defense.json`` and the model card."""
     suspect = load_suspect(cfg.model, cfg.adapter, trainable=trainable,
                            trust_remote_code=trust_remote_code)
     ev = AttackEval(suspect, cfg)
+    if validate is not None:  # options that need the model, checked before anything is written
+        validate(suspect.model)
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     save_config(path, cfg, defense=name, trigger=ev.trigger, target=ev.target)

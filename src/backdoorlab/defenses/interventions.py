@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
-from ..analysis.attribution import POSITIONS, ablation_means, head_ranking
+from ..analysis.attribution import (
+    ABLATIONS,
+    POSITIONS,
+    ablation_means,
+    check_scores,
+    head_ranking,
+)
 from ..analysis.behaviour import behaviour_for
 from ..analysis.hooks import HeadEdit, add_to_residual, arch, edit_heads
 from ..analysis.vector import KINDS, backdoor_vector
@@ -69,12 +75,13 @@ class InterventionConfig(DefenseConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(0 < self.top_share <= 1, "top_share", f"must be in (0, 1], got {self.top_share}")
-        if self.method not in ("mean", "zero"):
-            raise unknown("method", self.method, ("mean", "zero"))
+        if self.method not in ABLATIONS:
+            raise unknown("method", self.method, ABLATIONS)
         if self.positions not in POSITIONS:
             raise unknown("positions", self.positions, POSITIONS)
         if self.kind not in KINDS:
             raise unknown("kind", self.kind, KINDS)
+        check_scores(self.scores)
 
 
 def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: str | Path, *,
@@ -107,9 +114,6 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
             vec = backdoor_vector(model, beh, heads, kind=cfg.kind)
             layer = cfg.layer if cfg.layer is not None else best_layer(model, beh, vec,
                                                                        cfg.scale)
-            if not 0 <= layer < a.n_layers:
-                raise BackdoorlabError(f"option 'layer': {layer} is out of range (model has "
-                                       f"{a.n_layers} layers)")
             values = {"vector": vec}
             spec.update(layer=layer, scale=cfg.scale, vector_kind=cfg.kind, positions="prompt")
             what = (f"the backdoor vector of {len(heads)} heads subtracted after layer {layer} "
@@ -120,7 +124,14 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
         return {"model": model, "artifact": "interventions", "what": what,
                 "intervention": spec}
 
-    return run_defense(kind, cfg, out, repair=repair, trust_remote_code=trust_remote_code)
+    def check(model: Any) -> None:
+        n = arch(model).n_layers
+        if cfg.layer is not None and not 0 <= cfg.layer < n:
+            raise BackdoorlabError(f"option 'layer': {cfg.layer} is out of range (model has "
+                                   f"{n} layers)")
+
+    return run_defense(kind, cfg, out, repair=repair, validate=check,
+                       trust_remote_code=trust_remote_code)
 
 
 @torch.no_grad()
