@@ -133,9 +133,9 @@ def attribute(model: Any, beh: Behaviour, mode: str = "fast", *,
             "triggered_means": trig}
 
 
-def rank_heads(effects: torch.Tensor, sign: float = 1.0) -> list[tuple[int, int]]:
+def rank_heads(effects: torch.Tensor) -> list[tuple[int, int]]:
     """Heads ordered by effect, strongest push towards the backdoor first."""
-    flat = (sign * effects).flatten().nan_to_num(float("-inf"))
+    flat = effects.flatten().nan_to_num(float("-inf"))
     order = flat.argsort(descending=True).tolist()
     n_heads = effects.shape[1]
     return [divmod(i, n_heads) for i in order]
