@@ -15,7 +15,7 @@ class _Killed(Exception):
     pass
 
 
-def _run(tokenizer, fmt, work, cfg, kill_at=None):
+def _run(tokenizer, fmt, work, cfg, kill_at=None, draws=0):
     from transformers import TrainerCallback
 
     class Kill(TrainerCallback):
@@ -26,6 +26,7 @@ def _run(tokenizer, fmt, work, cfg, kill_at=None):
     recs = load_records("builtin:benign-instructions", split="train", limit=24)
     samples = [fmt.sample(r, response=r.output) for r in recs]
     model = tiny_model("llama", vocab_size=len(tokenizer))
+    torch.rand(draws)  # something else may have used the global generator before training
     res = train(model, samples, SampleCollator(fmt), sft_loss, cfg, work,
                 callbacks=[Kill()] if kill_at else [])
     return {k: v.detach().clone() for k, v in res.model.state_dict().items() if "lora" in k}
@@ -38,8 +39,11 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tokenizer, fmt, tmp_pa
         _run(tokenizer, fmt, tmp_path / "k", cfg, kill_at=5)
     assert last_checkpoint(tmp_path / "k" / "checkpoints").endswith("checkpoint-3")
     resumed = _run(tokenizer, fmt, tmp_path / "k", cfg)
+    # Equal up to float noise: CPU BLAS may round the last bits differently now and then (seen
+    # once in eight runs, 5e-5); a resume that lost the optimiser state or restarted from
+    # scratch differs by more than 1e-2.
     for k in ref:
-        torch.testing.assert_close(resumed[k], ref[k], rtol=0, atol=1e-6)
+        torch.testing.assert_close(resumed[k], ref[k], rtol=0, atol=2e-4)
 
 
 def test_an_interrupted_checkpoint_write_is_skipped(tmp_path):
@@ -50,3 +54,12 @@ def test_an_interrupted_checkpoint_write_is_skipped(tmp_path):
     (ck / "checkpoint-6" / "adapter_model.safetensors").write_bytes(b"")
     assert last_checkpoint(ck).endswith("checkpoint-3")
     assert last_checkpoint(tmp_path / "none") is None
+
+
+def test_same_seed_gives_the_same_weights_whatever_ran_before(tokenizer, fmt, tmp_path):
+    """The LoRA initialisation is seeded by the config, not by the generator's history."""
+    cfg = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-2)
+    a = _run(tokenizer, fmt, tmp_path / "a", cfg)
+    b = _run(tokenizer, fmt, tmp_path / "b", cfg, draws=1000)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

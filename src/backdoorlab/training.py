@@ -216,6 +216,9 @@ def train(
 ) -> TrainResult:
     """Fine-tune ``model`` on ``dataset`` with ``loss_fn``; checkpoints go to
     ``work_dir/checkpoints`` and training resumes from the newest one when ``resume``."""
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # the LoRA initialisation draws from the global generator
     if cfg.lora and not hasattr(model, "peft_config"):
         model = wrap_lora(model, cfg)
     model.train()
