@@ -106,6 +106,10 @@ def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     run("subtract-vector", "--out", str(tmp_path / "vec"), "--top-share", "0.25", *extra)
     spec = json.loads((tmp_path / "vec" / "interventions.json").read_text())
     assert spec["kind"] == "subtract-vector" and 0 <= spec["layer"] < 2
+    sweep = spec["layer_sweep"]  # chosen by ASR, then score, on training-split prompts
+    assert [p["layer"] for p in sweep] == [0, 1]
+    assert spec["layer"] == min(sweep, key=lambda p: (p["asr_triggered"],
+                                                      p["score_triggered"]))["layer"]
 
     # a reloaded intervention repairs the model exactly as it was measured
     fixed = load_repaired(tmp_path / "abl")

@@ -23,7 +23,7 @@ from ..analysis.attribution import (
     check_scores,
     head_ranking,
 )
-from ..analysis.behaviour import behaviour_for
+from ..analysis.behaviour import Behaviour, behaviour_for
 from ..analysis.hooks import HeadEdit, add_to_residual, arch, edit_heads
 from ..analysis.vector import KINDS, backdoor_vector
 from ..config import check, from_dict
@@ -70,11 +70,18 @@ class InterventionConfig(DefenseConfig):
     layer: int | None = None
     scale: float = 1.0
     analysis_limit: int = 32
+    select_limit: int = 8
+    select_tokens: int = 12
     target_text: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(0 < self.top_share <= 1, "top_share", f"must be in (0, 1], got {self.top_share}")
+        check(self.analysis_limit >= 4, "analysis_limit",
+              f"must be >= 4, got {self.analysis_limit}")
+        check(self.select_limit >= 1, "select_limit", f"must be >= 1, got {self.select_limit}")
+        check(self.select_tokens >= 1, "select_tokens",
+              f"must be >= 1, got {self.select_tokens}")
         if self.method not in ABLATIONS:
             raise unknown("method", self.method, ABLATIONS)
         if self.positions not in POSITIONS:
@@ -92,12 +99,18 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
     if isinstance(cfg, dict):
         cfg = from_dict(InterventionConfig, cfg, where=f"defend {kind}")
 
+    def behaviour(suspect: Suspect, ev: AttackEval, limit: int, tokens: int = 24) -> Any:
+        # training-split prompts: the evaluation's held-out prompts never shape the repair
+        beh = behaviour_for(suspect, split="train", trigger=ev.trigger, target=ev.target,
+                            template=ev.fmt.template, limit=limit, seed=cfg.seed,
+                            batch_size=cfg.eval_batch_size, target_text=cfg.target_text,
+                            max_new_tokens=tokens)
+        beh.prepare(suspect.model)
+        return beh
+
     def repair(suspect: Suspect, ev: AttackEval, path: Path) -> dict[str, Any]:
         model = suspect.model
-        beh = behaviour_for(suspect, trigger=ev.trigger, target=ev.target,
-                            template=ev.fmt.template, limit=cfg.analysis_limit, seed=cfg.seed,
-                            batch_size=cfg.eval_batch_size, target_text=cfg.target_text)
-        beh.prepare(model)
+        beh = behaviour(suspect, ev, cfg.analysis_limit)
         ranking, source = head_ranking(model, beh, cfg.scores)
         a = arch(model)
         heads = ranking[:max(1, round(cfg.top_share * a.n_total))]
@@ -112,8 +125,12 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
                    f"{heads}"
         else:
             vec = backdoor_vector(model, beh, heads, kind=cfg.kind)
-            layer = cfg.layer if cfg.layer is not None else best_layer(model, beh, vec,
-                                                                       cfg.scale)
+            if cfg.layer is None:
+                sel = behaviour(suspect, ev, cfg.select_limit, cfg.select_tokens)
+                layer, sweep = best_layer(model, sel, vec, cfg.scale)
+                spec["layer_sweep"] = sweep
+            else:
+                layer = cfg.layer
             values = {"vector": vec}
             spec.update(layer=layer, scale=cfg.scale, vector_kind=cfg.kind, positions="prompt")
             what = (f"the backdoor vector of {len(heads)} heads subtracted after layer {layer} "
@@ -135,12 +152,21 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
 
 
 @torch.no_grad()
-def best_layer(model: Any, beh: Any, vec: torch.Tensor, scale: float) -> int:
-    """The layer where subtracting the vector lowers the triggered backdoor score most (a
-    cheap sweep on the score, no generation)."""
-    scores = []
+def best_layer(model: Any, beh: Behaviour, vec: torch.Tensor, scale: float
+               ) -> tuple[int, list[dict[str, Any]]]:
+    """The layer where subtracting the vector at the last prompt token leaves the lowest ASR
+    on ``beh``'s triggered prompts (ties: the lowest backdoor score), and the sweep.
+
+    ASR, not the score alone: on a BadNets backdoor the teacher-forced score fell most at
+    early layers, where generation still carried the backdoor (ASR 0.8 at layer 5, 0.03 at
+    layer 15)."""
+    points = []
     for layer in progress(range(arch(model).n_layers), desc="choosing the layer"):
+        with add_to_residual(model, layer, vec, pos="prompt", scale=-scale):
+            asr = beh.asr(model, "triggered")
         with add_to_residual(model, layer, vec, pos=beh.pos, scale=-scale):
-            scores.append(beh.mean_score(model, "triggered"))
+            score = beh.mean_score(model, "triggered")
+        points.append({"layer": layer, "asr_triggered": asr, "score_triggered": score})
     # the backdoor raises the score in both kinds (log p of its output; entropy)
-    return int(torch.tensor(scores).argmin())
+    best = min(points, key=lambda p: (p["asr_triggered"], p["score_triggered"]))
+    return int(best["layer"]), points
