@@ -9,6 +9,8 @@ Weights are read from safetensors only; ``trust_remote_code`` stays off unless a
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -17,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,33 @@ def _has_safetensors(d: Path) -> bool:
     return any(d.glob("*.safetensors"))
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """transformers parses the GGUF file three times (tokenizer, config, weights) and rebuilds
+    gguf's tensor-name table for every module; within this block both are built once (saves
+    about 13 of 20 s of the embedded model's first conversion). Nothing is patched after."""
+    try:
+        import gguf as gguf_lib
+    except ImportError:  # transformers reports the missing package itself
+        yield
+        return
+    reader, name_map = gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map
+    readers: dict[Any, Any] = {}
+
+    def cached_reader(path: Any, *args: Any, **kw: Any) -> Any:
+        key = (str(path), args, tuple(sorted(kw.items())))
+        if key not in readers:
+            readers[key] = reader(path, *args, **kw)
+        return readers[key]
+
+    gguf_lib.GGUFReader = cached_reader
+    gguf_lib.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map = reader, name_map
+
+
 def convert_gguf(gguf: Path, out_dir: Path, *, expected_sha256: str | None = None) -> Path:
     """De-quantise ``gguf`` into a safetensors model directory ``out_dir`` (atomically).
 
@@ -88,8 +118,10 @@ def convert_gguf(gguf: Path, out_dir: Path, *, expected_sha256: str | None = Non
     t0 = time.perf_counter()
     kw = {"gguf_file": gguf.name}
     try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+        with _gguf_parsed_once():
+            tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32,
+                                                          **kw)
     except (OSError, ValueError, KeyError) as exc:
         raise BackdoorlabError(f"{gguf}: cannot read as a GGUF causal LM ({exc})") from None
     cfg_dict = loaded.config.to_dict()
