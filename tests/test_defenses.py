@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from backdoorlab.defenses.crow import fgsm_delta, layer_consistency
+from backdoorlab.defenses.interventions import centre_of_best_run
 from backdoorlab.defenses.prune import magnitude_mask, prunable_linears, prune, wanda_mask
 from backdoorlab.scoring import left_pad, position_ids
 
@@ -106,10 +107,9 @@ def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     run("subtract-vector", "--out", str(tmp_path / "vec"), "--top-share", "0.25", *extra)
     spec = json.loads((tmp_path / "vec" / "interventions.json").read_text())
     assert spec["kind"] == "subtract-vector" and 0 <= spec["layer"] < 2
-    sweep = spec["layer_sweep"]  # chosen by ASR, then score, on training-split prompts
+    sweep = spec["layer_sweep"]  # chosen by the ASR left, on training-split prompts
     assert [p["layer"] for p in sweep] == [0, 1]
-    assert spec["layer"] == min(sweep, key=lambda p: (p["asr_triggered"],
-                                                      p["score_triggered"]))["layer"]
+    assert spec["layer"] == centre_of_best_run([p["asr_triggered"] for p in sweep])
 
     # a reloaded intervention repairs the model exactly as it was measured
     fixed = load_repaired(tmp_path / "abl")
@@ -147,3 +147,11 @@ def test_defend_rejects_bad_values(tiny_dir, tmp_path, capsys):
     assert "'layer': 5 is out of range" in capsys.readouterr().err
     for d in "xyz":
         assert not (tmp_path / d).exists()
+
+
+def test_layer_choice_takes_the_centre_of_the_longest_lowest_run():
+    # hand-worked: lowest ASR 0.0 at layers 2, 5-9 and 11; the longest run is 5-9, centre 7
+    asr = [1.0, 0.5, 0.0, 0.25, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2, 0.0]
+    assert centre_of_best_run(asr) == 7
+    assert centre_of_best_run([0.3, 0.1, 0.1, 0.4]) == 1  # even run: the lower centre
+    assert centre_of_best_run([0.2]) == 0

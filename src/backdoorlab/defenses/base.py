@@ -249,7 +249,8 @@ def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
     """Evaluate the suspect a defense started from and the model it wrote, with the attack's
     own evaluation; ``metrics.json`` goes to ``out`` (default: the defense run directory)."""
     d = Path(repaired)
-    fixed = load_repaired(d, trust_remote_code=trust_remote_code)
+    if not (d / "defense.json").is_file():
+        raise BackdoorlabError(f"{d}: not a defense run (no defense.json)")
     rec = read_json(d / "defense.json")
     cfg = DefenseConfig(model=rec.get("model"), adapter=rec.get("adapter"),
                         trigger=rec.get("trigger"), target=rec.get("target"),
@@ -260,8 +261,10 @@ def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
                        if rec.get(k)}, **suspect.info}
     ev = AttackEval(suspect, cfg)
     t0 = time.perf_counter()
-    metrics = {"defense": rec["defense"], "repaired": str(d),
-               **compare(ev(suspect.model), ev(fixed.model)),
+    before = ev(suspect.model)
+    del suspect  # one model in memory at a time (a 7B suspect and its repair need not fit)
+    fixed = load_repaired(d, trust_remote_code=trust_remote_code)
+    metrics = {"defense": rec["defense"], "repaired": str(d), **compare(before, ev(fixed.model)),
                "eval_wall_s": round(time.perf_counter() - t0, 2)}
     atomic_write_json(Path(out or d) / ("metrics.json" if out else "eval_defense.json"),
                       metrics)

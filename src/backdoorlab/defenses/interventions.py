@@ -155,11 +155,12 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
 def best_layer(model: Any, beh: Behaviour, vec: torch.Tensor, scale: float
                ) -> tuple[int, list[dict[str, Any]]]:
     """The layer where subtracting the vector at the last prompt token leaves the lowest ASR
-    on ``beh``'s triggered prompts (ties: the lowest backdoor score), and the sweep.
+    on ``beh``'s triggered prompts, and the sweep.
 
-    ASR, not the score alone: on a BadNets backdoor the teacher-forced score fell most at
-    early layers, where generation still carried the backdoor (ASR 0.8 at layer 5, 0.03 at
-    layer 15)."""
+    ASR, not the teacher-forced score: on a BadNets backdoor the score fell most at early
+    layers, where generation still carried the backdoor. Several layers usually tie at the
+    lowest ASR on a few prompts; the centre of the longest run of them is taken, a layer whose
+    neighbours work too, so that the choice does not rest on one noisy estimate."""
     points = []
     for layer in progress(range(arch(model).n_layers), desc="choosing the layer"):
         with add_to_residual(model, layer, vec, pos="prompt", scale=-scale):
@@ -167,6 +168,19 @@ def best_layer(model: Any, beh: Behaviour, vec: torch.Tensor, scale: float
         with add_to_residual(model, layer, vec, pos=beh.pos, scale=-scale):
             score = beh.mean_score(model, "triggered")
         points.append({"layer": layer, "asr_triggered": asr, "score_triggered": score})
-    # the backdoor raises the score in both kinds (log p of its output; entropy)
-    best = min(points, key=lambda p: (p["asr_triggered"], p["score_triggered"]))
-    return int(best["layer"]), points
+    return centre_of_best_run([p["asr_triggered"] for p in points]), points
+
+
+def centre_of_best_run(values: list[float]) -> int:
+    """Index at the centre of the longest run of consecutive minimal values (the first such
+    run; the lower centre of an even run)."""
+    low = min(values)
+    best, start = (0, 0), None
+    for i, v in enumerate([*values, float("inf")]):
+        if v == low and start is None:
+            start = i
+        elif v != low and start is not None:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    return (best[0] + best[1] - 1) // 2
