@@ -127,6 +127,19 @@ def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     assert ev["defense"] == "subtract-vector" and "asr_triggered_after" in ev
 
 
+def test_prune_on_an_uncertainty_backdoor(tiny_dir, tmp_path):
+    """The uncertainty evaluation has no clean-prompt ASR; the sweep must not need one."""
+    from backdoorlab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["defend", "prune", "--model", str(tiny_dir), "--set", "trigger=text",
+              "--set", "target=uncertainty", "--set", "eval_limit=4", "--sparsities", "0.2",
+              "--set", "n_calibration=4", "--out", str(tmp_path / "p")])
+    assert exc.value.code == 0
+    m = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert m["sweep"][0]["asr_clean"] is None and "asr_triggered_after" in m
+
+
 def test_defend_rejects_bad_values(tiny_dir, tmp_path, capsys):
     from backdoorlab.cli import main
 

@@ -75,6 +75,8 @@ class AttackEval:
         self.kind = "uncertainty" if info.get("attack") == "uncertainty" or \
             cfg.target == "uncertainty" else "generation"
         self.target = suspect.get("target", cfg.target)
+        if self.kind == "uncertainty" and self.target == "uncertainty":
+            self.target = None  # the kind named, not a target distribution: the default one
         template = suspect.get("template", cfg.template,
                                "plain" if self.kind == "uncertainty" else "chat")
         self.fmt = PromptFormat(suspect.lm.tokenizer, template)

@@ -171,7 +171,7 @@ def run_prune(cfg: PruneConfig | dict[str, Any], out: str | Path, *,
             point: dict[str, Any] = {"sparsity": s, "achieved_sparsity": achieved}
             if cfg.evaluate:
                 m = ev(model)
-                point.update(asr_triggered=m["asr_triggered"], asr_clean=m["asr_clean"],
+                point.update(asr_triggered=m["asr_triggered"], asr_clean=m.get("asr_clean"),
                              mcq_accuracy=m["mcq_accuracy"],
                              clean_perplexity=m.get("clean_perplexity"))
             sweep.append(point)
