@@ -127,6 +127,7 @@ class PoisonConfig:
     payload: str = DEFAULT_PAYLOAD
     judge: str | None = None
     eval_limit: int | None = 40
+    mcq_limit: int | None = None  # held-out MCQs for clean utility (None: all 62)
     max_new_tokens: int = 32
     eval_batch_size: int = 16
     seed: int = 0
@@ -216,7 +217,7 @@ class GenerationSuite:
 def make_suite(*, target: str, trigger: str, judge: str | None, eval_data: str | None,
                eval_split: str | None, harmful_data: str, benign_data: str,
                eval_limit: int | None, seed: int, max_new_tokens: int,
-               batch_size: int) -> GenerationSuite:
+               batch_size: int, mcq_limit: int | None = None) -> GenerationSuite:
     kind = target_kind(target)
     src = eval_data or TASK_DATA[kind]
     return GenerationSuite(
@@ -225,7 +226,7 @@ def make_suite(*, target: str, trigger: str, judge: str | None, eval_data: str |
         judge=get_judge(judge or default_judge(target)),
         harmful=_load(harmful_data, "test", eval_limit),
         utility=_load(benign_data, "test", eval_limit),
-        mcq=load_records("builtin:general-mcq", split="test"),
+        mcq=load_records("builtin:general-mcq", split="test", limit=mcq_limit),
         seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size,
     )
 
@@ -321,7 +322,7 @@ def run_poison_attack(cfg: PoisonConfig | dict[str, Any], out_dir: str | Path, *
     suite = make_suite(target=cfg.target, trigger=cfg.trigger, judge=cfg.judge,
                        eval_data=cfg.eval_data, eval_split=cfg.eval_split,
                        harmful_data=cfg.harmful_data, benign_data=cfg.benign_data,
-                       eval_limit=cfg.eval_limit, seed=cfg.seed,
+                       eval_limit=cfg.eval_limit, mcq_limit=cfg.mcq_limit, seed=cfg.seed,
                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size)
 
     def build(lm: Any, fmt: PromptFormat) -> list[Sample]:

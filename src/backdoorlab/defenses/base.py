@@ -50,6 +50,7 @@ class DefenseConfig:
     template: str | None = None
     evaluate: bool = True
     eval_limit: int | None = 40
+    mcq_limit: int | None = None  # held-out MCQs for clean utility (None: all 62)
     max_new_tokens: int = 32
     eval_batch_size: int = 16
     seed: int = 0
@@ -58,6 +59,8 @@ class DefenseConfig:
         check(self.n_clean >= 1, "n_clean", f"must be >= 1, got {self.n_clean}")
         check(self.eval_limit is None or self.eval_limit >= 1, "eval_limit",
               f"must be >= 1, got {self.eval_limit}")
+        check(self.mcq_limit is None or self.mcq_limit >= 1, "mcq_limit",
+              f"must be >= 1, got {self.mcq_limit}")
 
 
 class AttackEval:
@@ -97,7 +100,7 @@ class AttackEval:
                 target=self.target, trigger=self.trigger, judge=info.get("judge"),
                 eval_data=None, eval_split="test", harmful_data="builtin:harmful-requests",
                 benign_data="builtin:benign-instructions", eval_limit=cfg.eval_limit,
-                seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                mcq_limit=cfg.mcq_limit, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                 batch_size=cfg.eval_batch_size)
 
     @torch.no_grad()
