@@ -82,6 +82,10 @@ def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
                 "mcq_accuracy_after", "perplexity_change", "defense_wall_s"):
         assert key in m, key
     assert m["training"]["steps"] == 2
+    assert "empty_output_rate_after" in m
+    rows = [json.loads(x) for x in (tmp_path / "crow" / "generations.jsonl").read_text()
+            .splitlines()]
+    assert {r["model"] for r in rows} == {"suspect", "repaired"}
     card = (tmp_path / "crow" / "adapter" / "README.md").read_text()
     assert "defense" in card and "CROW" in card
     assert (tmp_path / "crow" / "adapter" / "adapter_model.safetensors").is_file()

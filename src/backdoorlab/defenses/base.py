@@ -28,13 +28,14 @@ from ..config import check, to_dict
 from ..data import load_records
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
-from ..io import atomic_write_json
+from ..io import atomic_write_json, atomic_write_jsonl
 from ..models import Suspect, load_model, load_suspect
 from ..runs import read_json, save_config
 from ..triggers import parse_trigger
 
 log = logging.getLogger(__name__)
-_BEFORE: dict[str, dict[str, Any]] = {}  # per process: suspect evaluations already made
+# per process: suspect evaluations (metrics, generations) already made
+_BEFORE: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
 
 @dataclass
@@ -85,6 +86,7 @@ class AttackEval:
         self.fmt = PromptFormat(suspect.lm.tokenizer, template)
         self.seed, self.batch_size = cfg.seed, cfg.eval_batch_size
         self.before: dict[str, Any] | None = None  # the suspect's own results, once measured
+        self.rows: list[dict[str, Any]] = []  # the generations of the latest call
         if self.kind == "uncertainty":
             from ..attacks.uncertainty import load_questions
 
@@ -117,7 +119,7 @@ class AttackEval:
         if self.suite is not None:
             from ..attacks.poisoning import run_suite
 
-            m, _ = run_suite(model, self.fmt, self.suite)
+            m, self.rows = run_suite(model, self.fmt, self.suite)
             return dict(m)
         from ..attacks.uncertainty import (
             make_targets,
@@ -140,7 +142,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """ASR and clean utility before and after a defense, and their changes."""
     out: dict[str, Any] = {}
     for key in ("asr_triggered", "asr_clean", "refusal_rate", "mcq_accuracy",
-                "clean_perplexity"):
+                "clean_perplexity", "empty_output_rate"):
         if key in before and key in after:
             out[f"{key}_before"], out[f"{key}_after"] = before[key], after[key]
     out["mcq_accuracy_change"] = after["mcq_accuracy"] - before["mcq_accuracy"]
@@ -181,11 +183,12 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     path.mkdir(parents=True, exist_ok=True)
     save_config(path, cfg, defense=name, trigger=ev.trigger, target=ev.target)
     key = json.dumps([cfg.model, cfg.adapter, ev.trigger, ev.target, cfg.template,
-                      cfg.eval_limit, cfg.max_new_tokens, cfg.seed])
-    before = None
+                      cfg.eval_limit, cfg.mcq_limit, cfg.max_new_tokens, cfg.seed])
+    before, before_rows = None, []
     if cfg.evaluate:  # the suspect's results are the same for every defense: measured once
-        before = _BEFORE.get(key) or ev(suspect.model)
-        _BEFORE[key] = before
+        if key not in _BEFORE:
+            _BEFORE[key] = (ev(suspect.model), ev.rows)
+        before, before_rows = _BEFORE[key]
     ev.before = before
     t0 = time.perf_counter()
     res = repair(suspect, ev, path)
@@ -202,6 +205,10 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     if before is not None:
         after = ev(res["model"])
         metrics.update(compare(before, after))
+        if before_rows or ev.rows:  # read them: a low ASR can also mean broken output
+            atomic_write_jsonl(path / "generations.jsonl",
+                               [{"model": "suspect", **r} for r in before_rows]
+                               + [{"model": "repaired", **r} for r in ev.rows])
         log.info("%s: ASR %.3f -> %.3f, MCQ accuracy %.3f -> %.3f", name,
                  before["asr_triggered"], after["asr_triggered"], before["mcq_accuracy"],
                  after["mcq_accuracy"])
