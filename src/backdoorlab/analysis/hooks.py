@@ -95,6 +95,15 @@ def arch(model: Any) -> Arch:
     return Arch(len(layers), n_heads, w.shape[1] // n_heads, w.shape[0])
 
 
+def check_layers(model: Any, layers: Sequence[int] | None, option: str = "layers") -> None:
+    """Option check that needs the model: every layer index in range (one line naming it)."""
+    n = arch(model).n_layers
+    bad = [x for x in layers or [] if not 0 <= x < n]
+    if bad:
+        raise BackdoorlabError(f"option {option!r}: {bad[0]} is out of range (model has {n} "
+                               "layers)")
+
+
 def _select(x: torch.Tensor, pos: Pos) -> torch.Tensor:
     """``x[:, pos]`` for an offset, or ``x`` itself for ``"all"``."""
     return x if pos == "all" else x[:, pos]

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 
 from ..config import check, from_dict
-from ..errors import BackdoorlabError, unknown
+from ..errors import unknown
 from ..io import atomic_write_json, save_arrays
 from ..progress import progress
 from .attribution import check_scores, head_means, head_ranking
 from .behaviour import AnalysisConfig, Behaviour, setup
-from .hooks import add_to_residual, arch, head_directions
+from .hooks import add_to_residual, arch, check_layers, head_directions
 
 KINDS = ("difference", "triggered")
 
@@ -109,14 +109,8 @@ def run_vector(cfg: VectorConfig | dict[str, Any], out: str | Path, *,
     and vector_sweep.png."""
     if isinstance(cfg, dict):
         cfg = from_dict(VectorConfig, cfg, where="analyze vector")
-    def check_layers(model: Any) -> None:
-        n = arch(model).n_layers
-        bad = [x for x in cfg.layers or [] if not 0 <= x < n]
-        if bad:
-            raise BackdoorlabError(f"option 'layers': {bad[0]} is out of range (model has "
-                                   f"{n} layers)")
-
-    suspect, beh, path = setup(cfg, out, command="vector", validate=check_layers,
+    suspect, beh, path = setup(cfg, out, command="vector",
+                               validate=lambda model: check_layers(model, cfg.layers),
                                trust_remote_code=trust_remote_code)
     model = suspect.model
     a = arch(model)

@@ -24,7 +24,7 @@ from ..analysis.attribution import (
     head_ranking,
 )
 from ..analysis.behaviour import Behaviour, behaviour_for
-from ..analysis.hooks import HeadEdit, add_to_residual, arch, edit_heads
+from ..analysis.hooks import HeadEdit, add_to_residual, arch, check_layers, edit_heads
 from ..analysis.vector import KINDS, backdoor_vector
 from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
@@ -141,13 +141,9 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
         return {"model": model, "artifact": "interventions", "what": what,
                 "intervention": spec}
 
-    def check(model: Any) -> None:
-        n = arch(model).n_layers
-        if cfg.layer is not None and not 0 <= cfg.layer < n:
-            raise BackdoorlabError(f"option 'layer': {cfg.layer} is out of range (model has "
-                                   f"{n} layers)")
-
-    return run_defense(kind, cfg, out, repair=repair, validate=check,
+    return run_defense(kind, cfg, out, repair=repair,
+                       validate=lambda model: check_layers(
+                           model, None if cfg.layer is None else [cfg.layer], "layer"),
                        trust_remote_code=trust_remote_code)
 
 
