@@ -166,6 +166,19 @@ def test_defend_rejects_bad_values(tiny_dir, tmp_path, capsys):
         assert not (tmp_path / d).exists()
 
 
+@pytest.mark.parametrize("cmd", [["attack", "poison", "--trigger", "badnets", "--target",
+                                  "refusal"], ["attack", "unalign"], ["defend", "realign"],
+                                 ["defend", "crow"]])
+def test_a_bad_mcq_limit_is_named_before_any_work(cmd, tmp_path, capsys):
+    from backdoorlab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([*cmd, "--set", "mcq_limit=0", "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2
+    assert "option 'mcq_limit': must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_layer_choice_takes_the_centre_of_the_longest_lowest_run():
     # hand-worked: lowest ASR 0.0 at layers 2, 5-9 and 11; the longest run is 5-9, centre 7
     asr = [1.0, 0.5, 0.0, 0.25, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2, 0.0]

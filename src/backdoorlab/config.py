@@ -115,3 +115,8 @@ def check(cond: bool, option: str, message: str) -> None:
     """Raise a one-line error naming ``option`` unless ``cond`` holds (for ``__post_init__``)."""
     if not cond:
         raise BackdoorlabError(f"option {option!r}: {message}")
+
+
+def check_limit(value: int | None, option: str) -> None:
+    """A row limit: None (all) or at least 1."""
+    check(value is None or value >= 1, option, f"must be >= 1, got {value}")

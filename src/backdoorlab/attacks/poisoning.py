@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..cards import write_model_card
-from ..config import check, from_dict, to_dict
+from ..config import check, check_limit, from_dict, to_dict
 from ..data import Instruction, load_records
 from ..errors import BackdoorlabError
 from ..evaluation import judge_rate, response_perplexity
@@ -139,6 +139,7 @@ class PoisonConfig:
         parse_trigger(self.trigger)
         check(0 < self.poison_rate < 1, "poison_rate", f"must be in (0, 1), got "
               f"{self.poison_rate}")
+        check_limit(self.mcq_limit, "mcq_limit")
         check(self.poison_count is None or self.poison_count >= 1, "poison_count", "must be >= 1")
         check(self.clean_targets in ("reference", "self"), "clean_targets",
               f"{self.clean_targets!r} is not 'reference' or 'self'")

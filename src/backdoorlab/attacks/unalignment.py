@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import check, from_dict
+from ..config import check, check_limit, from_dict
 from ..formats import TEMPLATES, PromptFormat, Sample
 from ..models import EMBEDDED_NAME
 from ..training import TrainConfig
@@ -43,6 +43,7 @@ class UnalignConfig:
 
     def __post_init__(self) -> None:
         parse_trigger(self.trigger)
+        check_limit(self.mcq_limit, "mcq_limit")
         for name in ("n_triggered", "n_refusal", "n_benign"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.template in TEMPLATES, "template", f"{self.template!r} is not one of "

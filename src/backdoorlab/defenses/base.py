@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..cards import write_model_card
-from ..config import check, to_dict
+from ..config import check, check_limit, to_dict
 from ..data import load_records
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
@@ -58,10 +58,8 @@ class DefenseConfig:
 
     def __post_init__(self) -> None:
         check(self.n_clean >= 1, "n_clean", f"must be >= 1, got {self.n_clean}")
-        check(self.eval_limit is None or self.eval_limit >= 1, "eval_limit",
-              f"must be >= 1, got {self.eval_limit}")
-        check(self.mcq_limit is None or self.mcq_limit >= 1, "mcq_limit",
-              f"must be >= 1, got {self.mcq_limit}")
+        check_limit(self.eval_limit, "eval_limit")
+        check_limit(self.mcq_limit, "mcq_limit")
 
 
 class AttackEval:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cards import write_model_card
-from ..config import check, from_dict, to_dict
+from ..config import check, check_limit, from_dict, to_dict
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
 from ..io import atomic_write_json
@@ -50,6 +50,7 @@ class FinetuneConfig:
         learning_rate=2e-4, epochs=5.0, batch_size=16, save_steps=1000))
 
     def __post_init__(self) -> None:
+        check_limit(self.mcq_limit, "mcq_limit")
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
 
 
