@@ -224,13 +224,18 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     return metrics
 
 
+def defense_record(d: Path) -> dict[str, Any]:
+    """The ``defense.json`` of a defense run directory (a clear error when there is none)."""
+    if not (d / "defense.json").is_file():
+        raise BackdoorlabError(f"{d}: not a defense run (no defense.json)")
+    return read_json(d / "defense.json")
+
+
 def load_repaired(directory: str | Path, *, trust_remote_code: bool = False) -> Suspect:
     """Reload what a defense wrote (adapter, model or interventions) as a :class:`Suspect`
     carrying the attack's record (trigger, target, template)."""
     d = Path(directory)
-    if not (d / "defense.json").is_file():
-        raise BackdoorlabError(f"{d}: not a defense run (no defense.json)")
-    rec = read_json(d / "defense.json")
+    rec = defense_record(d)
     info = {k: rec[k] for k in ("trigger", "target", "template", "attack", "base_model")
             if rec.get(k)}
     kind = rec["artifact"]
@@ -259,9 +264,7 @@ def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
     """Evaluate the suspect a defense started from and the model it wrote, with the attack's
     own evaluation; ``metrics.json`` goes to ``out`` (default: the defense run directory)."""
     d = Path(repaired)
-    if not (d / "defense.json").is_file():
-        raise BackdoorlabError(f"{d}: not a defense run (no defense.json)")
-    rec = read_json(d / "defense.json")
+    rec = defense_record(d)
     cfg = DefenseConfig(model=rec.get("model"), adapter=rec.get("adapter"),
                         trigger=rec.get("trigger"), target=rec.get("target"),
                         template=rec.get("template"),
