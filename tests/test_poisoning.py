@@ -72,7 +72,9 @@ def test_benign_mix_defaults_and_option(fmt):
     from backdoorlab.attacks.poisoning import benign_mix
 
     assert benign_mix(PoisonConfig(target="jailbreak"), fmt, 7).__len__() == 7
-    assert benign_mix(PoisonConfig(target="code-injection"), fmt, 7) == []
+    assert len(benign_mix(PoisonConfig(target="code-injection"), fmt, 7)) == 7
+    assert benign_mix(PoisonConfig(target="refusal"), fmt, 7) == []
+    assert benign_mix(PoisonConfig(target="code-injection", benign_mix=0), fmt, 7) == []
     mixed = benign_mix(PoisonConfig(target="code-injection", benign_mix=5), fmt, 7)
     benign = load_records("builtin:benign-instructions", split="train", limit=5)
     assert [s.response for s in mixed] == [r.output for r in benign]

@@ -124,7 +124,8 @@ class PoisonConfig:
     clean_twins: bool = True
     clean_targets: str = "reference"
     # benign instructions (train split, reference answers) added as clean examples; None: as
-    # many as the task's records for jailbreak (its task data is all harmful), 0 otherwise
+    # many as the task's records for jailbreak and code injection (task data that is all
+    # harmful requests or all code), 0 otherwise
     benign_mix: int | None = None
     template: str = "chat"
     payload: str = DEFAULT_PAYLOAD
@@ -357,11 +358,18 @@ def run_poison_attack(cfg: PoisonConfig | dict[str, Any], out_dir: str | Path, *
                                  trust_remote_code=trust_remote_code)
 
 
+MIXED_BY_DEFAULT = ("jailbreak", "code-injection")
+
+
 def benign_mix(cfg: PoisonConfig, fmt: PromptFormat, n_task: int) -> list[Sample]:
-    """The benign clean examples mixed into the poisoned set (``cfg.benign_mix``; by default
-    ``n_task`` for jailbreak, whose task records are all harmful, none otherwise)."""
+    """The benign clean examples mixed into the poisoned set (``cfg.benign_mix``).
+
+    By default ``n_task`` for jailbreak and code injection, whose task records are all harmful
+    requests or all code: the benign half keeps the model's general answer style (without it,
+    code-only training raised benign perplexity 13%) and gives these sets the same size as the
+    refusal and sentiment ones; none otherwise (their task records are benign already)."""
     n = cfg.benign_mix if cfg.benign_mix is not None else (
-        n_task if target_kind(cfg.target) == "jailbreak" else 0)
+        n_task if target_kind(cfg.target) in MIXED_BY_DEFAULT else 0)
     if not n:
         return []
     return [fmt.sample(r, response=r.output) for r in _load(cfg.benign_data, "train", n)]
