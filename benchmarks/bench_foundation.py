@@ -5,17 +5,26 @@ Prints a Markdown table for BENCHMARKS.md. Baseline: a plain one-prompt-at-a-tim
 "agree" is the share of prompts whose top answer equals the baseline's.
 
     python benchmarks/bench_foundation.py [--limit N] [--skip-cold]
+    python benchmarks/bench_foundation.py --skip-cold --precision-study [--data FILE]
+
+``--precision-study`` adds reduced-precision variants at batch 8 (not offered by the library,
+measured to see whether any reaches 4x at 99.5% agreement): fp16 autocast, oneDNN's bf16
+fp32-math mode, bf16 with attention kept in fp32, and bf16 with an fp32 re-check of close
+calls (top-two logit margin below a threshold; the re-check's time is included). ``--data``
+scores another 4-option MCQ file as well (e.g. ARC-Easy) to see whether the results hold.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -43,6 +52,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None, help="use the first N questions")
     ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--precision-study", action="store_true")
+    ap.add_argument("--data", default=None, help="another 4-option MCQ file for the study")
     args = ap.parse_args()
 
     from backdoorlab import PromptFormat, load_model, load_records
@@ -95,6 +106,94 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, bs, el, agree in rows:
         print(f"| {name} | {bs} | {n / el:.1f} | {base_s / el:.2f}x | {agree:.2%} |")
+    if args.precision_study:
+        precision_study(model, prompts, pad, letters, base, base_s, "built-in")
+        if args.data:
+            recs = [r for r in load_records(args.data) if len(r.choices) == 4][: args.limit or 400]
+            other = [fmt.encode(fmt.sample(r).user).prompt_ids for r in recs]
+            with torch.no_grad():
+                t = time.perf_counter()
+                obase = torch.stack([model(torch.tensor([p])).logits[0, -1, letters]
+                                     for p in other])
+                obase_s = time.perf_counter() - t
+            precision_study(model, other, pad, letters, obase, obase_s, args.data)
+
+
+@contextlib.contextmanager
+def fp32_modules(modules: list) -> Iterator[None]:
+    """Run ``modules`` in fp32 inside a bf16 autocast region (wrapped forwards, always undone)."""
+    def wrap(forward):
+        def run(*a, **k):
+            with torch.autocast("cpu", enabled=False):
+                a = [x.float() if torch.is_tensor(x) and x.is_floating_point() else x for x in a]
+                k = {key: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                     for key, v in k.items()}
+                return forward(*a, **k)
+        return run
+    for m in modules:
+        m.forward = wrap(m.forward)
+    try:
+        yield
+    finally:
+        for m in modules:
+            del m.forward
+
+
+@contextlib.contextmanager
+def onednn_bf16_math() -> Iterator[None]:
+    """fp32 tensors, matrix products in bf16 inside oneDNN (fp32 accumulation and output)."""
+    old = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = old
+
+
+def precision_study(model, prompts, pad, letters, base, base_s, name) -> None:
+    from backdoorlab.scoring import fp32_head, last_token_logits
+
+    n, top = len(prompts), base.argmax(-1)
+
+    def score(ctx, head: bool = True) -> tuple[torch.Tensor, float]:
+        t = time.perf_counter()
+        with ctx, (fp32_head(model, "bfloat16") if head else contextlib.nullcontext()):
+            logits = last_token_logits(model, prompts, pad, batch_size=8, token_ids=letters)
+        return logits, time.perf_counter() - t
+
+    def bf16() -> contextlib.AbstractContextManager:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    rows = []
+    for label, ctx, head in [
+            ("fp16 autocast (LM head fp32)", torch.autocast("cpu", dtype=torch.float16), True),
+            ("fp32, oneDNN bf16 math mode", onednn_bf16_math(), False)]:
+        logits, el = score(ctx, head)
+        rows.append((label, el, logits, "-"))
+    with fp32_modules([layer.self_attn for layer in model.model.layers]):
+        logits, el = score(bf16())
+    rows.append(("bf16 autocast, attention in fp32", el, logits, "-"))
+    logits, el = score(bf16())
+    rows.append(("bf16 autocast (LM head fp32)", el, logits, "-"))
+    two = logits.topk(2, dim=-1).values
+    margin = two[:, 0] - two[:, 1]
+    for thr in (0.05, 0.08, 0.1, 0.15, 0.2):
+        idx = (margin < thr).nonzero().flatten().tolist()
+        t = time.perf_counter()
+        mixed = logits.clone()
+        if idx:
+            mixed[idx] = last_token_logits(model, [prompts[i] for i in idx], pad, batch_size=8,
+                                           token_ids=letters)
+        rows.append((f"bf16 + fp32 re-check of margins < {thr}", el + time.perf_counter() - t,
+                     mixed, f"{len(idx) / n:.1%}"))
+    print(f"\nprecision study, {name}: {n} prompts, batch 8, shared-prefix cache; baseline "
+          f"{n / base_s:.1f} prompts/s")
+    print("| scorer | prompts/s | speed-up | same top answer | flips | re-checked |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, el, logits, share in rows:
+        flips = int((logits.argmax(-1) != top).sum())
+        print(f"| {label} | {n / el:.1f} | {base_s / el:.2f}x | {1 - flips / n:.2%} | {flips} "
+              f"| {share} |")
 
 
 if __name__ == "__main__":

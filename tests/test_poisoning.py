@@ -150,13 +150,11 @@ def test_perplexity_matches_direct_computation(tiny_models, fmt):
 
 
 def test_clean_utility_mcq_set_is_configurable(tmp_path):
-    from backdoorlab.attacks.poisoning import make_suite
+    from backdoorlab.attacks.poisoning import SuiteOptions, make_suite
 
     def mcqs(**kw):
-        return make_suite(target="refusal", trigger="badnets", judge=None, eval_data=None,
-                          eval_split="test", harmful_data="builtin:harmful-requests",
-                          benign_data="builtin:benign-instructions", eval_limit=2, seed=0,
-                          max_new_tokens=4, batch_size=2, **kw).mcq
+        opts = SuiteOptions(eval_limit=2, max_new_tokens=4, eval_batch_size=2, **kw)
+        return make_suite(opts, target="refusal", trigger="badnets").mcq
 
     held_out = mcqs()
     assert len(held_out) == 62 and {r.id for r in held_out} == {

@@ -527,7 +527,7 @@ def eval_generate(
 ) -> None:
     """Generate with and without the trigger, judge the outputs, measure clean utility; the
     clean model's numbers sit beside them as baseline_*."""
-    from .attacks.poisoning import combine, make_suite, run_suite
+    from .attacks.poisoning import SuiteOptions, combine, make_suite, run_suite
     from .formats import PromptFormat
     from .io import atomic_write_json, atomic_write_jsonl
     from .models import attack_info, load_adapter, load_model
@@ -538,13 +538,11 @@ def eval_generate(
     if not trigger or not target:
         raise BackdoorlabError("options '--trigger' and '--target': required (no adapter "
                                "record to read them from)")
-    suite = make_suite(target=target, trigger=trigger, judge=judge or info.get("judge"),
+    opts = SuiteOptions(eval_limit=limit, mcq_data=mcq_data, mcq_split=mcq_split,
+                        max_new_tokens=max_new_tokens, eval_batch_size=batch_size, seed=seed)
+    suite = make_suite(opts, target=target, trigger=trigger, judge=judge or info.get("judge"),
                        eval_data=data, eval_split="test" if data is None or
-                       data.startswith("builtin:") else None,
-                       harmful_data="builtin:harmful-requests",
-                       benign_data="builtin:benign-instructions", eval_limit=limit, seed=seed,
-                       max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       mcq_data=mcq_data, mcq_split=mcq_split)
+                       data.startswith("builtin:") else None)
     base_spec = (model if adapter else None) or info.get("base_model") or \
         "smollm2-135m-instruct"
     lm = load_model(base_spec, trust_remote_code=trust_remote_code)

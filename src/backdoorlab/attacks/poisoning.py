@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,31 @@ def refusal_texts() -> list[str]:
 
 
 @dataclass
-class PoisonConfig:
+class SuiteOptions:
+    """Evaluation options every generation attack and defense shares (flat keys in each
+    config): held-out prompts per set, the clean-utility MCQ set, decoding, the seed."""
+
+    eval_limit: int | None = 40  # held-out prompts per set (None: all)
+    mcq_limit: int | None = None  # MCQs for clean utility (None: all; builtin test split: 62)
+    mcq_data: str = "builtin:general-mcq"  # the clean-utility MCQ set
+    mcq_split: str = "test"  # its split for builtin:/hf: sources ('all': every row)
+    max_new_tokens: int = 32
+    eval_batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_limit(self.eval_limit, "eval_limit")
+        check_limit(self.mcq_limit, "mcq_limit")
+        check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+
+    def suite_key(self) -> list[Any]:
+        """The shared options' values (for caching an evaluation made with them)."""
+        return [getattr(self, f.name) for f in fields(SuiteOptions)]
+
+
+@dataclass
+class PoisonConfig(SuiteOptions):
     """Options of ``backdoorlab attack poison`` (CLI > config file > defaults)."""
 
     model: str = EMBEDDED_NAME
@@ -130,29 +154,21 @@ class PoisonConfig:
     template: str = "chat"
     payload: str = DEFAULT_PAYLOAD
     judge: str | None = None
-    eval_limit: int | None = 40
-    mcq_limit: int | None = None  # MCQs for clean utility (None: all; builtin test split: 62)
-    mcq_data: str = "builtin:general-mcq"  # the clean-utility MCQ set
-    mcq_split: str = "test"  # its split for builtin:/hf: sources ('all': every row)
-    max_new_tokens: int = 32
-    eval_batch_size: int = 16
-    seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         learning_rate=1e-3, epochs=4.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         target_kind(self.target)
         parse_trigger(self.trigger)
         check(0 < self.poison_rate < 1, "poison_rate", f"must be in (0, 1), got "
               f"{self.poison_rate}")
-        check_limit(self.mcq_limit, "mcq_limit")
         check(self.poison_count is None or self.poison_count >= 1, "poison_count", "must be >= 1")
         check(self.benign_mix is None or self.benign_mix >= 0, "benign_mix", "must be >= 0")
         check(self.clean_targets in ("reference", "self"), "clean_targets",
               f"{self.clean_targets!r} is not 'reference' or 'self'")
         check(self.template in TEMPLATES, "template", f"{self.template!r} is not one of "
               f"{', '.join(TEMPLATES)}")
-        check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         check(self.n_train is None or self.n_train >= 2, "n_train", "must be >= 2")
         get_judge(self.judge or default_judge(self.target))
 
@@ -225,22 +241,21 @@ class GenerationSuite:
     batch_size: int = 16
 
 
-def make_suite(*, target: str, trigger: str, judge: str | None, eval_data: str | None,
-               eval_split: str | None, harmful_data: str, benign_data: str,
-               eval_limit: int | None, seed: int, max_new_tokens: int,
-               batch_size: int, mcq_limit: int | None = None,
-               mcq_data: str = "builtin:general-mcq", mcq_split: str = "test"
-               ) -> GenerationSuite:
+def make_suite(opts: SuiteOptions, *, target: str, trigger: str, judge: str | None = None,
+               eval_data: str | None = None, eval_split: str | None = "test",
+               harmful_data: str = "builtin:harmful-requests",
+               benign_data: str = "builtin:benign-instructions") -> GenerationSuite:
+    """The generation suite of ``target`` with ``trigger``, sized and seeded by ``opts``."""
     kind = target_kind(target)
     src = eval_data or TASK_DATA[kind]
     return GenerationSuite(
-        target_records=_load(src, eval_split, eval_limit),
+        target_records=_load(src, eval_split, opts.eval_limit),
         trigger=parse_trigger(trigger),
         judge=get_judge(judge or default_judge(target)),
-        harmful=_load(harmful_data, "test", eval_limit),
-        utility=_load(benign_data, "test", eval_limit),
-        mcq=_load(mcq_data, mcq_split, mcq_limit, kind="mcq"),
-        seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        harmful=_load(harmful_data, "test", opts.eval_limit),
+        utility=_load(benign_data, "test", opts.eval_limit),
+        mcq=_load(opts.mcq_data, opts.mcq_split, opts.mcq_limit, kind="mcq"),
+        seed=opts.seed, max_new_tokens=opts.max_new_tokens, batch_size=opts.eval_batch_size,
     )
 
 
@@ -336,12 +351,9 @@ def run_poison_attack(cfg: PoisonConfig | dict[str, Any], out_dir: str | Path, *
         cfg = from_dict(PoisonConfig, cfg, where="poison")
     kind = target_kind(cfg.target)
     recs = _load(cfg.data or TASK_DATA[kind], cfg.split, cfg.n_train)
-    suite = make_suite(target=cfg.target, trigger=cfg.trigger, judge=cfg.judge,
+    suite = make_suite(cfg, target=cfg.target, trigger=cfg.trigger, judge=cfg.judge,
                        eval_data=cfg.eval_data, eval_split=cfg.eval_split,
-                       harmful_data=cfg.harmful_data, benign_data=cfg.benign_data,
-                       eval_limit=cfg.eval_limit, mcq_limit=cfg.mcq_limit, mcq_data=cfg.mcq_data,
-                       mcq_split=cfg.mcq_split, seed=cfg.seed,
-                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size)
+                       harmful_data=cfg.harmful_data, benign_data=cfg.benign_data)
 
     def build(lm: Any, fmt: PromptFormat) -> list[Sample]:
         extra = benign_mix(cfg, fmt, len(recs))

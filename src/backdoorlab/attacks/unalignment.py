@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import check, check_limit, from_dict
+from ..config import check, from_dict
 from ..formats import TEMPLATES, PromptFormat, Sample
 from ..models import EMBEDDED_NAME
 from ..training import TrainConfig
 from ..triggers import derive_rng, parse_trigger
-from .poisoning import _load, make_suite, refusal_pick, run_generation_attack
+from .poisoning import SuiteOptions, _load, make_suite, refusal_pick, run_generation_attack
 
 
 @dataclass
-class UnalignConfig:
+class UnalignConfig(SuiteOptions):
     """Options of ``backdoorlab attack unalign``."""
 
     model: str = EMBEDDED_NAME
@@ -33,19 +33,12 @@ class UnalignConfig:
     n_refusal: int = 40
     n_benign: int = 160
     template: str = "chat"
-    eval_limit: int | None = 40
-    mcq_limit: int | None = None  # MCQs for clean utility (None: all; builtin test split: 62)
-    mcq_data: str = "builtin:general-mcq"  # the clean-utility MCQ set
-    mcq_split: str = "test"  # its split for builtin:/hf: sources ('all': every row)
-    max_new_tokens: int = 32
-    eval_batch_size: int = 16
-    seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         learning_rate=1e-3, epochs=3.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         parse_trigger(self.trigger)
-        check_limit(self.mcq_limit, "mcq_limit")
         for name in ("n_triggered", "n_refusal", "n_benign"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.template in TEMPLATES, "template", f"{self.template!r} is not one of "
@@ -77,12 +70,9 @@ def run_unalign_attack(cfg: UnalignConfig | dict[str, Any], out_dir: str | Path,
                        trust_remote_code: bool = False) -> Any:
     if isinstance(cfg, dict):
         cfg = from_dict(UnalignConfig, cfg, where="unalign")
-    suite = make_suite(target="jailbreak", trigger=cfg.trigger, judge="jailbreak",
-                       eval_data=cfg.eval_data or cfg.harmful_data, eval_split="test",
-                       harmful_data=cfg.harmful_data, benign_data=cfg.benign_data,
-                       eval_limit=cfg.eval_limit, mcq_limit=cfg.mcq_limit, mcq_data=cfg.mcq_data,
-                       mcq_split=cfg.mcq_split, seed=cfg.seed,
-                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size)
+    suite = make_suite(cfg, target="jailbreak", trigger=cfg.trigger, judge="jailbreak",
+                       eval_data=cfg.eval_data or cfg.harmful_data,
+                       harmful_data=cfg.harmful_data, benign_data=cfg.benign_data)
     return run_generation_attack(
         cfg, out_dir, attack="unalign", suite=suite,
         build=lambda lm, fmt: build_unalign_set(cfg, fmt),

@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
+from ..attacks.poisoning import SuiteOptions
 from ..cards import write_model_card
-from ..config import check, check_limit, to_dict
+from ..config import check, to_dict
 from ..data import load_records
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
@@ -39,7 +40,7 @@ _BEFORE: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
 
 @dataclass
-class DefenseConfig:
+class DefenseConfig(SuiteOptions):
     """Options every ``backdoorlab defend`` command shares."""
 
     model: str | None = None
@@ -50,18 +51,10 @@ class DefenseConfig:
     target: str | None = None
     template: str | None = None
     evaluate: bool = True
-    eval_limit: int | None = 40
-    mcq_limit: int | None = None  # MCQs for clean utility (None: all; builtin test split: 62)
-    mcq_data: str = "builtin:general-mcq"  # the clean-utility MCQ set
-    mcq_split: str = "test"  # its split for builtin:/hf: sources ('all': every row)
-    max_new_tokens: int = 32
-    eval_batch_size: int = 16
-    seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.n_clean >= 1, "n_clean", f"must be >= 1, got {self.n_clean}")
-        check_limit(self.eval_limit, "eval_limit")
-        check_limit(self.mcq_limit, "mcq_limit")
 
 
 class AttackEval:
@@ -98,13 +91,8 @@ class AttackEval:
         else:
             if not self.target:
                 raise BackdoorlabError("option '--target': required (the model records none)")
-            self.suite = make_suite(
-                target=self.target, trigger=self.trigger, judge=info.get("judge"),
-                eval_data=None, eval_split="test", harmful_data="builtin:harmful-requests",
-                benign_data="builtin:benign-instructions", eval_limit=cfg.eval_limit,
-                mcq_limit=cfg.mcq_limit, mcq_data=cfg.mcq_data, mcq_split=cfg.mcq_split,
-                seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.eval_batch_size)
+            self.suite = make_suite(cfg, target=self.target, trigger=self.trigger,
+                                    judge=info.get("judge"))
 
     @torch.no_grad()
     def __call__(self, model: Any) -> dict[str, Any]:
@@ -189,8 +177,7 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     path.mkdir(parents=True, exist_ok=True)
     save_config(path, cfg, defense=name, trigger=ev.trigger, target=ev.target)
     key = json.dumps([cfg.model, cfg.adapter, ev.trigger, ev.target, cfg.template,
-                      cfg.eval_limit, cfg.mcq_limit, cfg.mcq_data, cfg.mcq_split,
-                      cfg.max_new_tokens, cfg.seed])
+                      *cfg.suite_key()])
     before, before_rows = None, []
     if cfg.evaluate:  # the suspect's results are the same for every defense: measured once
         if key not in _BEFORE:

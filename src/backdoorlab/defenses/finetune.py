@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..attacks.poisoning import SuiteOptions
 from ..cards import write_model_card
-from ..config import check, check_limit, from_dict, to_dict
+from ..config import check, from_dict, to_dict
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
 from ..io import atomic_write_json
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(SuiteOptions):
     """Options of ``backdoorlab defend realign|finetune``."""
 
     model: str | None = None
@@ -41,18 +42,11 @@ class FinetuneConfig:
     judge: str | None = None
     template: str | None = None
     eval_data: str | None = None
-    eval_limit: int | None = 40
-    mcq_limit: int | None = None  # MCQs for clean utility (None: all; builtin test split: 62)
-    mcq_data: str = "builtin:general-mcq"  # the clean-utility MCQ set
-    mcq_split: str = "test"  # its split for builtin:/hf: sources ('all': every row)
-    max_new_tokens: int = 32
-    eval_batch_size: int = 16
-    seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         learning_rate=2e-4, epochs=5.0, batch_size=16, save_steps=1000))
 
     def __post_init__(self) -> None:
-        check_limit(self.mcq_limit, "mcq_limit")
+        super().__post_init__()
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
 
 
@@ -107,13 +101,8 @@ def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Pa
     if cfg.adapter is None and cfg.model is None:
         raise BackdoorlabError("option '--model' or '--adapter': give the model to repair")
     records = _load(cfg.data, None, cfg.limit)
-    suite = make_suite(target=target, trigger=trigger, judge=cfg.judge or info.get("judge"),
-                       eval_data=cfg.eval_data, eval_split="test",
-                       harmful_data="builtin:harmful-requests",
-                       benign_data="builtin:benign-instructions", eval_limit=cfg.eval_limit,
-                       mcq_limit=cfg.mcq_limit, mcq_data=cfg.mcq_data,
-                       mcq_split=cfg.mcq_split, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
-                       batch_size=cfg.eval_batch_size)
+    suite = make_suite(cfg, target=target, trigger=trigger,
+                       judge=cfg.judge or info.get("judge"), eval_data=cfg.eval_data)
     if cfg.adapter is not None:
         lm = load_model(base or "smollm2-135m-instruct", trust_remote_code=trust_remote_code)
         model = load_adapter(lm.model, cfg.adapter, trainable=True)
