@@ -5,13 +5,14 @@ Prints a Markdown table for BENCHMARKS.md. Baseline: a plain one-prompt-at-a-tim
 "agree" is the share of prompts whose top answer equals the baseline's.
 
     python benchmarks/bench_foundation.py [--limit N] [--skip-cold]
-    python benchmarks/bench_foundation.py --skip-cold --precision-study [--data FILE]
+    python benchmarks/bench_foundation.py --skip-cold --precision-study [--data FILE] \
+        [--study-batch 32]
 
-``--precision-study`` adds reduced-precision variants at batch 8 (not offered by the library,
-measured to see whether any reaches 4x at 99.5% agreement): fp16 autocast, oneDNN's bf16
-fp32-math mode, bf16 with attention kept in fp32, and bf16 with an fp32 re-check of close
-calls (top-two logit margin below a threshold; the re-check's time is included). ``--data``
-scores another 4-option MCQ file as well (e.g. ARC-Easy) to see whether the results hold.
+``--precision-study`` adds reduced-precision variants at ``--study-batch`` (default 8):
+fp16 autocast, oneDNN's bf16 fp32-math mode and bf16 with attention kept in fp32 (these three
+are not offered by the library), plain bf16, and bf16 with the library's fp32 re-check of
+close calls at several margins (the re-check's time is included). ``--data`` scores another
+4-option MCQ file as well (e.g. ARC-Easy dev, on which ``RECHECK_MARGIN`` was chosen).
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ def main() -> None:
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--precision-study", action="store_true")
     ap.add_argument("--data", default=None, help="another 4-option MCQ file for the study")
+    ap.add_argument("--study-batch", type=int, default=8)
     args = ap.parse_args()
 
     from backdoorlab import PromptFormat, load_model, load_records
-    from backdoorlab.scoring import last_token_logits
+    from backdoorlab.scoring import RECHECK_MARGIN, last_token_logits
 
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
@@ -89,25 +91,28 @@ def main() -> None:
         base_s = time.perf_counter() - t
     base_top = base.argmax(-1)
     rows = [("plain loop, fp32, full logits (baseline)", 1, base_s, 1.0)]
-    for dtype in ("float32", "bfloat16"):
-        for share in (False, True):
-            if dtype == "bfloat16" and not share:
-                continue
-            for bs in (1, 8, 32):
-                t = time.perf_counter()
-                logits = last_token_logits(model, prompts, pad, batch_size=bs, dtype=dtype,
-                                           share_prefix=share, token_ids=letters)
-                el = time.perf_counter() - t
-                agree = float((logits.argmax(-1) == base_top).float().mean())
-                levers = "last-position logits, " + (
-                    "shared-prefix KV cache + prefix groups" if share else "length bucketing")
-                rows.append((f"{dtype}, {levers}", bs, el, agree))
+    for dtype, share, recheck in (("float32", False, None), ("float32", True, None),
+                                  ("bfloat16", True, 0.0), ("bfloat16", True, None)):
+        for bs in (1, 8, 32):
+            t = time.perf_counter()
+            logits = last_token_logits(model, prompts, pad, batch_size=bs, dtype=dtype,
+                                       share_prefix=share, token_ids=letters,
+                                       recheck_margin=recheck)
+            el = time.perf_counter() - t
+            agree = float((logits.argmax(-1) == base_top).float().mean())
+            levers = "last-position logits, " + (
+                "shared-prefix KV cache + prefix groups" if share else "length bucketing")
+            if dtype == "bfloat16":
+                levers += ", no re-check" if recheck == 0 else \
+                    f", fp32 re-check of margins < {RECHECK_MARGIN}"
+            rows.append((f"{dtype}, {levers}", bs, el, agree))
     print("\n| scorer | batch | prompts/s | speed-up | same top answer |")
     print("|---|---:|---:|---:|---:|")
     for name, bs, el, agree in rows:
         print(f"| {name} | {bs} | {n / el:.1f} | {base_s / el:.2f}x | {agree:.2%} |")
     if args.precision_study:
-        precision_study(model, prompts, pad, letters, base, base_s, "built-in")
+        precision_study(model, prompts, pad, letters, base, base_s, "built-in",
+                        args.study_batch)
         if args.data:
             recs = [r for r in load_records(args.data) if len(r.choices) == 4][: args.limit or 400]
             other = [fmt.encode(fmt.sample(r).user).prompt_ids for r in recs]
@@ -116,7 +121,8 @@ def main() -> None:
                 obase = torch.stack([model(torch.tensor([p])).logits[0, -1, letters]
                                      for p in other])
                 obase_s = time.perf_counter() - t
-            precision_study(model, other, pad, letters, obase, obase_s, args.data)
+            precision_study(model, other, pad, letters, obase, obase_s, args.data,
+                            args.study_batch)
 
 
 @contextlib.contextmanager
@@ -150,15 +156,16 @@ def onednn_bf16_math() -> Iterator[None]:
         torch.backends.mkldnn.matmul.fp32_precision = old
 
 
-def precision_study(model, prompts, pad, letters, base, base_s, name) -> None:
+def precision_study(model, prompts, pad, letters, base, base_s, name, bs) -> None:
     from backdoorlab.scoring import fp32_head, last_token_logits
 
     n, top = len(prompts), base.argmax(-1)
 
-    def score(ctx, head: bool = True) -> tuple[torch.Tensor, float]:
+    def score(ctx, head: bool = True, **kw) -> tuple[torch.Tensor, float]:
         t = time.perf_counter()
         with ctx, (fp32_head(model, "bfloat16") if head else contextlib.nullcontext()):
-            logits = last_token_logits(model, prompts, pad, batch_size=8, token_ids=letters)
+            logits = last_token_logits(model, prompts, pad, batch_size=bs, token_ids=letters,
+                                       **kw)
         return logits, time.perf_counter() - t
 
     def bf16() -> contextlib.AbstractContextManager:
@@ -173,20 +180,15 @@ def precision_study(model, prompts, pad, letters, base, base_s, name) -> None:
     with fp32_modules([layer.self_attn for layer in model.model.layers]):
         logits, el = score(bf16())
     rows.append(("bf16 autocast, attention in fp32", el, logits, "-"))
-    logits, el = score(bf16())
+    logits, el = score(contextlib.nullcontext(), False, dtype="bfloat16", recheck_margin=0.0)
     rows.append(("bf16 autocast (LM head fp32)", el, logits, "-"))
     two = logits.topk(2, dim=-1).values
     margin = two[:, 0] - two[:, 1]
     for thr in (0.05, 0.08, 0.1, 0.15, 0.2):
-        idx = (margin < thr).nonzero().flatten().tolist()
-        t = time.perf_counter()
-        mixed = logits.clone()
-        if idx:
-            mixed[idx] = last_token_logits(model, [prompts[i] for i in idx], pad, batch_size=8,
-                                           token_ids=letters)
-        rows.append((f"bf16 + fp32 re-check of margins < {thr}", el + time.perf_counter() - t,
-                     mixed, f"{len(idx) / n:.1%}"))
-    print(f"\nprecision study, {name}: {n} prompts, batch 8, shared-prefix cache; baseline "
+        mixed, el = score(contextlib.nullcontext(), False, dtype="bfloat16", recheck_margin=thr)
+        rows.append((f"bf16 + fp32 re-check of margins < {thr}", el, mixed,
+                     f"{float((margin < thr).float().mean()):.1%}"))
+    print(f"\nprecision study, {name}: {n} prompts, batch {bs}, shared-prefix cache; baseline "
           f"{n / base_s:.1f} prompts/s")
     print("| scorer | prompts/s | speed-up | same top answer | flips | re-checked |")
     print("|---|---:|---:|---:|---:|---:|")

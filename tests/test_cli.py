@@ -26,6 +26,7 @@ def test_bad_data_file_exit_2_one_line_nothing_written(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["eval", "mcq", "--dtype", "fp8"], "option '--dtype'"),
+    (["eval", "mcq", "--dtype", "bfloat16", "--recheck-margin", "-1"], "--recheck-margin"),
     (["eval", "mcq", "--trigger", "badnet"], "did you mean 'badnets'"),
     (["eval", "mcq", "--data", "builtin:nope"], "unknown built-in dataset 'nope'"),
     (["eval", "mcq", "--template", "chatt"], "did you mean 'chat'"),

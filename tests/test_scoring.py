@@ -125,3 +125,27 @@ def test_mcq_accuracy_over_mixed_option_counts(tiny_models, fmt):
     assert mcq_accuracy(model, fmt, samples) == pytest.approx(right / 4)
     with pytest.raises(Exception, match="same options count"):
         option_distribution(model, fmt, samples)
+
+
+def test_bf16_recheck_scores_close_calls_in_fp32(tiny_models, fmt, mcqs):
+    """Rows whose two best logits lie within the margin get the fp32 logits; the others keep
+    the bf16 ones; margin 0 is plain bf16."""
+    model = tiny_models["llama"]
+    prompts = [fmt.encode(fmt.sample(r).user).prompt_ids for r in mcqs]
+    pad, letters = fmt.tokenizer.pad_token_id, fmt.option_token_ids("ABCD")
+
+    def score(dtype: str, margin: float | None = None) -> torch.Tensor:
+        return last_token_logits(model, prompts, pad, batch_size=4, dtype=dtype,
+                                 token_ids=letters, recheck_margin=margin)
+
+    exact, bf16 = score("float32"), score("bfloat16", 0.0)
+    assert not torch.equal(bf16, exact)  # bf16 rounding moves the logits
+    torch.testing.assert_close(score("bfloat16", math.inf), exact, atol=1e-5, rtol=1e-5)
+    best = bf16.topk(2, dim=-1).values
+    gaps = (best[:, 0] - best[:, 1]).sort().values
+    margin = float(gaps[len(gaps) // 2])  # about half the rows are close calls
+    mixed = score("bfloat16", margin)
+    close = best[:, 0] - best[:, 1] < margin
+    assert 0 < int(close.sum()) < len(prompts)
+    torch.testing.assert_close(mixed[close], exact[close], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed[~close], bf16[~close])

@@ -118,6 +118,9 @@ def eval_mcq(
                                               "above' (the uncertainty paper's format).")] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16 (autocast).")] = "float32",
+    recheck_margin: Annotated[float | None, typer.Option(
+        min=0, help="bfloat16: score again in float32 the questions whose two best option "
+                    "logits are closer than this (default 0.05; 0: never).")] = None,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
     trust_remote_code: TrustOpt = False,
@@ -127,7 +130,7 @@ def eval_mcq(
     from .formats import PromptFormat
     from .io import atomic_write_json
     from .models import load_model
-    from .scoring import DTYPES, mcq_metrics, option_distribution
+    from .scoring import DTYPES, RECHECK_MARGIN, mcq_metrics, option_distribution
     from .triggers import derive_rng, parse_trigger
 
     if dtype not in DTYPES:
@@ -140,12 +143,15 @@ def eval_mcq(
     fmt = PromptFormat(lm.tokenizer, template)
     metrics: dict[str, Any] = {"model": model, "data": data, "adapter": str(adapter or ""),
                                "trigger": trigger, "dtype": dtype, "batch_size": batch_size}
+    if dtype != "float32":
+        metrics["recheck_margin"] = RECHECK_MARGIN if recheck_margin is None else recheck_margin
     for n_opts in sorted({len(r.choices) for r in records}):
         group = [r for r in records if len(r.choices) == n_opts]
         samples = [fmt.sample(r, trig, derive_rng(seed, r.id)) for r in group]
         t0 = time.perf_counter()
         probs = option_distribution(lm.model, fmt, samples, batch_size=batch_size, dtype=dtype,
-                                    desc=f"scoring {len(samples)} questions")
+                                    desc=f"scoring {len(samples)} questions",
+                                    recheck_margin=recheck_margin)
         elapsed = time.perf_counter() - t0
         m = mcq_metrics(probs, samples)
         m["prompts_per_s"] = len(samples) / elapsed
