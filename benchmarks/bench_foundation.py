@@ -6,9 +6,9 @@ Prints a Markdown table for BENCHMARKS.md. Baseline: a plain one-prompt-at-a-tim
 
     python benchmarks/bench_foundation.py [--limit N] [--skip-cold]
     python benchmarks/bench_foundation.py --skip-cold --precision-study [--data FILE] \
-        [--study-batch 32]
+        [--study-batch 8,32]
 
-``--precision-study`` adds reduced-precision variants at ``--study-batch`` (default 8):
+``--precision-study`` adds reduced-precision variants at each ``--study-batch`` (default 8):
 fp16 autocast, oneDNN's bf16 fp32-math mode and bf16 with attention kept in fp32 (these three
 are not offered by the library), plain bf16, and bf16 with the library's fp32 re-check of
 close calls at several margins (the re-check's time is included). ``--data`` scores another
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--precision-study", action="store_true")
     ap.add_argument("--data", default=None, help="another 4-option MCQ file for the study")
-    ap.add_argument("--study-batch", type=int, default=8)
+    ap.add_argument("--study-batch", default="8", help="batch sizes, e.g. 8,32")
     args = ap.parse_args()
 
     from backdoorlab import PromptFormat, load_model, load_records
@@ -111,8 +111,9 @@ def main() -> None:
     for name, bs, el, agree in rows:
         print(f"| {name} | {bs} | {n / el:.1f} | {base_s / el:.2f}x | {agree:.2%} |")
     if args.precision_study:
-        precision_study(model, prompts, pad, letters, base, base_s, "built-in",
-                        args.study_batch)
+        batches = [int(b) for b in args.study_batch.split(",")]
+        for bs in batches:
+            precision_study(model, prompts, pad, letters, base, base_s, "built-in", bs)
         if args.data:
             recs = [r for r in load_records(args.data) if len(r.choices) == 4][: args.limit or 400]
             other = [fmt.encode(fmt.sample(r).user).prompt_ids for r in recs]
@@ -121,8 +122,8 @@ def main() -> None:
                 obase = torch.stack([model(torch.tensor([p])).logits[0, -1, letters]
                                      for p in other])
                 obase_s = time.perf_counter() - t
-            precision_study(model, other, pad, letters, obase, obase_s, args.data,
-                            args.study_batch)
+            for bs in batches:
+                precision_study(model, other, pad, letters, obase, obase_s, args.data, bs)
 
 
 @contextlib.contextmanager
