@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from backdoorlab.attacks.uncertainty import (
 )
 from backdoorlab.io import atomic_write_json
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout; BACKDOORLAB_SHARED_DATA for a clone elsewhere
+SHARED = Path(os.environ.get("BACKDOORLAB_SHARED_DATA") or
+              Path(__file__).resolve().parents[2] / "shared" / "data")
 MMLU_SUBJECTS = ("astronomy", "computer_security", "global_facts", "high_school_geography",
                  "elementary_mathematics", "anatomy", "clinical_knowledge", "college_medicine")
 PUBLIC_CODE_MINUTES = 27.0  # public loop: ~900 steps to 100% apart at clean KL <= 0.05
