@@ -108,6 +108,19 @@ def test_prefix_groups_cover_every_prompt_once():
     assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # always leaves one token
 
 
+def test_prompts_without_shared_stems_are_still_batched():
+    """Prompts that share only the common prefix pool into one group batched by length, not
+    into one-prompt groups; a real stem group stays apart."""
+    from backdoorlab.scoring import prefix_groups
+
+    lone = [[1, 2, 3, 10 + i, 50 + i, 7] for i in range(7)]  # nothing shared past [1, 2, 3]
+    stem = [[1, 2, 3] + [9] * 8 + [i] for i in range(3)]
+    groups = prefix_groups(lone + stem, batch_size=4)
+    members = sorted(sorted(i for b in g for i in b) for g in groups)
+    assert members == [list(range(7)), [7, 8, 9]]
+    assert sorted(len(b) for g in groups for b in g) == [3, 3, 4]
+
+
 def test_mcq_accuracy_over_mixed_option_counts(tiny_models, fmt):
     """Questions with 2, 3 and 4 options (as in ARC) are scored per group; the accuracy is
     the share of all questions whose top option is the answer."""

@@ -90,7 +90,8 @@ def prefix_groups(prompts: Sequence[Sequence[int]], batch_size: int) -> list[lis
     Prompts are sorted by their token ids and split where two neighbours share fewer than
     ``MIN_SHARED_PREFIX`` tokens beyond what all prompts share (a new subject or question
     stem); within a group they are bucketed by length so the batched suffixes carry little
-    padding."""
+    padding. Prompts that share no stem with any other form one last group, so that sets
+    without common stems (e.g. ARC) are still batched."""
     if batch_size < 1:
         raise BackdoorlabError(f"option 'batch_size': must be >= 1, got {batch_size}")
     if not prompts:
@@ -103,6 +104,8 @@ def prefix_groups(prompts: Sequence[Sequence[int]], batch_size: int) -> list[lis
             groups[-1].append(cur)
         else:
             groups.append([cur])
+    alone = [g[0] for g in groups if len(g) == 1]
+    groups = [g for g in groups if len(g) > 1] + ([alone] if alone else [])
     out = []
     for group in groups:
         group.sort(key=lambda i: len(prompts[i]))
