@@ -120,7 +120,7 @@ def eval_mcq(
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16 (autocast).")] = "float32",
     recheck_margin: Annotated[float | None, typer.Option(
         min=0, help="bfloat16: score again in float32 the questions whose two best option "
-                    "logits are closer than this (default 0.05; 0: never).")] = None,
+                    "logits are closer than this (default 0.08; 0: never).")] = None,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
     trust_remote_code: TrustOpt = False,
