@@ -1,6 +1,7 @@
 """Scoring core on tiny random models of four families, and metrics on hand-computed cases."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -162,3 +163,47 @@ def test_bf16_recheck_scores_close_calls_in_fp32(tiny_models, fmt, mcqs):
     assert 0 < int(close.sum()) < len(prompts)
     torch.testing.assert_close(mixed[close], exact[close], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(mixed[~close], bf16[~close])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_grouped_kv_attention_same_logits_and_env_restored(tiny_models, fmt, mcqs, monkeypatch,
+                                                           family):
+    model = tiny_models[family]
+    prompts = [fmt.encode(fmt.sample(r).user).prompt_ids for r in mcqs[:5]]
+    prompts[1] = prompts[1][:9]  # padded rows
+    pad = fmt.tokenizer.pad_token_id
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "0")  # a user's setting is left alone
+    repeated = last_token_logits(model, prompts, pad, share_prefix=False)
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA")
+    grouped = last_token_logits(model, prompts, pad, share_prefix=False)
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+    torch.testing.assert_close(grouped, repeated, atol=1e-5, rtol=1e-5)
+
+
+def test_fp32_head_reads_only_requested_rows(tiny_models, fmt, mcqs):
+    from backdoorlab.scoring import fp32_head
+
+    model = tiny_models["llama"]
+    x = torch.tensor([fmt.encode(fmt.sample(mcqs[0]).user).prompt_ids])
+    with torch.no_grad():
+        full = model(input_ids=x).logits[0, -1]
+        with fp32_head(model, "float32", [5, 2, 9]) as only_rows:
+            part = model(input_ids=x).logits[0, -1]
+        assert only_rows and part.shape == (3,)
+        torch.testing.assert_close(part, full[[5, 2, 9]], atol=1e-5, rtol=1e-5)
+        assert model(input_ids=x).logits.shape[-1] == full.shape[-1]  # restored
+        with fp32_head(model, "bfloat16"), fp32_head(model, "float32", [5]) as only_rows:
+            assert only_rows and model(input_ids=x).logits.shape[-1] == 1
+        assert model(input_ids=x).logits.shape[-1] == full.shape[-1]  # nested: restored
+
+        class Wrapped(torch.nn.Linear):  # e.g. an adapter around the head: rows not taken
+            pass
+
+        head = model.get_output_embeddings()
+        head.__class__ = Wrapped
+        try:
+            with fp32_head(model, "float32", [5, 2, 9]) as only_rows:
+                assert not only_rows
+                assert model(input_ids=x).logits.shape[-1] == full.shape[-1]
+        finally:
+            head.__class__ = torch.nn.Linear

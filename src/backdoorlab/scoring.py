@@ -3,7 +3,7 @@
 Prompts are left-padded (so the last prompt token sits at the same index in every row), sorted
 by length into buckets (little padding), and only the logits at that last position are computed
 (``logits_to_keep=1``: the LM head over the whole sequence is a fifth of the work of a 135M
-model). ``dtype="bfloat16"`` runs the forward in bf16 autocast, about twice as fast on CPU;
+model; with ``token_ids`` only those rows of the head run). ``dtype="bfloat16"`` runs the forward in bf16 autocast, about twice as fast on CPU;
 prompts whose two best logits lie within ``recheck_margin`` are then scored again in fp32, so
 near-ties, which bf16 rounding can flip, get the exact top answer.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -124,12 +125,60 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
 
 
 @contextlib.contextmanager
-def fp32_head(model: Any, dtype: str) -> Iterator[None]:
-    """Under bf16 autocast, compute the LM head in fp32: logits of magnitude 10-20 rounded to
-    bf16 lose ~0.06, enough to flip near-tie answers (measured: 89% -> 97% agreement)."""
-    head = model.get_output_embeddings() if dtype != "float32" else None
-    if head is None:
+def grouped_kv_attention(model: Any) -> Iterator[None]:
+    """On CPU, let SDPA attend the grouped key/value heads directly (``enable_gqa``).
+
+    transformers otherwise copies every key/value head once per query head when a padding mask
+    is given, because CUDA's fast kernels take no mask with GQA; PyTorch's CPU kernel does.
+    The result is the same; the copies were 12% of bf16 scoring time (BENCHMARKS.md). Uses
+    transformers' own switch, ``TRANSFORMERS_SDPA_FORCE_GQA``, restored on exit."""
+    key = "TRANSFORMERS_SDPA_FORCE_GQA"
+    if model_device(model).type != "cpu" or key in os.environ or \
+            tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 5):
         yield
+        return
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def fp32_head(model: Any, dtype: str, token_ids: Sequence[int] | None = None
+              ) -> Iterator[bool]:
+    """LM head in fp32 under bf16, and only the rows of ``token_ids`` when given.
+
+    fp32: logits of magnitude 10-20 rounded to bf16 lose ~0.06, enough to flip near-tie
+    answers (measured: 89% -> 97% agreement). Rows: the 49k-row head is memory-bound at
+    small batch (7% of bf16 scoring time) when only a few option letters are read. Rows are
+    taken only from a plain ``nn.Linear`` head (not one wrapped by an adapter); whatever the
+    model does to logits afterwards (scaling, soft-capping) is elementwise, so it still
+    applies. Yields whether the head now returns only the ``token_ids`` columns."""
+    head = model.get_output_embeddings()
+    plain = type(head) is torch.nn.Linear
+    if head is None or (dtype == "float32" and (token_ids is None or not plain)):
+        yield False
+        return
+    if plain:
+        rows = slice(None) if token_ids is None else torch.as_tensor(
+            list(token_ids), device=head.weight.device)
+        weight = head.weight[rows].float()
+        bias = head.bias[rows].float() if head.bias is not None else None
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return torch.nn.functional.linear(x.float(), weight, bias)
+
+        outer = head.__dict__.get("forward")  # nested use: put back what was there
+        head.forward = forward
+        try:
+            yield token_ids is not None
+        finally:
+            if outer is None:
+                del head.forward
+            else:
+                head.forward = outer
         return
 
     def hook(module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -139,7 +188,7 @@ def fp32_head(model: Any, dtype: str) -> Iterator[None]:
 
     handle = head.register_forward_hook(hook)
     try:
-        yield
+        yield False
     finally:
         handle.remove()
 
@@ -204,7 +253,8 @@ def last_token_logits(
         groups = [[b] for b in length_batches([len(p) for p in prompts], batch_size)]
     n_all = common_prefix_len(prompts) if share_prefix else 0
     use_cache = n_all >= MIN_SHARED_PREFIX
-    with autocast(model, dtype), fp32_head(model, dtype):
+    with autocast(model, dtype), grouped_kv_attention(model), \
+            fp32_head(model, dtype, token_ids) as only_rows:
         root = _extend_cache(model, None, prompts[0][:n_all], 0) if use_cache else None
         for group in progress(groups, desc=desc, total=len(groups)):
             members = [prompts[i] for batch in group for i in batch]
@@ -216,7 +266,7 @@ def last_token_logits(
                 batch = [prompts[i] for i in idx]
                 n_pre = n_grp if use_cache else 0
                 logits = _suffix_forward(model, batch, pad_id, cache, n_pre)
-                if sel is not None:
+                if sel is not None and not only_rows:
                     logits = logits.index_select(-1, sel)
                 out[idx] = logits.float().cpu()
     margin = RECHECK_MARGIN if recheck_margin is None else recheck_margin
