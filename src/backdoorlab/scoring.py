@@ -3,9 +3,10 @@
 Prompts are left-padded (so the last prompt token sits at the same index in every row), sorted
 by length into buckets (little padding), and only the logits at that last position are computed
 (``logits_to_keep=1``: the LM head over the whole sequence is a fifth of the work of a 135M
-model; with ``token_ids`` only those rows of the head run). ``dtype="bfloat16"`` runs the forward in bf16 autocast, about twice as fast on CPU;
-prompts whose two best logits lie within ``recheck_margin`` are then scored again in fp32, so
-near-ties, which bf16 rounding can flip, get the exact top answer.
+model; with ``token_ids`` only those rows of the head run). ``dtype="bfloat16"`` runs the
+forward in bf16 autocast, about twice as fast on CPU; prompts whose two best logits lie
+within ``recheck_margin`` are then scored again in fp32, so near-ties, which bf16 rounding
+can flip, get the exact top answer.
 """
 
 from __future__ import annotations
