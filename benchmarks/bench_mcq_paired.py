@@ -12,17 +12,15 @@ import argparse
 import json
 import random
 
-import torch
-
 from backdoorlab.data import load_records
 from backdoorlab.formats import PromptFormat
 from backdoorlab.models import load_adapter, load_model
-from backdoorlab.scoring import option_distribution
+from backdoorlab.scoring import mcq_correct
 
 
-def correct(adapter: str, fmt: PromptFormat, samples: list, gold: torch.Tensor) -> list[int]:
+def correct(adapter: str, fmt: PromptFormat, samples: list) -> list[int]:
     model = load_adapter(load_model("smollm2-135m-instruct").model, adapter)
-    return (option_distribution(model, fmt, samples).argmax(-1) == gold).int().tolist()
+    return mcq_correct(model, fmt, samples)
 
 
 def main() -> None:
@@ -30,13 +28,13 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="adapter before the defense")
     ap.add_argument("--after", required=True, help="adapter after the defense")
     ap.add_argument("--data", default="builtin:general-mcq")
+    ap.add_argument("--limit", type=int, default=None, help="the first N questions")
     ap.add_argument("--boot", type=int, default=5000)
     args = ap.parse_args()
-    recs = load_records(args.data, kind="mcq")
+    recs = load_records(args.data, kind="mcq", limit=args.limit)
     fmt = PromptFormat(load_model("smollm2-135m-instruct").tokenizer, "chat")
     samples = [fmt.sample(r) for r in recs]
-    gold = torch.tensor([r.answer_index for r in recs])
-    b, a = (correct(x, fmt, samples, gold) for x in (args.before, args.after))
+    b, a = (correct(x, fmt, samples) for x in (args.before, args.after))
     d = [y - x for x, y in zip(b, a)]
     n, rng = len(d), random.Random(0)
     boots = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(args.boot))

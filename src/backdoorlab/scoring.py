@@ -310,17 +310,26 @@ def option_distribution(
     return torch.softmax(logits, dim=-1)
 
 
+def mcq_correct(model: Any, fmt: PromptFormat, samples: Sequence[Sample], *,
+                batch_size: int = 16) -> list[int]:
+    """1/0 per question: is the top option the answer? Any mix of option counts (each count
+    scored as a group); order follows ``samples``."""
+    out = [0] * len(samples)
+    for n_opts in sorted({len(s.record.letters) for s in samples}):
+        idx = [i for i, s in enumerate(samples) if len(s.record.letters) == n_opts]
+        top = option_distribution(model, fmt, [samples[i] for i in idx],
+                                  batch_size=batch_size).argmax(-1)
+        for i, t in zip(idx, top.tolist()):
+            out[i] = int(t == samples[i].record.answer_index)
+    return out
+
+
 def mcq_accuracy(model: Any, fmt: PromptFormat, samples: Sequence[Sample], *,
                  batch_size: int = 16) -> float:
-    """Accuracy over questions of any mix of option counts (each count scored as a group)."""
+    """Accuracy over questions of any mix of option counts."""
     if not samples:
         return float("nan")
-    correct = 0
-    for n_opts in sorted({len(s.record.letters) for s in samples}):
-        group = [s for s in samples if len(s.record.letters) == n_opts]
-        top = option_distribution(model, fmt, group, batch_size=batch_size).argmax(-1)
-        correct += sum(int(t) == s.record.answer_index for t, s in zip(top, group))
-    return correct / len(samples)
+    return sum(mcq_correct(model, fmt, samples, batch_size=batch_size)) / len(samples)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
