@@ -157,7 +157,8 @@ def fp32_head(model: Any, dtype: str, token_ids: Sequence[int] | None = None
     model does to logits afterwards (scaling, soft-capping) is elementwise, so it still
     applies. Yields whether the head now returns only the ``token_ids`` columns."""
     head = model.get_output_embeddings()
-    plain = type(head) is torch.nn.Linear
+    # offloaded weights (accelerate) live on "meta" until its own hook loads them
+    plain = type(head) is torch.nn.Linear and head.weight.device.type != "meta"
     if head is None or (dtype == "float32" and (token_ids is None or not plain)):
         yield False
         return
@@ -169,7 +170,7 @@ def fp32_head(model: Any, dtype: str, token_ids: Sequence[int] | None = None
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast(device_type=x.device.type, enabled=False):
-                return torch.nn.functional.linear(x.float(), weight, bias)
+                return torch.nn.functional.linear(x.to(weight.device).float(), weight, bias)
 
         outer = head.__dict__.get("forward")  # nested use: put back what was there
         head.forward = forward
