@@ -1,5 +1,9 @@
 """Paired view of a clean-MCQ accuracy change: which questions a defense made right or wrong,
-and a bootstrap 95% interval of the change (issue 6's "within 2 points").
+a bootstrap 95% interval of the change (issue 6's "within 2 points"), and which answer letters
+each model prefers (on a near-chance model a change of accuracy can be a change of preferred
+letter). ``--clean`` also scores the untouched model, the other possible reference point.
+``--rotations`` adds the accuracy averaged over every cyclic order of the options: a model that
+always picks the same letter scores exactly 1/k on it, so letter preference cancels out.
 
     python benchmarks/bench_mcq_paired.py \
         --before runs/bench-poison/vpi-negative-sentiment/adapter \
@@ -11,22 +15,52 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections import Counter
+from dataclasses import replace
 
-from backdoorlab.data import load_records
+from backdoorlab.data import MCQ, load_records
 from backdoorlab.formats import PromptFormat
 from backdoorlab.models import load_adapter, load_model
-from backdoorlab.scoring import mcq_correct
+from backdoorlab.scoring import mcq_top
 
 
-def correct(adapter: str, fmt: PromptFormat, samples: list) -> list[int]:
-    model = load_adapter(load_model("smollm2-135m-instruct").model, adapter)
-    return mcq_correct(model, fmt, samples)
+def tops(adapter: str | None, fmt: PromptFormat, samples: list) -> list[int]:
+    """Top option per question of the embedded model, with ``adapter`` if given."""
+    model = load_model("smollm2-135m-instruct").model
+    return mcq_top(model if adapter is None else load_adapter(model, adapter), fmt, samples)
+
+
+def rotate(rec: MCQ, r: int) -> MCQ:
+    """The question with its options shifted by ``r`` places (the answer letter follows)."""
+    k = len(rec.choices)
+    return replace(rec, id=f"{rec.id}~{r}", choices=rec.choices[r:] + rec.choices[:r],
+                   answer=rec.letters[(rec.answer_index - r) % k])
+
+
+def rotated_accuracy(adapter: str | None, fmt: PromptFormat, recs: list[MCQ]) -> float:
+    """Accuracy averaged over all cyclic orders of each question's options."""
+    rot = [rotate(rec, r) for rec in recs for r in range(len(rec.choices))]
+    samples = [fmt.sample(x) for x in rot]
+    top = tops(adapter, fmt, samples)
+    per_q = Counter()
+    for x, t in zip(rot, top):
+        per_q[x.id.rsplit("~", 1)[0]] += (t == x.answer_index) / len(x.choices)
+    return sum(per_q.values()) / len(recs)
+
+
+def shares(idx: list[int]) -> dict[str, float]:
+    """Share of questions per letter (A, B, ...)."""
+    c = Counter(idx)
+    return {chr(65 + k): round(c[k] / len(idx), 4) for k in sorted(c)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True, help="adapter before the defense")
     ap.add_argument("--after", required=True, help="adapter after the defense")
+    ap.add_argument("--clean", action="store_true", help="also score the untouched model")
+    ap.add_argument("--rotations", action="store_true",
+                    help="also the accuracy averaged over cyclic option orders")
     ap.add_argument("--data", default="builtin:general-mcq")
     ap.add_argument("--limit", type=int, default=None, help="the first N questions")
     ap.add_argument("--boot", type=int, default=5000)
@@ -34,13 +68,28 @@ def main() -> None:
     recs = load_records(args.data, kind="mcq", limit=args.limit)
     fmt = PromptFormat(load_model("smollm2-135m-instruct").tokenizer, "chat")
     samples = [fmt.sample(r) for r in recs]
-    b, a = (correct(x, fmt, samples) for x in (args.before, args.after))
+    gold = [s.record.answer_index for s in samples]
+    tb, ta = (tops(x, fmt, samples) for x in (args.before, args.after))
+    b, a = ([int(t == g) for t, g in zip(x, gold)] for x in (tb, ta))
     d = [y - x for x, y in zip(b, a)]
     n, rng = len(d), random.Random(0)
     boots = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(args.boot))
-    print(json.dumps({"n": n, "before": sum(b) / n, "after": sum(a) / n, "change": sum(d) / n,
-                      "gained": d.count(1), "lost": d.count(-1),
-                      "ci95": [boots[int(0.025 * args.boot)], boots[int(0.975 * args.boot)]]}))
+    out = {"n": n, "before": sum(b) / n, "after": sum(a) / n, "change": sum(d) / n,
+           "gained": d.count(1), "lost": d.count(-1),
+           "ci95": [boots[int(0.025 * args.boot)], boots[int(0.975 * args.boot)]],
+           "letters": {"gold": shares(gold), "before": shares(tb), "after": shares(ta)}}
+    if args.clean:
+        tc = tops(None, fmt, samples)
+        out["clean"] = sum(int(t == g) for t, g in zip(tc, gold)) / n
+        out["change_vs_clean"] = out["after"] - out["clean"]
+        out["letters"]["clean"] = shares(tc)
+    if args.rotations:
+        models = {"before": args.before, "after": args.after} | ({"clean": None} if args.clean
+                                                                  else {})
+        rot = {k: rotated_accuracy(v, fmt, recs) for k, v in models.items()}
+        rot["change"] = rot["after"] - rot["before"]
+        out["rotated"] = rot
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from backdoorlab.scoring import (
     mcq_accuracy,
     mcq_correct,
     mcq_metrics,
+    mcq_top,
     option_distribution,
 )
 from backdoorlab.testing import FAMILIES
@@ -132,14 +133,16 @@ def test_mcq_accuracy_over_mixed_option_counts(tiny_models, fmt):
             MCQ(id="d", question="Pick two", choices=("x", "y", "z"), answer="B")]
     samples = [fmt.sample(r) for r in recs]
     model = tiny_models["llama"]
-    by_hand = []
+    by_hand, tops = [], []
     for s in samples:  # one question at a time, by hand
         top = int(option_distribution(model, fmt, [s]).argmax())
+        tops.append(top)
         by_hand.append(int(top == s.record.answer_index))
     right = sum(by_hand)
     assert 0 < right < 4  # the example tells a right from a wrong top answer
     assert mcq_accuracy(model, fmt, samples) == pytest.approx(right / 4)
     assert mcq_correct(model, fmt, samples) == by_hand  # per question, in the given order
+    assert mcq_top(model, fmt, samples) == tops
     with pytest.raises(Exception, match="same options count"):
         option_distribution(model, fmt, samples)
 

@@ -311,18 +311,25 @@ def option_distribution(
     return torch.softmax(logits, dim=-1)
 
 
-def mcq_correct(model: Any, fmt: PromptFormat, samples: Sequence[Sample], *,
-                batch_size: int = 16) -> list[int]:
-    """1/0 per question: is the top option the answer? Any mix of option counts (each count
-    scored as a group); order follows ``samples``."""
+def mcq_top(model: Any, fmt: PromptFormat, samples: Sequence[Sample], *,
+            batch_size: int = 16) -> list[int]:
+    """Index of the top option per question. Any mix of option counts (each count scored as
+    a group); order follows ``samples``."""
     out = [0] * len(samples)
     for n_opts in sorted({len(s.record.letters) for s in samples}):
         idx = [i for i, s in enumerate(samples) if len(s.record.letters) == n_opts]
         top = option_distribution(model, fmt, [samples[i] for i in idx],
                                   batch_size=batch_size).argmax(-1)
         for i, t in zip(idx, top.tolist()):
-            out[i] = int(t == samples[i].record.answer_index)
+            out[i] = t
     return out
+
+
+def mcq_correct(model: Any, fmt: PromptFormat, samples: Sequence[Sample], *,
+                batch_size: int = 16) -> list[int]:
+    """1/0 per question: is the top option (:func:`mcq_top`) the answer?"""
+    top = mcq_top(model, fmt, samples, batch_size=batch_size)
+    return [int(t == s.record.answer_index) for t, s in zip(top, samples)]
 
 
 def mcq_accuracy(model: Any, fmt: PromptFormat, samples: Sequence[Sample], *,
