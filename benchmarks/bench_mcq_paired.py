@@ -18,7 +18,7 @@ import random
 from collections import Counter
 from dataclasses import replace
 
-from backdoorlab.data import MCQ, load_records
+from backdoorlab.data import LETTERS, MCQ, load_records
 from backdoorlab.formats import PromptFormat
 from backdoorlab.models import load_adapter, load_model
 from backdoorlab.scoring import mcq_top
@@ -37,21 +37,10 @@ def rotate(rec: MCQ, r: int) -> MCQ:
                    answer=rec.letters[(rec.answer_index - r) % k])
 
 
-def rotated_accuracy(adapter: str | None, fmt: PromptFormat, recs: list[MCQ]) -> float:
-    """Accuracy averaged over all cyclic orders of each question's options."""
-    rot = [rotate(rec, r) for rec in recs for r in range(len(rec.choices))]
-    samples = [fmt.sample(x) for x in rot]
-    top = tops(adapter, fmt, samples)
-    per_q = Counter()
-    for x, t in zip(rot, top):
-        per_q[x.id.rsplit("~", 1)[0]] += (t == x.answer_index) / len(x.choices)
-    return sum(per_q.values()) / len(recs)
-
-
 def shares(idx: list[int]) -> dict[str, float]:
     """Share of questions per letter (A, B, ...)."""
     c = Counter(idx)
-    return {chr(65 + k): round(c[k] / len(idx), 4) for k in sorted(c)}
+    return {LETTERS[k]: round(c[k] / len(idx), 4) for k in sorted(c)}
 
 
 def main() -> None:
@@ -66,27 +55,33 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=5000)
     args = ap.parse_args()
     recs = load_records(args.data, kind="mcq", limit=args.limit)
+    n = len(recs)
+    # the questions as given, then (with --rotations) every other cyclic order of each: one
+    # scoring pass per model serves both views
+    rows = list(recs)
+    if args.rotations:
+        rows += [rotate(rec, r) for rec in recs for r in range(1, len(rec.choices))]
     fmt = PromptFormat(load_model("smollm2-135m-instruct").tokenizer, "chat")
-    samples = [fmt.sample(r) for r in recs]
-    gold = [s.record.answer_index for s in samples]
-    tb, ta = (tops(x, fmt, samples) for x in (args.before, args.after))
-    b, a = ([int(t == g) for t, g in zip(x, gold)] for x in (tb, ta))
+    samples = [fmt.sample(r) for r in rows]
+    models = {"before": args.before, "after": args.after} | ({"clean": None} if args.clean
+                                                              else {})
+    top = {k: tops(v, fmt, samples) for k, v in models.items()}
+    right = {k: [int(t == x.answer_index) for t, x in zip(v, rows)] for k, v in top.items()}
+    gold = [rec.answer_index for rec in recs]
+    b, a = right["before"][:n], right["after"][:n]
     d = [y - x for x, y in zip(b, a)]
-    n, rng = len(d), random.Random(0)
+    rng = random.Random(0)
     boots = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(args.boot))
     out = {"n": n, "before": sum(b) / n, "after": sum(a) / n, "change": sum(d) / n,
            "gained": d.count(1), "lost": d.count(-1),
            "ci95": [boots[int(0.025 * args.boot)], boots[int(0.975 * args.boot)]],
-           "letters": {"gold": shares(gold), "before": shares(tb), "after": shares(ta)}}
+           "letters": {"gold": shares(gold)} | {k: shares(v[:n]) for k, v in top.items()}}
     if args.clean:
-        tc = tops(None, fmt, samples)
-        out["clean"] = sum(int(t == g) for t, g in zip(tc, gold)) / n
+        out["clean"] = sum(right["clean"][:n]) / n
         out["change_vs_clean"] = out["after"] - out["clean"]
-        out["letters"]["clean"] = shares(tc)
-    if args.rotations:
-        models = {"before": args.before, "after": args.after} | ({"clean": None} if args.clean
-                                                                  else {})
-        rot = {k: rotated_accuracy(v, fmt, recs) for k, v in models.items()}
+    if args.rotations:  # each question weighs 1, split evenly over its option orders
+        rot = {k: sum(c / len(rows[j].choices) for j, c in enumerate(v)) / n
+               for k, v in right.items()}
         rot["change"] = rot["after"] - rot["before"]
         out["rotated"] = rot
     print(json.dumps(out))
