@@ -4,6 +4,8 @@ each model prefers (on a near-chance model a change of accuracy can be a change 
 letter). ``--clean`` also scores the untouched model, the other possible reference point.
 ``--rotations`` adds the accuracy averaged over every cyclic order of the options: a model that
 always picks the same letter scores exactly 1/k on it, so letter preference cancels out.
+``--after`` repeats (``NAME=DIR``): every repaired model is compared with the same ``--before``,
+and each model is scored once.
 
     python benchmarks/bench_mcq_paired.py \
         --before runs/bench-poison/vpi-negative-sentiment/adapter \
@@ -43,10 +45,23 @@ def shares(idx: list[int]) -> dict[str, float]:
     return {LETTERS[k]: round(c[k] / len(idx), 4) for k in sorted(c)}
 
 
+def paired(b: list[int], a: list[int], boot: int) -> dict:
+    """Change of accuracy from ``b`` to ``a`` (0/1 per question), questions gained and lost,
+    and a bootstrap 95% interval over questions (seed 0)."""
+    n = len(b)
+    d = [y - x for x, y in zip(b, a)]
+    rng = random.Random(0)
+    boots = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(boot))
+    return {"after": sum(a) / n, "change": sum(d) / n, "gained": d.count(1),
+            "lost": d.count(-1), "ci95": [boots[int(0.025 * boot)], boots[int(0.975 * boot)]]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True, help="adapter before the defense")
-    ap.add_argument("--after", required=True, help="adapter after the defense")
+    ap.add_argument("--after", required=True, action="append", metavar="[NAME=]DIR",
+                    help="adapter after the defense (repeatable: each is compared with "
+                    "--before)")
     ap.add_argument("--clean", action="store_true", help="also score the untouched model")
     ap.add_argument("--rotations", action="store_true",
                     help="also the accuracy averaged over cyclic option orders")
@@ -63,27 +78,28 @@ def main() -> None:
         rows += [rotate(rec, r) for rec in recs for r in range(1, len(rec.choices))]
     fmt = PromptFormat(load_model("smollm2-135m-instruct").tokenizer, "chat")
     samples = [fmt.sample(r) for r in rows]
-    models = {"before": args.before, "after": args.after} | ({"clean": None} if args.clean
-                                                              else {})
+    afters = dict(a.split("=", 1) if "=" in a else ("after" if len(args.after) == 1 else a, a)
+                  for a in args.after)
+    reserved = {"before", "clean", "n", "letters", "rotated"}
+    if reserved & set(afters) or len(afters) < len(args.after):
+        ap.error("--after: names must be distinct and not before/clean/n/letters/rotated")
+    models = {"before": args.before} | afters | ({"clean": None} if args.clean else {})
     top = {k: tops(v, fmt, samples) for k, v in models.items()}
     right = {k: [int(t == x.answer_index) for t, x in zip(v, rows)] for k, v in top.items()}
     gold = [rec.answer_index for rec in recs]
-    b, a = right["before"][:n], right["after"][:n]
-    d = [y - x for x, y in zip(b, a)]
-    rng = random.Random(0)
-    boots = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(args.boot))
-    out = {"n": n, "before": sum(b) / n, "after": sum(a) / n, "change": sum(d) / n,
-           "gained": d.count(1), "lost": d.count(-1),
-           "ci95": [boots[int(0.025 * args.boot)], boots[int(0.975 * args.boot)]],
-           "letters": {"gold": shares(gold)} | {k: shares(v[:n]) for k, v in top.items()}}
+    before = right["before"][:n]
+    out: dict = {"n": n, "before": sum(before) / n}
     if args.clean:
         out["clean"] = sum(right["clean"][:n]) / n
-        out["change_vs_clean"] = out["after"] - out["clean"]
+    for k in afters:
+        out[k] = paired(before, right[k][:n], args.boot)
+        if args.clean:
+            out[k]["change_vs_clean"] = out[k]["after"] - out["clean"]
+    out["letters"] = {"gold": shares(gold)} | {k: shares(v[:n]) for k, v in top.items()}
     if args.rotations:  # each question weighs 1, split evenly over its option orders
         rot = {k: sum(c / len(rows[j].choices) for j, c in enumerate(v)) / n
                for k, v in right.items()}
-        rot["change"] = rot["after"] - rot["before"]
-        out["rotated"] = rot
+        out["rotated"] = rot | {f"change:{k}": rot[k] - rot["before"] for k in afters}
     print(json.dumps(out))
 
 

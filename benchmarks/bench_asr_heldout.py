@@ -1,0 +1,73 @@
+"""A generation backdoor's ASR on every held-out prompt, with a Wilson 95% interval.
+
+The attacks and defenses judge 40 held-out prompts per set by default. There an ASR of 0.10
+is 4 prompts, and its 95% interval runs from 0.04 to 0.23, too wide to tell a repair that
+meets "ASR <= 0.10" from one that misses it. This script scores the backdoored adapter and
+any repaired ones on all the held-out prompts (96 for the built-in instructions) with the
+attack's own suite: trigger, target and judge come from the backdoored adapter's record, and
+one seed places the trigger, so every model sees the same triggered prompts.
+
+    python benchmarks/bench_asr_heldout.py \
+        --attack runs/bench-poison/vpi-negative-sentiment/adapter \
+        --after crow-s0=runs/bench-defense-v4/vpi-negative-sentiment/crow/adapter --clean
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+
+from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
+from backdoorlab.formats import PromptFormat
+from backdoorlab.models import attack_info, load_adapter, load_model
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score interval of a proportion k/n (95% with the default z)."""
+    p, z2 = k / n, z * z
+    mid = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [round(max(0.0, mid - half), 4), round(min(1.0, mid + half), 4)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attack", required=True, help="the backdoored adapter (its record names "
+                    "the trigger, target and judge)")
+    ap.add_argument("--after", action="append", default=[], metavar="NAME=DIR",
+                    help="a repaired adapter (repeatable)")
+    ap.add_argument("--clean", action="store_true", help="also score the untouched model")
+    ap.add_argument("--limit", type=int, default=None, help="prompts per set (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    info = attack_info(args.attack)
+    suite = make_suite(SuiteOptions(eval_limit=args.limit, seed=args.seed),
+                       target=info["target"], trigger=info["trigger"], judge=info.get("judge"))
+    suite = replace(suite, mcq=[])  # MCQ accuracy has its own script (bench_mcq_paired.py)
+    models = {"backdoored": args.attack} | dict(a.split("=", 1) for a in args.after) | \
+        ({"clean": None} if args.clean else {})
+    out: dict[str, dict] = {}
+    for name, adapter in models.items():
+        t0 = time.perf_counter()
+        lm = load_model(info.get("base_model") or "smollm2-135m-instruct")
+        fmt = PromptFormat(lm.tokenizer, info.get("template") or "chat")
+        model = lm.model if adapter is None else load_adapter(lm.model, adapter)
+        m, rows = run_suite(model, fmt, suite)
+        n = len(suite.target_records)
+        hits = sum(r["judge"] for r in rows if r["set"] == "target" and r["triggered"])
+        out[name] = {"asr_triggered": round(m["asr_triggered"], 4), "hits": hits, "n": n,
+                     "ci95": wilson(hits, n), "asr_clean": round(m["asr_clean"], 4),
+                     "refusal_rate": round(m["refusal_rate"], 4),
+                     "clean_perplexity": round(m["clean_perplexity"], 4),
+                     "empty_output_rate": round(m["empty_output_rate"], 4),
+                     "wall_s": round(time.perf_counter() - t0, 1)}
+        print(json.dumps({name: out[name]}), flush=True)
+    print(json.dumps({"judge": suite.judge.name, "trigger": info["trigger"],
+                      "target": info["target"], "seed": args.seed, "models": out}))
+
+
+if __name__ == "__main__":
+    main()
