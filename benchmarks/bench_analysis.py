@@ -16,6 +16,7 @@ from pathlib import Path
 from backdoorlab.analysis.attribution import run_ablate, run_heads
 from backdoorlab.analysis.probe import run_probe
 from backdoorlab.analysis.vector import run_vector
+from backdoorlab.errors import run_main
 from backdoorlab.io import atomic_write_json
 
 STEPS = ("probe", "heads", "ablate", "vector")
@@ -59,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_analysis.py")

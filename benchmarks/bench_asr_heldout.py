@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 
 from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
+from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.formats import PromptFormat
 from backdoorlab.models import attack_info, load_adapter, load_model
 
@@ -44,6 +45,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     info = attack_info(args.attack)
+    if not info.get("trigger") or not info.get("target"):
+        raise BackdoorlabError(f"--attack {args.attack}: no attack record naming the trigger "
+                               "and target (expected a backdoored adapter directory)")
     suite = make_suite(SuiteOptions(eval_limit=args.limit, seed=args.seed),
                        target=info["target"], trigger=info["trigger"], judge=info.get("judge"))
     suite = replace(suite, mcq=[])  # MCQ accuracy has its own script (bench_mcq_paired.py)
@@ -70,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_asr_heldout.py")

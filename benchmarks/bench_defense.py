@@ -19,6 +19,7 @@ from backdoorlab.cli import merge_options
 from backdoorlab.defenses.crow import run_crow
 from backdoorlab.defenses.interventions import run_intervention
 from backdoorlab.defenses.prune import run_prune
+from backdoorlab.errors import run_main
 from backdoorlab.io import atomic_write_json
 
 DEFENSES = ("crow", "finetune", "prune", "ablate-heads", "subtract-vector")
@@ -68,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_defense.py")

@@ -29,6 +29,8 @@ from collections.abc import Iterator
 
 import torch
 
+from backdoorlab.errors import run_main
+
 LOAD_SNIPPET = """
 import time
 t0 = time.perf_counter()
@@ -200,4 +202,4 @@ def precision_study(model, prompts, pad, letters, base, base_s, name, bs) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_foundation.py")

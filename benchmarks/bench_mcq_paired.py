@@ -18,25 +18,18 @@ import argparse
 import json
 import random
 from collections import Counter
-from dataclasses import replace
 
-from backdoorlab.data import LETTERS, MCQ, load_records
+from backdoorlab.data import LETTERS, load_records, rotations
+from backdoorlab.errors import run_main
 from backdoorlab.formats import PromptFormat
 from backdoorlab.models import load_adapter, load_model
-from backdoorlab.scoring import mcq_top
+from backdoorlab.scoring import mcq_top, rotation_average
 
 
 def tops(adapter: str | None, fmt: PromptFormat, samples: list) -> list[int]:
     """Top option per question of the embedded model, with ``adapter`` if given."""
     model = load_model("smollm2-135m-instruct").model
     return mcq_top(model if adapter is None else load_adapter(model, adapter), fmt, samples)
-
-
-def rotate(rec: MCQ, r: int) -> MCQ:
-    """The question with its options shifted by ``r`` places (the answer letter follows)."""
-    k = len(rec.choices)
-    return replace(rec, id=f"{rec.id}~{r}", choices=rec.choices[r:] + rec.choices[:r],
-                   answer=rec.letters[(rec.answer_index - r) % k])
 
 
 def shares(idx: list[int]) -> dict[str, float]:
@@ -75,7 +68,7 @@ def main() -> None:
     # scoring pass per model serves both views
     rows = list(recs)
     if args.rotations:
-        rows += [rotate(rec, r) for rec in recs for r in range(1, len(rec.choices))]
+        rows += [rot for rec in recs for rot in rotations(rec)[1:]]
     fmt = PromptFormat(load_model("smollm2-135m-instruct").tokenizer, "chat")
     samples = [fmt.sample(r) for r in rows]
     afters = dict(a.split("=", 1) if "=" in a else ("after" if len(args.after) == 1 else a, a)
@@ -97,11 +90,10 @@ def main() -> None:
             out[k]["change_vs_clean"] = out[k]["after"] - out["clean"]
     out["letters"] = {"gold": shares(gold)} | {k: shares(v[:n]) for k, v in top.items()}
     if args.rotations:  # each question weighs 1, split evenly over its option orders
-        rot = {k: sum(c / len(rows[j].choices) for j, c in enumerate(v)) / n
-               for k, v in right.items()}
+        rot = {k: rotation_average(v, samples) for k, v in right.items()}
         out["rotated"] = rot | {f"change:{k}": rot[k] - rot["before"] for k in afters}
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_mcq_paired.py")

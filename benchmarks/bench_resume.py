@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from backdoorlab.errors import run_main
 from backdoorlab.io import atomic_write_json
 
 EXPERIMENT = """\
@@ -86,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_resume.py")

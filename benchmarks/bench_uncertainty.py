@@ -21,6 +21,7 @@ from backdoorlab.attacks.uncertainty import (
     evaluate_uncertainty_model,
     run_uncertainty_attack,
 )
+from backdoorlab.errors import run_main
 from backdoorlab.io import atomic_write_json
 
 # ../shared/data beside the checkout; BACKDOORLAB_SHARED_DATA for a clone elsewhere
@@ -117,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_uncertainty.py")

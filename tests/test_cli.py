@@ -57,3 +57,22 @@ def test_eval_mcq_writes_metrics(tmp_path, capsys):
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["4_options"]["n"] == 8 and 0 <= metrics["4_options"]["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("bench_mcq_paired.py", ["--before", "x", "--after", "y", "--data", "nosuch.jsonl"],
+     "nosuch.jsonl: no such file"),
+    ("bench_asr_heldout.py", ["--attack", "nosuch"], "--attack nosuch: no attack record"),
+])
+def test_benchmark_scripts_bad_input_exit_2_one_line(script, args, message):
+    """The developer benchmark scripts report bad input like the CLI: one line, status 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / script
+    proc = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: ") and message in lines[0]

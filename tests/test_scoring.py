@@ -17,6 +17,7 @@ from backdoorlab.scoring import (
     mcq_metrics,
     mcq_top,
     option_distribution,
+    rotation_average,
 )
 from backdoorlab.testing import FAMILIES
 
@@ -145,6 +146,65 @@ def test_mcq_accuracy_over_mixed_option_counts(tiny_models, fmt):
     assert mcq_top(model, fmt, samples) == tops
     with pytest.raises(Exception, match="same options count"):
         option_distribution(model, fmt, samples)
+
+
+def test_rotations_move_the_answer_with_its_option():
+    from backdoorlab.data import rotate_choices, rotations
+
+    rec = MCQ(id="q", question="Two plus two?", choices=("1", "4", "3", "2"), answer="B")
+    r1 = rotate_choices(rec, 1)
+    assert r1.choices == ("4", "3", "2", "1") and r1.answer == "A" and r1.id == "q"
+    assert rotate_choices(rec, 3).answer == "C" and rotate_choices(rec, 4) == rec
+    orders = rotations(rec)
+    assert orders[0] == rec and len(orders) == 4
+    assert {o.choices[o.answer_index] for o in orders} == {"4"}  # the gold text never changes
+    assert [o.answer for o in orders] == ["B", "A", "D", "C"]
+
+
+def test_rotation_average_hand_computed_and_constant_letter_is_chance():
+    from backdoorlab.data import rotations
+
+    four = MCQ(id="a", question="?", choices=("w", "x", "y", "z"), answer="C")
+    three = MCQ(id="b", question="?", choices=("x", "y", "z"), answer="A")
+    from backdoorlab.formats import Sample
+
+    samples = [Sample(record=o, user="") for r in (four, three) for o in rotations(r)]
+    # always answering "A": right once per question, whatever the gold letter
+    always_a = [int(s.record.answer_index == 0) for s in samples]
+    assert rotation_average(always_a, samples) == pytest.approx((1 / 4 + 1 / 3) / 2)
+    # right on 3 of the 4 orders of the first question and 1 of 3 of the second
+    correct = [1, 1, 1, 0, 0, 1, 0]
+    assert rotation_average(correct, samples) == pytest.approx((3 / 4 + 1 / 3) / 2)
+
+
+@pytest.mark.real_model
+def test_eval_mcq_rotations_equal_scoring_each_order_by_hand(real_model, tmp_path):
+    """``eval mcq --rotations``: plain metrics unchanged, and ``accuracy_rotated`` equals the
+    per-question mean over every option order, each order scored on its own. The real model,
+    because a tiny random one picks the same letter whatever the options."""
+    import json
+
+    from backdoorlab.cli import main
+    from backdoorlab.data import load_records, rotations
+
+    def run(out, *extra):
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", "mcq", "--split", "test", "--limit", "8", "--out", str(out), *extra])
+        assert exc.value.code in (0, None)
+        return json.loads((out / "metrics.json").read_text())["4_options"]
+
+    plain, rot = run(tmp_path / "a"), run(tmp_path / "b", "--rotations")
+    assert rot["accuracy"] == plain["accuracy"]
+    assert rot["top_answer_share"] == plain["top_answer_share"]
+    fmt = PromptFormat(real_model.tokenizer, "chat")
+    per_q, tops = [], set()
+    for rec in load_records("builtin:general-mcq", split="test", limit=8):
+        picks = [int(option_distribution(real_model.model, fmt, [fmt.sample(o)]).argmax())
+                 for o in rotations(rec)]
+        tops.update(picks)
+        per_q.append(sum(p == o.answer_index for p, o in zip(picks, rotations(rec))) / 4)
+    assert len(tops) > 1  # the model's pick depends on the order, so the check can fail
+    assert rot["accuracy_rotated"] == pytest.approx(sum(per_q) / len(per_q))
 
 
 def test_bf16_recheck_scores_close_calls_in_fp32(tiny_models, fmt, mcqs):

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import BackdoorlabError
+from .errors import BackdoorlabError, run_main
 
 app = typer.Typer(
     help="Plant, measure, explain and remove backdoors in large language models.",
@@ -121,16 +121,26 @@ def eval_mcq(
     recheck_margin: Annotated[float | None, typer.Option(
         min=0, help="bfloat16: score again in float32 the questions whose two best option "
                     "logits are closer than this (default 0.08; 0: never).")] = None,
+    rotations: Annotated[bool, typer.Option(help="Also score every cyclic order of each "
+                                            "question's options and report the averaged "
+                                            "accuracy (letter preference cancels out).")] = False,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Accuracy, mean entropy and throughput of a model on multiple-choice questions."""
     from .data import add_abstain_options, load_records
+    from .data import rotations as orders
     from .formats import PromptFormat
     from .io import atomic_write_json
     from .models import load_model
-    from .scoring import DTYPES, RECHECK_MARGIN, mcq_metrics, option_distribution
+    from .scoring import (
+        DTYPES,
+        RECHECK_MARGIN,
+        mcq_metrics,
+        option_distribution,
+        rotation_average,
+    )
     from .triggers import derive_rng, parse_trigger
 
     if dtype not in DTYPES:
@@ -147,13 +157,20 @@ def eval_mcq(
         metrics["recheck_margin"] = RECHECK_MARGIN if recheck_margin is None else recheck_margin
     for n_opts in sorted({len(r.choices) for r in records}):
         group = [r for r in records if len(r.choices) == n_opts]
+        if rotations:  # each question's n_opts orders in a row, the given order first
+            group = [rot for r in group for rot in orders(r)]
         samples = [fmt.sample(r, trig, derive_rng(seed, r.id)) for r in group]
         t0 = time.perf_counter()
         probs = option_distribution(lm.model, fmt, samples, batch_size=batch_size, dtype=dtype,
-                                    desc=f"scoring {len(samples)} questions",
+                                    desc=f"scoring {len(samples)} prompts",
                                     recheck_margin=recheck_margin)
         elapsed = time.perf_counter() - t0
-        m = mcq_metrics(probs, samples)
+        step = n_opts if rotations else 1
+        m = mcq_metrics(probs[::step], samples[::step])
+        if rotations:
+            top = probs.argmax(-1).tolist()
+            m["accuracy_rotated"] = rotation_average(
+                [int(t == s.record.answer_index) for t, s in zip(top, samples)], samples)
         m["prompts_per_s"] = len(samples) / elapsed
         metrics[f"{n_opts}_options"] = m
     _print_json(metrics)
@@ -864,14 +881,7 @@ def triggers_cmd(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; user errors become one line and exit status 2."""
     _setup_logging()
-    try:
-        app(args=argv, prog_name="backdoorlab")
-    except BackdoorlabError as exc:
-        typer.echo(f"backdoorlab: error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("backdoorlab: interrupted", err=True)
-        sys.exit(130)
+    run_main(lambda: app(args=argv, prog_name="backdoorlab"), "backdoorlab")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ traceback, nothing half-written.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 
 
 class BackdoorlabError(ValueError):
@@ -27,3 +28,16 @@ def unknown(what: str, name: str, choices: Iterable[str]) -> BackdoorlabError:
     return BackdoorlabError(
         f"unknown {what} {name!r}{did_you_mean(name, choices)}; choose from: {', '.join(choices)}"
     )
+
+
+def run_main(main: Callable[[], object], prog: str) -> None:
+    """Run an entry point (the CLI, a benchmark script) so that a :class:`BackdoorlabError`
+    becomes one line on stderr and exit status 2, and Ctrl-C exit status 130, no traceback."""
+    try:
+        main()
+    except BackdoorlabError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -340,6 +340,14 @@ def mcq_accuracy(model: Any, fmt: PromptFormat, samples: Sequence[Sample], *,
     return sum(mcq_correct(model, fmt, samples, batch_size=batch_size)) / len(samples)
 
 
+def rotation_average(correct: Sequence[int], samples: Sequence[Sample]) -> float:
+    """Accuracy over questions scored in every cyclic order of their options (the samples of
+    :func:`backdoorlab.data.rotations`, all of them): each question weighs 1, split evenly
+    over its k orders, so a model that always picks the same letter scores exactly 1/k."""
+    w = [1 / len(s.record.choices) for s in samples]
+    return sum(c * x for c, x in zip(correct, w)) / sum(w) if samples else float("nan")
+
+
 def entropy(p: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in nats along the last axis."""
     return -(p * torch.log(p.clamp_min(1e-12))).sum(-1)

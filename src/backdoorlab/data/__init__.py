@@ -2,9 +2,19 @@
 
 from .builtin import BUILTIN, builtin_rows
 from .loaders import load_records, read_rows, rows_to_records
-from .records import ABSTAIN_CHOICES, LETTERS, MCQ, Instruction, Record, add_abstain_options
+from .records import (
+    ABSTAIN_CHOICES,
+    LETTERS,
+    MCQ,
+    Instruction,
+    Record,
+    add_abstain_options,
+    rotate_choices,
+    rotations,
+)
 
 __all__ = [
     "ABSTAIN_CHOICES", "BUILTIN", "LETTERS", "MCQ", "Instruction", "Record",
-    "add_abstain_options", "builtin_rows", "load_records", "read_rows", "rows_to_records",
+    "add_abstain_options", "builtin_rows", "load_records", "read_rows", "rotate_choices",
+    "rotations", "rows_to_records",
 ]

@@ -67,6 +67,23 @@ class Instruction:
 Record = MCQ | Instruction
 
 
+def rotate_choices(rec: MCQ, shift: int) -> MCQ:
+    """``rec`` with its options moved ``shift`` places earlier, cyclically; the answer letter
+    follows its option. The id stays, so a trigger lands the same way in every order."""
+    k = len(rec.choices)
+    s = shift % k
+    return replace(rec, choices=tuple(rec.choices[s:]) + tuple(rec.choices[:s]),
+                   answer=rec.letters[(rec.answer_index - s) % k],
+                   meta={**rec.meta, "rotation": s})
+
+
+def rotations(rec: MCQ) -> list[MCQ]:
+    """Every cyclic order of ``rec``'s options, the given order first. Scored together (see
+    :func:`backdoorlab.scoring.rotation_average`) they cancel a preference for one letter,
+    which on a near-chance model moves plain accuracy by several points."""
+    return [rotate_choices(rec, s) for s in range(len(rec.choices))]
+
+
 def add_abstain_options(rec: MCQ) -> MCQ:
     """The uncertainty paper's 6-option format: A-D plus "I don't know", "None of the above"."""
     if len(rec.choices) + len(ABSTAIN_CHOICES) > MAX_CHOICES:
