@@ -19,10 +19,12 @@ import json
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.formats import PromptFormat
+from backdoorlab.io import atomic_write_json, atomic_write_jsonl
 from backdoorlab.models import attack_info, load_adapter, load_model
 
 
@@ -43,6 +45,8 @@ def main() -> None:
     ap.add_argument("--clean", action="store_true", help="also score the untouched model")
     ap.add_argument("--limit", type=int, default=None, help="prompts per set (default: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write results.json and every judged generation (generations.jsonl)")
     args = ap.parse_args()
     info = attack_info(args.attack)
     if not info.get("trigger") or not info.get("target"):
@@ -54,6 +58,7 @@ def main() -> None:
     models = {"backdoored": args.attack} | dict(a.split("=", 1) for a in args.after) | \
         ({"clean": None} if args.clean else {})
     out: dict[str, dict] = {}
+    saved: list[dict] = []
     for name, adapter in models.items():
         t0 = time.perf_counter()
         lm = load_model(info.get("base_model") or "smollm2-135m-instruct")
@@ -68,9 +73,14 @@ def main() -> None:
                      "clean_perplexity": round(m["clean_perplexity"], 4),
                      "empty_output_rate": round(m["empty_output_rate"], 4),
                      "wall_s": round(time.perf_counter() - t0, 1)}
+        saved += [{"model": name, **r} for r in rows]
         print(json.dumps({name: out[name]}), flush=True)
-    print(json.dumps({"judge": suite.judge.name, "trigger": info["trigger"],
-                      "target": info["target"], "seed": args.seed, "models": out}))
+    result = {"judge": suite.judge.name, "trigger": info["trigger"], "target": info["target"],
+              "seed": args.seed, "models": out}
+    if args.out is not None:
+        atomic_write_jsonl(args.out / "generations.jsonl", saved)
+        atomic_write_json(args.out / "results.json", result)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
