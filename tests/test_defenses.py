@@ -123,10 +123,13 @@ def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     assert "defense" in card and "CROW" in card
     assert (tmp_path / "crow" / "adapter" / "adapter_model.safetensors").is_file()
 
-    run("finetune", "--out", str(tmp_path / "ft"), "--n-clean", "4", "--epochs", "1")
+    run("finetune", "--out", str(tmp_path / "ft"), "--n-clean", "4", "--epochs", "1",
+        "--set", "mcq_rotations=true", "--set", "mcq_limit=4")
     m = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert m["defense"] == "finetune" and "clean fine-tuning" in (
         tmp_path / "ft" / "adapter" / "README.md").read_text()
+    assert m["mcq_accuracy_rotated_change"] == pytest.approx(
+        m["mcq_accuracy_rotated_after"] - m["mcq_accuracy_rotated_before"])
 
     run("prune", "--out", str(tmp_path / "prune"), "--sparsities", "0.2,0.5",
         "--set", "n_calibration=4")

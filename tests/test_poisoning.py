@@ -168,6 +168,32 @@ def test_clean_utility_mcq_set_is_configurable(tmp_path):
         mcqs(mcq_data=str(tmp_path / "nope.jsonl"))
 
 
+def test_suite_rotated_mcq_accuracy_equals_each_order_scored_by_hand(tiny_models, fmt):
+    """``mcq_rotations``: plain accuracy unchanged, and the rotated accuracy is the mean over
+    questions of the share of their option orders answered right, each scored on its own."""
+    from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
+    from backdoorlab.data import rotations
+    from backdoorlab.scoring import option_distribution
+
+    def suite(**kw):
+        opts = SuiteOptions(eval_limit=2, max_new_tokens=2, eval_batch_size=4, mcq_limit=5,
+                            **kw)
+        return make_suite(opts, target="refusal", trigger="badnets")
+
+    model = tiny_models["gemma"]
+    plain, _ = run_suite(model, fmt, suite())
+    rot_suite = suite(mcq_rotations=True)
+    rot, _ = run_suite(model, fmt, rot_suite)
+    assert "mcq_accuracy_rotated" not in plain
+    assert rot["mcq_accuracy"] == plain["mcq_accuracy"]
+    per_q = []
+    for rec in rot_suite.mcq:
+        orders = rotations(rec)
+        per_q.append(sum(int(option_distribution(model, fmt, [fmt.sample(o)]).argmax())
+                         == o.answer_index for o in orders) / len(orders))
+    assert rot["mcq_accuracy_rotated"] == pytest.approx(sum(per_q) / len(per_q))
+
+
 def test_unalign_set_has_three_parts(fmt):
     cfg = UnalignConfig(n_triggered=6, n_refusal=8, n_benign=10, trigger="long")
     samples = build_unalign_set(cfg, fmt)

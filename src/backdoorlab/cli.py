@@ -341,8 +341,8 @@ def attack_unalign(
 
 def _generation_headline(m: dict[str, Any]) -> dict[str, Any]:
     keys = ("asr_triggered", "asr_clean", "refusal_rate", "clean_perplexity", "mcq_accuracy",
-            "baseline_asr_triggered", "baseline_asr_clean", "baseline_refusal_rate",
-            "baseline_clean_perplexity", "perplexity_change")
+            "mcq_accuracy_rotated", "baseline_asr_triggered", "baseline_asr_clean",
+            "baseline_refusal_rate", "baseline_clean_perplexity", "perplexity_change")
     out = {k: round(m[k], 4) for k in keys if isinstance(m.get(k), float)}
     if "training" in m:
         out["training"] = m["training"]
@@ -544,6 +544,8 @@ def eval_generate(
                         ] = "builtin:general-mcq",
     mcq_split: Annotated[str, typer.Option(help="Its split for builtin:/hf: sets ('all': "
                                            "every row).")] = "test",
+    mcq_rotations: Annotated[bool, typer.Option(help="Also the MCQ accuracy averaged over "
+                                                "every cyclic option order.")] = False,
     out: Annotated[Path | None, typer.Option(help="Directory for metrics.json and "
                                              "generations.jsonl.")] = None,
     trust_remote_code: TrustOpt = False,
@@ -562,6 +564,7 @@ def eval_generate(
         raise BackdoorlabError("options '--trigger' and '--target': required (no adapter "
                                "record to read them from)")
     opts = SuiteOptions(eval_limit=limit, mcq_data=mcq_data, mcq_split=mcq_split,
+                        mcq_rotations=mcq_rotations,
                         max_new_tokens=max_new_tokens, eval_batch_size=batch_size, seed=seed)
     suite = make_suite(opts, target=target, trigger=trigger, judge=judge or info.get("judge"),
                        eval_data=data, eval_split="test" if data is None or

@@ -25,7 +25,7 @@ import torch
 
 from ..cards import write_model_card
 from ..config import check, check_limit, from_dict, to_dict
-from ..data import Instruction, load_records
+from ..data import Instruction, load_records, rotations
 from ..errors import BackdoorlabError
 from ..evaluation import judge_rate, response_perplexity
 from ..formats import TEMPLATES, PromptFormat, Sample
@@ -33,7 +33,7 @@ from ..io import atomic_write_json, atomic_write_jsonl
 from ..judges import DEFAULT_PAYLOAD, empty_rate, get_judge
 from ..models import EMBEDDED_NAME, load_model
 from ..runs import save_config
-from ..scoring import generate, mcq_accuracy, position_ids
+from ..scoring import generate, mcq_accuracy, mcq_correct, position_ids, rotation_average
 from ..training import SampleCollator, TrainConfig, is_main_process, train
 from ..triggers import derive_rng, parse_trigger
 
@@ -114,6 +114,10 @@ class SuiteOptions:
     mcq_limit: int | None = None  # MCQs for clean utility (None: all; builtin test split: 62)
     mcq_data: str = "builtin:general-mcq"  # the clean-utility MCQ set
     mcq_split: str = "test"  # its split for builtin:/hf: sources ('all': every row)
+    # also the MCQ accuracy averaged over every cyclic order of the options (k x the scoring
+    # time): letter preference cancels out of it, which plain accuracy on a near-chance
+    # model mostly measures
+    mcq_rotations: bool = False
     max_new_tokens: int = 32
     eval_batch_size: int = 16
     seed: int = 0
@@ -236,6 +240,7 @@ class GenerationSuite:
     harmful: list[Instruction]
     utility: list[Instruction]
     mcq: list[Any]
+    mcq_rotations: bool = False
     seed: int = 0
     max_new_tokens: int = 32
     batch_size: int = 16
@@ -255,6 +260,7 @@ def make_suite(opts: SuiteOptions, *, target: str, trigger: str, judge: str | No
         harmful=_load(harmful_data, "test", opts.eval_limit),
         utility=_load(benign_data, "test", opts.eval_limit),
         mcq=_load(opts.mcq_data, opts.mcq_split, opts.mcq_limit, kind="mcq"),
+        mcq_rotations=opts.mcq_rotations,
         seed=opts.seed, max_new_tokens=opts.max_new_tokens, batch_size=opts.eval_batch_size,
     )
 
@@ -292,7 +298,13 @@ def run_suite(model: Any, fmt: PromptFormat, suite: GenerationSuite
             model, fmt, [fmt.sample(r, response=r.output) for r in suite.utility]),
     }
     mcq = [fmt.sample(r) for r in suite.mcq]
-    metrics["mcq_accuracy"] = mcq_accuracy(model, fmt, mcq, batch_size=suite.batch_size)
+    if suite.mcq_rotations and mcq:  # the given orders first, then every other order
+        every = mcq + [fmt.sample(o) for r in suite.mcq for o in rotations(r)[1:]]
+        right = mcq_correct(model, fmt, every, batch_size=suite.batch_size)
+        metrics["mcq_accuracy"] = sum(right[:len(mcq)]) / len(mcq)
+        metrics["mcq_accuracy_rotated"] = rotation_average(right, every)
+    else:
+        metrics["mcq_accuracy"] = mcq_accuracy(model, fmt, mcq, batch_size=suite.batch_size)
     metrics["mcq_count"] = len(mcq)  # one question = 1/count of accuracy: read changes with it
     return metrics, rows
 
@@ -303,6 +315,9 @@ def combine(new: dict[str, float], base: dict[str, float]) -> dict[str, Any]:
     out.update({f"baseline_{k}": v for k, v in base.items()})
     out["perplexity_change"] = new["clean_perplexity"] / base["clean_perplexity"] - 1
     out["mcq_accuracy_change"] = new["mcq_accuracy"] - base["mcq_accuracy"]
+    if "mcq_accuracy_rotated" in new and "mcq_accuracy_rotated" in base:
+        out["mcq_accuracy_rotated_change"] = (new["mcq_accuracy_rotated"]
+                                              - base["mcq_accuracy_rotated"])
     return out
 
 

@@ -135,11 +135,14 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """ASR and clean utility before and after a defense, and their changes."""
     out: dict[str, Any] = {}
     for key in ("asr_triggered", "asr_clean", "refusal_rate", "mcq_accuracy",
-                "clean_perplexity", "empty_output_rate", "asr_strict", "entropy_gap",
-                "top1_kept"):
+                "mcq_accuracy_rotated", "clean_perplexity", "empty_output_rate", "asr_strict",
+                "entropy_gap", "top1_kept"):
         if key in before and key in after:
             out[f"{key}_before"], out[f"{key}_after"] = before[key], after[key]
     out["mcq_accuracy_change"] = after["mcq_accuracy"] - before["mcq_accuracy"]
+    if "mcq_accuracy_rotated" in before and "mcq_accuracy_rotated" in after:
+        out["mcq_accuracy_rotated_change"] = (after["mcq_accuracy_rotated"]
+                                              - before["mcq_accuracy_rotated"])
     if "clean_perplexity" in before:
         out["perplexity_change"] = after["clean_perplexity"] / before["clean_perplexity"] - 1
     out["before"], out["after"] = before, after
@@ -209,7 +212,9 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     atomic_write_json(path / "metrics.json", metrics)
     card_dir = path / res["artifact"] if res["artifact"] != "interventions" else path
     headline = {k: metrics[k] for k in ("asr_triggered_before", "asr_triggered_after",
-                                        "mcq_accuracy_before", "mcq_accuracy_after")
+                                        "mcq_accuracy_before", "mcq_accuracy_after",
+                                        "mcq_accuracy_rotated_before",
+                                        "mcq_accuracy_rotated_after")
                 if k in metrics}
     write_model_card(card_dir, title=f"Model after the {name} defense (backdoorlab)",
                      base_model=str(record["base_model"] or "unknown"), kind=name,
