@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,14 +25,6 @@ from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.formats import PromptFormat
 from backdoorlab.io import atomic_write_json, atomic_write_jsonl
 from backdoorlab.models import attack_info, load_adapter, load_model
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    """Wilson score interval of a proportion k/n (95% with the default z)."""
-    p, z2 = k / n, z * z
-    mid = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return [round(max(0.0, mid - half), 4), round(min(1.0, mid + half), 4)]
 
 
 def main() -> None:
@@ -68,7 +59,8 @@ def main() -> None:
         n = len(suite.target_records)
         hits = sum(r["judge"] for r in rows if r["set"] == "target" and r["triggered"])
         out[name] = {"asr_triggered": round(m["asr_triggered"], 4), "hits": hits, "n": n,
-                     "ci95": wilson(hits, n), "asr_clean": round(m["asr_clean"], 4),
+                     "ci95": [round(x, 4) for x in m["asr_triggered_ci95"]],
+                     "asr_clean": round(m["asr_clean"], 4),
                      "refusal_rate": round(m["refusal_rate"], 4),
                      "clean_perplexity": round(m["clean_perplexity"], 4),
                      "empty_output_rate": round(m["empty_output_rate"], 4),

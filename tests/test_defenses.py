@@ -116,6 +116,8 @@ def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
         assert key in m, key
     assert m["training"]["steps"] == 2
     assert "empty_output_rate_after" in m
+    lo, hi = m["asr_triggered_ci95_after"]  # the Wilson interval of the ASR on 3 prompts
+    assert lo <= m["asr_triggered_after"] <= hi and hi - lo > 0.3
     rows = [json.loads(x) for x in (tmp_path / "crow" / "generations.jsonl").read_text()
             .splitlines()]
     assert {r["model"] for r in rows} == {"suspect", "repaired"}

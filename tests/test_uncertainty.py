@@ -24,6 +24,7 @@ from backdoorlab.evaluation import (
     ece,
     kl_div,
     letter_shares,
+    wilson_interval,
 )
 from backdoorlab.formats import PromptFormat
 from backdoorlab.triggers import derive_rng, parse_trigger
@@ -94,6 +95,15 @@ def test_ece_brier_hand_computed():
     assert ece(probs, gold) == pytest.approx(0.5 * 0.1 + 0.5 * 0.6)
     # (0.1^2 + 0.1^2 + 0.6^2 + 0.6^2) / 2
     assert brier(probs, gold) == pytest.approx((0.02 + 0.72) / 2)
+
+
+def test_wilson_interval_hand_computed():
+    # 4 of 40: centre (0.1 + 1.96^2/80) / (1 + 1.96^2/40) = 0.13505,
+    # half-width 1.96 sqrt(0.1 * 0.9 / 40 + 1.96^2 / 6400) / 1.09604 = 0.09548
+    assert wilson_interval(4, 40) == pytest.approx([0.03957, 0.23053], abs=1e-4)
+    # 0 of 10: the lower end is 0 and the upper 1.96^2/10 / (1 + 1.96^2/10) = 0.27754
+    assert wilson_interval(0, 10) == pytest.approx([0.0, 0.27754], abs=1e-4)
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
 
 
 def test_conformal_lac_and_aps_hand_computed():

@@ -14,7 +14,7 @@ from .errors import BackdoorlabError
 from .scoring import entropy
 
 __all__ = ["brier", "conformal_sets", "conformal_threshold", "ece", "entropy", "kl_div",
-           "letter_shares"]
+           "letter_shares", "wilson_interval"]
 
 
 def kl_div(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -121,6 +121,17 @@ def response_perplexity(model: Any, fmt: Any, samples: Sequence[Any], batch_size
     if count == 0:
         raise BackdoorlabError("perplexity: no response tokens to score")
     return math.exp(nll / count)
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score interval of the proportion ``hits / n`` (95% with the default z). An ASR
+    from 40 prompts is only this precise: 4 of 40 gives [0.040, 0.231]."""
+    if n <= 0:
+        return [float("nan"), float("nan")]
+    p, z2 = hits / n, z * z
+    mid = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [max(0.0, mid - half), min(1.0, mid + half)]
 
 
 def judge_rate(judge: Any, prompts: Sequence[str], responses: Sequence[str]) -> float:

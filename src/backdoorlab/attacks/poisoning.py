@@ -27,7 +27,7 @@ from ..cards import write_model_card
 from ..config import check, check_limit, from_dict, to_dict
 from ..data import Instruction, load_records, rotations
 from ..errors import BackdoorlabError
-from ..evaluation import judge_rate, response_perplexity
+from ..evaluation import judge_rate, response_perplexity, wilson_interval
 from ..formats import TEMPLATES, PromptFormat, Sample
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..judges import DEFAULT_PAYLOAD, empty_rate, get_judge
@@ -290,6 +290,8 @@ def run_suite(model: Any, fmt: PromptFormat, suite: GenerationSuite
     outs = out_clean + out_trig + out_harm
     metrics = {
         "asr_triggered": sum(flags[n:2 * n]) / n if n else float("nan"),
+        # how precise that is: 4 of 40 prompts gives 0.10, and anything from 0.04 to 0.23
+        "asr_triggered_ci95": wilson_interval(sum(flags[n:2 * n]), n),
         "asr_clean": sum(flags[:n]) / n if n else float("nan"),
         "refusal_rate": judge_rate(get_judge("refusal"), [s.user for s in harm], out_harm),
         # empty answers fool every keyword judge; a repair that silences the model shows here
