@@ -24,7 +24,7 @@ from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.formats import PromptFormat
 from backdoorlab.io import atomic_write_json, atomic_write_jsonl
-from backdoorlab.models import attack_info, load_adapter, load_model
+from backdoorlab.models import attack_info, check_adapter_dir, load_adapter, load_model
 
 
 def main() -> None:
@@ -46,8 +46,14 @@ def main() -> None:
     suite = make_suite(SuiteOptions(eval_limit=args.limit, seed=args.seed),
                        target=info["target"], trigger=info["trigger"], judge=info.get("judge"))
     suite = replace(suite, mcq=[])  # MCQ accuracy has its own script (bench_mcq_paired.py)
+    bad = [a for a in args.after if "=" not in a]
+    if bad:
+        raise BackdoorlabError(f"--after {bad[0]}: expected NAME=DIR")
     models = {"backdoored": args.attack} | dict(a.split("=", 1) for a in args.after) | \
         ({"clean": None} if args.clean else {})
+    for adapter in models.values():  # every path checked before the first model is scored
+        if adapter is not None:
+            check_adapter_dir(adapter)
     out: dict[str, dict] = {}
     saved: list[dict] = []
     for name, adapter in models.items():

@@ -19,10 +19,10 @@ import json
 import random
 from collections import Counter
 
-from backdoorlab.data import LETTERS, load_records, rotations
-from backdoorlab.errors import run_main
+from backdoorlab.data import LETTERS, load_records, with_rotations
+from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.formats import PromptFormat
-from backdoorlab.models import load_adapter, load_model
+from backdoorlab.models import check_adapter_dir, load_adapter, load_model
 from backdoorlab.scoring import mcq_top, rotation_average
 
 
@@ -66,17 +66,19 @@ def main() -> None:
     n = len(recs)
     # the questions as given, then (with --rotations) every other cyclic order of each: one
     # scoring pass per model serves both views
-    rows = list(recs)
-    if args.rotations:
-        rows += [rot for rec in recs for rot in rotations(rec)[1:]]
-    fmt = PromptFormat(load_model("smollm2-135m-instruct").tokenizer, "chat")
-    samples = [fmt.sample(r) for r in rows]
+    rows = with_rotations(recs) if args.rotations else list(recs)
     afters = dict(a.split("=", 1) if "=" in a else ("after" if len(args.after) == 1 else a, a)
                   for a in args.after)
     reserved = {"before", "clean", "n", "letters", "rotated"}
     if reserved & set(afters) or len(afters) < len(args.after):
-        ap.error("--after: names must be distinct and not before/clean/n/letters/rotated")
+        raise BackdoorlabError("--after: names must be distinct and not "
+                               "before/clean/n/letters/rotated")
     models = {"before": args.before} | afters | ({"clean": None} if args.clean else {})
+    for adapter in models.values():  # every path checked before the first model is scored
+        if adapter is not None:
+            check_adapter_dir(adapter)
+    fmt = PromptFormat(load_model("smollm2-135m-instruct").tokenizer, "chat")
+    samples = [fmt.sample(r) for r in rows]
     top = {k: tops(v, fmt, samples) for k, v in models.items()}
     right = {k: [int(t == x.answer_index) for t, x in zip(v, rows)] for k, v in top.items()}
     gold = [rec.answer_index for rec in recs]

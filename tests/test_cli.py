@@ -62,6 +62,10 @@ def test_eval_mcq_writes_metrics(tmp_path, capsys):
 @pytest.mark.parametrize("script,args,message", [
     ("bench_mcq_paired.py", ["--before", "x", "--after", "y", "--data", "nosuch.jsonl"],
      "nosuch.jsonl: no such file"),
+    ("bench_mcq_paired.py", ["--before", "nosuch", "--after", "y", "--limit", "2"],
+     "nosuch: not a PEFT adapter directory"),
+    ("bench_mcq_paired.py", ["--before", "x", "--after", "before=y", "--limit", "2"],
+     "--after: names must be distinct"),
     ("bench_asr_heldout.py", ["--attack", "nosuch"], "--attack nosuch: no attack record"),
 ])
 def test_benchmark_scripts_bad_input_exit_2_one_line(script, args, message):

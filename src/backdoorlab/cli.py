@@ -129,8 +129,7 @@ def eval_mcq(
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Accuracy, mean entropy and throughput of a model on multiple-choice questions."""
-    from .data import add_abstain_options, load_records
-    from .data import rotations as orders
+    from .data import add_abstain_options, load_records, with_rotations
     from .formats import PromptFormat
     from .io import atomic_write_json
     from .models import load_model
@@ -157,16 +156,16 @@ def eval_mcq(
         metrics["recheck_margin"] = RECHECK_MARGIN if recheck_margin is None else recheck_margin
     for n_opts in sorted({len(r.choices) for r in records}):
         group = [r for r in records if len(r.choices) == n_opts]
-        if rotations:  # each question's n_opts orders in a row, the given order first
-            group = [rot for r in group for rot in orders(r)]
+        n = len(group)
+        if rotations:  # the given orders first, then every other order
+            group = with_rotations(group)
         samples = [fmt.sample(r, trig, derive_rng(seed, r.id)) for r in group]
         t0 = time.perf_counter()
         probs = option_distribution(lm.model, fmt, samples, batch_size=batch_size, dtype=dtype,
                                     desc=f"scoring {len(samples)} prompts",
                                     recheck_margin=recheck_margin)
         elapsed = time.perf_counter() - t0
-        step = n_opts if rotations else 1
-        m = mcq_metrics(probs[::step], samples[::step])
+        m = mcq_metrics(probs[:n], samples[:n])
         if rotations:
             top = probs.argmax(-1).tolist()
             m["accuracy_rotated"] = rotation_average(

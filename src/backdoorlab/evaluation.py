@@ -134,6 +134,19 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> list[float]:
     return [max(0.0, mid - half), min(1.0, mid + half)]
 
 
+def utility_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Clean-utility changes from ``before`` to ``after``: MCQ accuracy (and its rotation
+    average where both have it) in absolute terms, perplexity as a ratio minus 1 where both
+    have it. The attacks (clean -> backdoored) and defenses (suspect -> repaired) share it."""
+    out = {"mcq_accuracy_change": after["mcq_accuracy"] - before["mcq_accuracy"]}
+    if "mcq_accuracy_rotated" in before and "mcq_accuracy_rotated" in after:
+        out["mcq_accuracy_rotated_change"] = (after["mcq_accuracy_rotated"]
+                                              - before["mcq_accuracy_rotated"])
+    if "clean_perplexity" in before and "clean_perplexity" in after:
+        out["perplexity_change"] = after["clean_perplexity"] / before["clean_perplexity"] - 1
+    return out
+
+
 def judge_rate(judge: Any, prompts: Sequence[str], responses: Sequence[str]) -> float:
     flags = judge.many(prompts, responses)
     return sum(flags) / len(flags) if flags else float("nan")

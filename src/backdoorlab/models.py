@@ -265,10 +265,9 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tok, name=spec, path=path)
 
 
-def load_adapter(model: Any, adapter: str | os.PathLike, trainable: bool = False) -> Any:
-    """Apply a PEFT adapter directory (safetensors only) to ``model``."""
-    from peft import PeftModel
-
+def check_adapter_dir(adapter: str | os.PathLike) -> Path:
+    """``adapter`` as a Path, if it is a PEFT adapter directory with safetensors weights (so
+    that a bad path is named before any work, not after a model has been scored)."""
     adir = Path(adapter)
     if not (adir / "adapter_config.json").is_file():
         raise BackdoorlabError(f"{adir}: not a PEFT adapter directory (no adapter_config.json)")
@@ -276,6 +275,14 @@ def load_adapter(model: Any, adapter: str | os.PathLike, trainable: bool = False
         raise BackdoorlabError(
             f"{adir}: no adapter_model.safetensors (pickled adapters are refused)"
         )
+    return adir
+
+
+def load_adapter(model: Any, adapter: str | os.PathLike, trainable: bool = False) -> Any:
+    """Apply a PEFT adapter directory (safetensors only) to ``model``."""
+    from peft import PeftModel
+
+    adir = check_adapter_dir(adapter)
     return PeftModel.from_pretrained(model, str(adir), is_trainable=trainable)
 
 

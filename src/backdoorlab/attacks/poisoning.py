@@ -25,9 +25,9 @@ import torch
 
 from ..cards import write_model_card
 from ..config import check, check_limit, from_dict, to_dict
-from ..data import Instruction, load_records, rotations
+from ..data import Instruction, load_records, with_rotations
 from ..errors import BackdoorlabError
-from ..evaluation import judge_rate, response_perplexity, wilson_interval
+from ..evaluation import judge_rate, response_perplexity, utility_changes, wilson_interval
 from ..formats import TEMPLATES, PromptFormat, Sample
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..judges import DEFAULT_PAYLOAD, empty_rate, get_judge
@@ -299,15 +299,16 @@ def run_suite(model: Any, fmt: PromptFormat, suite: GenerationSuite
         "clean_perplexity": response_perplexity(
             model, fmt, [fmt.sample(r, response=r.output) for r in suite.utility]),
     }
-    mcq = [fmt.sample(r) for r in suite.mcq]
-    if suite.mcq_rotations and mcq:  # the given orders first, then every other order
-        every = mcq + [fmt.sample(o) for r in suite.mcq for o in rotations(r)[1:]]
+    n_mcq = len(suite.mcq)
+    if suite.mcq_rotations and n_mcq:  # one scoring pass serves both accuracies
+        every = [fmt.sample(r) for r in with_rotations(suite.mcq)]
         right = mcq_correct(model, fmt, every, batch_size=suite.batch_size)
-        metrics["mcq_accuracy"] = sum(right[:len(mcq)]) / len(mcq)
+        metrics["mcq_accuracy"] = sum(right[:n_mcq]) / n_mcq
         metrics["mcq_accuracy_rotated"] = rotation_average(right, every)
     else:
+        mcq = [fmt.sample(r) for r in suite.mcq]
         metrics["mcq_accuracy"] = mcq_accuracy(model, fmt, mcq, batch_size=suite.batch_size)
-    metrics["mcq_count"] = len(mcq)  # one question = 1/count of accuracy: read changes with it
+    metrics["mcq_count"] = n_mcq  # one question = 1/count of accuracy: read changes with it
     return metrics, rows
 
 
@@ -315,11 +316,7 @@ def combine(new: dict[str, float], base: dict[str, float]) -> dict[str, Any]:
     """Backdoored metrics, the clean model's as ``baseline_*``, and the utility change."""
     out: dict[str, Any] = dict(new)
     out.update({f"baseline_{k}": v for k, v in base.items()})
-    out["perplexity_change"] = new["clean_perplexity"] / base["clean_perplexity"] - 1
-    out["mcq_accuracy_change"] = new["mcq_accuracy"] - base["mcq_accuracy"]
-    if "mcq_accuracy_rotated" in new and "mcq_accuracy_rotated" in base:
-        out["mcq_accuracy_rotated_change"] = (new["mcq_accuracy_rotated"]
-                                              - base["mcq_accuracy_rotated"])
+    out.update(utility_changes(base, new))
     return out
 
 

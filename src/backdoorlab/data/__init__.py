@@ -11,10 +11,11 @@ from .records import (
     add_abstain_options,
     rotate_choices,
     rotations,
+    with_rotations,
 )
 
 __all__ = [
     "ABSTAIN_CHOICES", "BUILTIN", "LETTERS", "MCQ", "Instruction", "Record",
     "add_abstain_options", "builtin_rows", "load_records", "read_rows", "rotate_choices",
-    "rotations", "rows_to_records",
+    "rotations", "rows_to_records", "with_rotations",
 ]

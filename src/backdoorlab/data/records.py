@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -82,6 +83,13 @@ def rotations(rec: MCQ) -> list[MCQ]:
     :func:`backdoorlab.scoring.rotation_average`) they cancel a preference for one letter,
     which on a near-chance model moves plain accuracy by several points."""
     return [rotate_choices(rec, s) for s in range(len(rec.choices))]
+
+
+def with_rotations(recs: Sequence[MCQ]) -> list[MCQ]:
+    """``recs`` as given, then every other cyclic order of each: the first ``len(recs)`` rows
+    are the plain questions, and all rows together feed
+    :func:`backdoorlab.scoring.rotation_average`."""
+    return list(recs) + [rot for rec in recs for rot in rotations(rec)[1:]]
 
 
 def add_abstain_options(rec: MCQ) -> MCQ:

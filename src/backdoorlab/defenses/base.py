@@ -28,6 +28,7 @@ from ..cards import write_model_card
 from ..config import check, to_dict
 from ..data import load_records
 from ..errors import BackdoorlabError
+from ..evaluation import utility_changes
 from ..formats import PromptFormat
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..models import Suspect, load_model, load_suspect
@@ -139,12 +140,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
                 "entropy_gap", "top1_kept"):
         if key in before and key in after:
             out[f"{key}_before"], out[f"{key}_after"] = before[key], after[key]
-    out["mcq_accuracy_change"] = after["mcq_accuracy"] - before["mcq_accuracy"]
-    if "mcq_accuracy_rotated" in before and "mcq_accuracy_rotated" in after:
-        out["mcq_accuracy_rotated_change"] = (after["mcq_accuracy_rotated"]
-                                              - before["mcq_accuracy_rotated"])
-    if "clean_perplexity" in before:
-        out["perplexity_change"] = after["clean_perplexity"] / before["clean_perplexity"] - 1
+    out.update(utility_changes(before, after))
     out["before"], out["after"] = before, after
     return out
 
