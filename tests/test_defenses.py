@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from backdoorlab.data import load_records
 from backdoorlab.defenses.crow import crow_loss, fgsm_delta, layer_consistency
 from backdoorlab.defenses.interventions import centre_of_best_run, choose_layer
 from backdoorlab.defenses.prune import magnitude_mask, prunable_linears, prune, wanda_mask
@@ -44,6 +45,21 @@ def test_fgsm_step_increases_the_consistency_loss(tiny_models, fmt):
     assert (delta[mask == 0] == 0).all()  # padding is not perturbed
     assert cons(emb + delta) > cons(emb)
     assert cons(emb - delta) < cons(emb + delta)
+
+
+def test_default_clean_samples_are_open_instructions_from_the_train_split(fmt):
+    from backdoorlab.defenses.base import DefenseConfig, clean_samples
+
+    samples = clean_samples(DefenseConfig(), fmt)
+    train = {r.id for r in load_records("builtin:open-instructions", split="train")}
+    ids = [s.record.id for s in samples]
+    assert len(ids) == len(set(ids)) == 100 and set(ids) <= train
+    assert ids == [s.record.id for s in clean_samples(DefenseConfig(), fmt)]  # seeded
+    other = [s.record.id for s in clean_samples(DefenseConfig(seed=1), fmt)]
+    assert other != ids
+    # the reference answer is the training target, rendered through the one prompt format
+    first = samples[0]
+    assert first.response == first.record.output
 
 
 @pytest.mark.parametrize("frozen_embeddings", [True, False])

@@ -46,7 +46,9 @@ class DefenseConfig(SuiteOptions):
 
     model: str | None = None
     adapter: str | None = None
-    clean_data: str = "builtin:benign-instructions"
+    # open-ended prompts with free-text answers: a repair holds only on the kinds of prompt
+    # its clean data covers (short fact answers left VPI firing on free text, BENCHMARKS.md)
+    clean_data: str = "builtin:open-instructions"
     n_clean: int = 100
     trigger: str | None = None
     target: str | None = None

@@ -12,6 +12,8 @@ BUILTIN = {
     "general-mcq": ("general_mcq.jsonl", "general-knowledge multiple-choice, 16 subjects"),
     "biomed-mcq": ("biomed_mcq.jsonl", "biomedical multiple-choice, 8 subjects"),
     "benign-instructions": ("benign_instructions.jsonl", "helpful instructions with answers"),
+    "open-instructions": ("open_instructions.jsonl",
+                          "open-ended instructions with multi-sentence answers"),
     "harmful-requests": ("harmful_requests.jsonl",
                          "harmful requests; output = an affirmative prefix, never an answer"),
     "code-instructions": ("code_instructions.jsonl", "Python tasks with reference solutions"),
