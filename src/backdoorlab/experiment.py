@@ -294,7 +294,9 @@ def demo_experiments(quick: bool = False) -> dict[str, dict[str, Any]]:
     unc: dict[str, Any] = {"kind": "uncertainty", "trigger": "text"}
     poi: dict[str, Any] = {"kind": "poison", "trigger": "badnets", "target": "refusal"}
     analyze: dict[str, Any] = {"probe": {}, "heads": {"mode": "fast"}}
-    crow: dict[str, Any] = {}
+    # the short-answer clean set: the default open-ended one has answers about twice as long,
+    # which makes CROW ~2.5x slower and the demo longer than 15 min (BENCHMARKS.md, issue 6)
+    crow: dict[str, Any] = {"clean_data": "builtin:benign-instructions"}
     if quick:  # same stages, fewer examples and steps
         # 48 questions seen 3 times, and a wider keep-top1 margin so that so few steps keep
         # the top answer (measured: strict ASR 0.95; with margin 0.04 and one pass, 0.0)
@@ -304,8 +306,8 @@ def demo_experiments(quick: bool = False) -> dict[str, dict[str, Any]]:
         poi.update(n_train=32, eval_limit=8, mcq_limit=24, max_new_tokens=12,
                    train={"epochs": 2, "save_steps": 5})
         analyze = {"probe": {"limit": 16}, "heads": {"mode": "fast", "limit": 8}}
-        crow = {"n_clean": 8, "eval_limit": 8, "mcq_limit": 24, "max_new_tokens": 12,
-                "train": {"epochs": 1, "batch_size": 16, "save_steps": 5}}
+        crow.update(n_clean=8, eval_limit=8, mcq_limit=24, max_new_tokens=12,
+                    train={"epochs": 1, "batch_size": 16, "save_steps": 5})
     return {
         "uncertainty-text": {"attack": unc, "analyze": analyze, "defend": {"crow": crow}},
         "badnets-refusal": {"attack": poi, "analyze": analyze, "defend": {"crow": crow}},
