@@ -31,8 +31,8 @@ def test_builtin_sets_sizes_and_splits():
 
 def test_open_instructions_fit_for_clean_data():
     """CROW's default clean set: open-ended, held apart from the prompts defenses are scored
-    on, and free of every built-in trigger (a trigger in clean data would teach its removal
-    on the wrong examples and leak the defender's knowledge)."""
+    on, and free of every built-in trigger (a trigger in it would hand the defense knowledge
+    of the trigger, which a defender does not have)."""
     from backdoorlab.triggers import parse_trigger
 
     rows = load_records("builtin:open-instructions")
