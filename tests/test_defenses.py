@@ -293,7 +293,14 @@ def test_defend_rejects_bad_values(tiny_dir, tmp_path, capsys):
               "--out", str(tmp_path / "w")])
     assert exc.value.code == 2
     assert "'merge_adapter': needs --adapter" in capsys.readouterr().err
-    for d in "xyzw":
+    for i, cmd in enumerate(["crow", "finetune", "prune"]):  # read before any evaluation
+        with pytest.raises(SystemExit) as exc:
+            main(["defend", cmd, "--model", str(tiny_dir), "--set", "trigger=badnets",
+                  "--set", "target=refusal", "--clean-data", str(tmp_path / "nope.jsonl"),
+                  "--out", str(tmp_path / f"c{i}")])
+        assert exc.value.code == 2
+        assert f"{tmp_path / 'nope.jsonl'}: no such file" in capsys.readouterr().err
+    for d in ["x", "y", "z", "w", "c0", "c1", "c2"]:
         assert not (tmp_path / d).exists()
 
 

@@ -83,6 +83,7 @@ class AttackEval:
         self.seed, self.batch_size = cfg.seed, cfg.eval_batch_size
         self.before: dict[str, Any] | None = None  # the suspect's own results, once measured
         self.rows: list[dict[str, Any]] = []  # the generations of the latest call
+        self.clean: list[Any] = []  # the clean samples, where the defense asked for them
         if self.kind == "uncertainty":
             from ..attacks.uncertainty import load_questions
 
@@ -164,7 +165,7 @@ def clean_samples(cfg: DefenseConfig, fmt: PromptFormat) -> list[Any]:
 def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
                 repair: Callable[[Suspect, AttackEval, Path], dict[str, Any]],
                 validate: Callable[[Any], None] | None = None, trainable: bool = False,
-                trust_remote_code: bool = False) -> dict[str, Any]:
+                clean: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
     """Load the suspect, evaluate it, ``repair`` it (which saves the repaired artefact and
     returns ``{"model": repaired model, "artifact": ..., "what": ..., **details}``; options that
     need the model are checked first by ``validate(model)``), evaluate
@@ -174,6 +175,8 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     ev = AttackEval(suspect, cfg)
     if validate is not None:  # options that need the model, checked before anything is written
         validate(suspect.model)
+    if clean:  # the clean data (``ev.clean``) read before anything is written or evaluated
+        ev.clean = clean_samples(cfg, ev.fmt)
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     save_config(path, cfg, defense=name, trigger=ev.trigger, target=ev.target)

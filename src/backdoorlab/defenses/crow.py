@@ -25,7 +25,7 @@ from ..config import check, from_dict, to_dict
 from ..models import Suspect
 from ..scoring import position_ids
 from ..training import SampleCollator, TrainConfig, train
-from .base import AttackEval, DefenseConfig, clean_samples, run_defense
+from .base import AttackEval, DefenseConfig, run_defense
 
 
 def token_inconsistency(hidden: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -118,7 +118,7 @@ def run_crow(cfg: CrowConfig | dict[str, Any], out: str | Path, *, name: str = "
         cfg = from_dict(CrowConfig, cfg, where=f"defend {name}")
 
     def repair(suspect: Suspect, ev: AttackEval, path: Path) -> dict[str, Any]:
-        samples = clean_samples(cfg, ev.fmt)
+        samples = ev.clean
         # the suspect's adapter is trained further; a full (or merged) model gets a fresh LoRA
         model = suspect.model.merge_and_unload() if cfg.merge_adapter else suspect.model
         tcfg = TrainConfig(**{**to_dict(cfg.train), "lora": True})
@@ -138,4 +138,4 @@ def run_crow(cfg: CrowConfig | dict[str, Any], out: str | Path, *, name: str = "
                 "training": result.summary(), "n_clean": len(samples)}
 
     return run_defense(name, cfg, out, repair=repair, trainable=cfg.adapter is not None,
-                       trust_remote_code=trust_remote_code)
+                       clean=True, trust_remote_code=trust_remote_code)

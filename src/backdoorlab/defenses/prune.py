@@ -25,7 +25,7 @@ from ..errors import unknown
 from ..models import Suspect
 from ..progress import progress
 from ..training import SampleCollator
-from .base import AttackEval, DefenseConfig, clean_samples, run_defense
+from .base import AttackEval, DefenseConfig, run_defense
 
 METHODS = ("magnitude", "wanda")
 
@@ -159,7 +159,7 @@ def run_prune(cfg: PruneConfig | dict[str, Any], out: str | Path, *,
         original = {n: lin.weight.detach().clone() for n, lin in prunable_linears(model).items()}
         norms = None
         if cfg.method == "wanda":
-            samples = clean_samples(cfg, ev.fmt)[:cfg.n_calibration]
+            samples = ev.clean[:cfg.n_calibration]
             collate = SampleCollator(ev.fmt)
             norms = input_norms(model, [collate(samples[i:i + 8])
                                         for i in range(0, len(samples), 8)])
@@ -185,7 +185,8 @@ def run_prune(cfg: PruneConfig | dict[str, Any], out: str | Path, *,
                 "what": f"{cfg.method} unstructured pruning at sparsity {chosen} of the "
                         "decoder's linear layers (adapter merged first)"}
 
-    return run_defense("prune", cfg, out, repair=repair, trust_remote_code=trust_remote_code)
+    return run_defense("prune", cfg, out, repair=repair, clean=cfg.method == "wanda",
+                       trust_remote_code=trust_remote_code)
 
 
 def _restore(model: Any, original: dict[str, torch.Tensor]) -> None:
