@@ -62,6 +62,31 @@ def test_default_clean_samples_are_open_instructions_from_the_train_split(fmt):
     assert first.response == first.record.output
 
 
+def test_clean_sources_joined_by_plus_share_n_clean(fmt, tmp_path):
+    from backdoorlab.defenses.base import DefenseConfig, clean_samples
+    from backdoorlab.errors import BackdoorlabError
+
+    mix = "builtin:benign-instructions+builtin:open-instructions"
+    samples = clean_samples(DefenseConfig(clean_data=mix, n_clean=11), fmt)
+    short = {r.id for r in load_records("builtin:benign-instructions", split="train")}
+    long_ = {r.id for r in load_records("builtin:open-instructions", split="train")}
+    ids = [s.record.id for s in samples]
+    assert len(set(ids)) == 11
+    assert sum(i in short for i in ids) == 6 and sum(i in long_ for i in ids) == 5
+    # interleaved, not one source after the other, and seeded
+    assert [i in short for i in ids] != sorted((i in short for i in ids), reverse=True)
+    assert ids == [s.record.id for s in clean_samples(DefenseConfig(clean_data=mix,
+                                                                    n_clean=11), fmt)]
+    # a file whose own name holds a '+' is one source
+    f = tmp_path / "a+b.jsonl"
+    f.write_text(json.dumps({"instruction": "Say hi.", "output": "Hi."}) + "\n")
+    assert [s.response for s in clean_samples(DefenseConfig(clean_data=str(f)), fmt)] == ["Hi."]
+    with pytest.raises(BackdoorlabError, match="option 'clean_data': empty source"):
+        DefenseConfig(clean_data="builtin:open-instructions+")
+    with pytest.raises(BackdoorlabError, match="option 'n_clean': 1 is fewer than the 2"):
+        DefenseConfig(clean_data=mix, n_clean=1)
+
+
 @pytest.mark.parametrize("frozen_embeddings", [True, False])
 def test_crow_loss_one_clean_forward_equals_the_three_pass_definition(tiny_models, fmt,
                                                                       frozen_embeddings):

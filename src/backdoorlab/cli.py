@@ -382,7 +382,8 @@ def defend_realign(
 
 DefOut = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
 CleanOpt = Annotated[str | None, typer.Option("--clean-data", help="Clean data (default: "
-                                              "builtin:open-instructions).")]
+                                              "builtin:open-instructions); several sources "
+                                              "joined by '+' share --n-clean.")]
 NCleanOpt = Annotated[int | None, typer.Option(help="Clean examples (default 100).")]
 NoEvalOpt = Annotated[bool, typer.Option("--no-eval", help="Skip the before/after evaluation.")]
 MergeOpt = Annotated[bool, typer.Option(

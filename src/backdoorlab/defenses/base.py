@@ -47,7 +47,8 @@ class DefenseConfig(SuiteOptions):
     model: str | None = None
     adapter: str | None = None
     # open-ended prompts with free-text answers: a repair holds only on the kinds of prompt
-    # its clean data covers (short fact answers left VPI firing on free text, BENCHMARKS.md)
+    # its clean data covers (short fact answers left VPI firing on free text, BENCHMARKS.md);
+    # several sources joined by '+' share n_clean
     clean_data: str = "builtin:open-instructions"
     n_clean: int = 100
     trigger: str | None = None
@@ -58,6 +59,9 @@ class DefenseConfig(SuiteOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.n_clean >= 1, "n_clean", f"must be >= 1, got {self.n_clean}")
+        n = len(clean_sources(self.clean_data))  # a malformed mix fails here, not after loading
+        check(self.n_clean >= n, "n_clean", f"{self.n_clean} is fewer than the {n} clean-data "
+              "sources that share it")
 
 
 class AttackEval:
@@ -148,17 +152,38 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def clean_sources(spec: str) -> list[str]:
+    """The sources named by a ``--clean-data`` value: one file or set, or several joined by
+    ``+`` (``builtin:benign-instructions+builtin:open-instructions``); a file whose own name
+    holds a ``+`` is taken whole."""
+    if "+" not in spec or Path(spec).exists():
+        return [spec]
+    parts = [p.strip() for p in spec.split("+")]
+    if not all(parts):
+        raise BackdoorlabError(f"option 'clean_data': empty source in {spec!r}; join sources "
+                               "with '+', e.g. builtin:benign-instructions+my_clean.jsonl")
+    return parts
+
+
 def clean_samples(cfg: DefenseConfig, fmt: PromptFormat) -> list[Any]:
-    """``n_clean`` clean instructions with their reference answers (train split if any)."""
-    src = cfg.clean_data
-    split = "train" if src.startswith("builtin:") else None
-    recs = load_records(src, kind="instruction", split=split)
-    if not recs:
-        raise BackdoorlabError(f"{src}: no clean records")
+    """``n_clean`` clean instructions with their reference answers (train split if any).
+
+    Several sources share ``n_clean`` equally (the first ones take the remainder), so a mix
+    of short fact answers and open-ended ones covers both kinds of prompt."""
     import random
 
     rng = random.Random(cfg.seed)
-    picked = rng.sample(recs, min(cfg.n_clean, len(recs)))
+    sources = clean_sources(cfg.clean_data)
+    picked: list[Any] = []
+    for i, src in enumerate(sources):
+        split = "train" if src.startswith("builtin:") else None
+        recs = load_records(src, kind="instruction", split=split)
+        if not recs:
+            raise BackdoorlabError(f"{src}: no clean records")
+        share = cfg.n_clean // len(sources) + (i < cfg.n_clean % len(sources))
+        picked += rng.sample(recs, min(share, len(recs)))
+    if len(sources) > 1:
+        rng.shuffle(picked)
     return [fmt.sample(r, response=r.output) for r in picked]
 
 
