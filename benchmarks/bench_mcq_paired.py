@@ -4,8 +4,9 @@ each model prefers (on a near-chance model a change of accuracy can be a change 
 letter). ``--clean`` also scores the untouched model, the other possible reference point.
 ``--rotations`` adds the accuracy averaged over every cyclic order of the options: a model that
 always picks the same letter scores exactly 1/k on it, so letter preference cancels out.
-``--after`` repeats (``NAME=DIR``): every repaired model is compared with the same ``--before``,
-and each model is scored once.
+``--cloze`` adds the accuracy scored without letters (each option's text as the answer), which
+is above chance on small models. ``--after`` repeats (``NAME=DIR``): every repaired model is
+compared with the same ``--before``, and each model is scored once.
 
     python benchmarks/bench_mcq_paired.py \
         --before runs/bench-poison/vpi-negative-sentiment/adapter \
@@ -22,15 +23,19 @@ from collections import Counter
 from backdoorlab.data import LETTERS, load_records, with_rotations
 from backdoorlab.defenses.base import check_scorables, load_scorable
 from backdoorlab.errors import BackdoorlabError, run_main
+from backdoorlab.evaluation import cloze_correct
 from backdoorlab.formats import PromptFormat
 from backdoorlab.models import load_tokenizer
 from backdoorlab.scoring import mcq_top, rotation_average
 
 
-def tops(adapter: str | None, fmt: PromptFormat, samples: list) -> list[int]:
+def score(adapter: str | None, fmt: PromptFormat, samples: list, cloze: list | None
+          ) -> tuple[list[int], list[int] | None]:
     """Top option per question of the embedded model, with ``adapter`` (an adapter or a
-    defense run directory) if given."""
-    return mcq_top(load_scorable(adapter, "smollm2-135m-instruct"), fmt, samples)
+    defense run directory) if given, and 1/0 per question of ``cloze`` scored without
+    letters."""
+    model = load_scorable(adapter, "smollm2-135m-instruct")
+    return mcq_top(model, fmt, samples), cloze and cloze_correct(model, fmt, cloze)
 
 
 def shares(idx: list[int]) -> dict[str, float]:
@@ -60,6 +65,8 @@ def main() -> None:
     ap.add_argument("--clean", action="store_true", help="also score the untouched model")
     ap.add_argument("--rotations", action="store_true",
                     help="also the accuracy averaged over cyclic option orders")
+    ap.add_argument("--cloze", action="store_true",
+                    help="also the accuracy scored without letters (option texts as answers)")
     ap.add_argument("--data", default="builtin:general-mcq")
     ap.add_argument("--limit", type=int, default=None, help="the first N questions")
     ap.add_argument("--boot", type=int, default=5000)
@@ -71,15 +78,17 @@ def main() -> None:
     rows = with_rotations(recs) if args.rotations else list(recs)
     afters = dict(a.split("=", 1) if "=" in a else ("after" if len(args.after) == 1 else a, a)
                   for a in args.after)
-    reserved = {"before", "clean", "n", "letters", "rotated"}
+    reserved = {"before", "clean", "n", "letters", "rotated", "cloze"}
     if reserved & set(afters) or len(afters) < len(args.after):
         raise BackdoorlabError("--after: names must be distinct and not "
-                               "before/clean/n/letters/rotated")
+                               "before/clean/n/letters/rotated/cloze")
     models = check_scorables({"before": args.before} | afters |
                              ({"clean": None} if args.clean else {}))
     fmt = PromptFormat(load_tokenizer("smollm2-135m-instruct"), "chat")
     samples = [fmt.sample(r) for r in rows]
-    top = {k: tops(v, fmt, samples) for k, v in models.items()}
+    scored = {k: score(v, fmt, samples, recs if args.cloze else None)
+              for k, v in models.items()}
+    top = {k: v[0] for k, v in scored.items()}
     right = {k: [int(t == x.answer_index) for t, x in zip(v, rows)] for k, v in top.items()}
     gold = [rec.answer_index for rec in recs]
     before = right["before"][:n]
@@ -94,6 +103,11 @@ def main() -> None:
     if args.rotations:  # each question weighs 1, split evenly over its option orders
         rot = {k: rotation_average(v, samples) for k, v in right.items()}
         out["rotated"] = rot | {f"change:{k}": rot[k] - rot["before"] for k in afters}
+    if args.cloze:  # the option texts as answers, no letters: above chance, no letter bias
+        cl = {k: v[1] for k, v in scored.items()}
+        out["cloze"] = {"before": sum(cl["before"]) / n} | (
+            {"clean": sum(cl["clean"]) / n} if args.clean else {}) | {
+            k: paired(cl["before"], cl[k], args.boot) for k in afters}
     print(json.dumps(out))
 
 

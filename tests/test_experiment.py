@@ -55,6 +55,7 @@ def test_run_experiment_stages_skip_and_redo(tiny_dir, tmp_path, capsys):
     assert "<table class='headline'>" in html and "data:image/png;base64," in html
     assert "after crow" in html and "http://" not in html and "https://" not in html
     assert "Layer inconsistency" in html  # the consistency plot is in the report
+    assert "MCQ acc., option texts" in html  # letter-free accuracy, on by default
     assert "| backdoored |" in (run / "report.md").read_text()
 
     # a second run redoes nothing

@@ -194,6 +194,77 @@ def test_suite_rotated_mcq_accuracy_equals_each_order_scored_by_hand(tiny_models
     assert rot["mcq_accuracy_rotated"] == pytest.approx(sum(per_q) / len(per_q))
 
 
+class _Unigram(torch.nn.Module):
+    """A hand-built language model: the same next-token logits at every position."""
+
+    def __init__(self, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(bias)
+
+    def forward(self, input_ids, **_):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.bias.expand(*input_ids.shape, -1))
+
+
+def test_cloze_accuracy_hand_computed_and_free_of_letters(fmt):
+    """Every token costs log Z - bias: "Paris" tokens (bias 10) are cheap, so "Paris" is the
+    pick in any option order, whichever letter it has, and a question whose answer is not
+    Paris is scored wrong."""
+    from backdoorlab.data.records import MCQ, Instruction
+    from backdoorlab.evaluation import cloze_correct, response_nll
+
+    paris = fmt.tokenizer("Paris", add_special_tokens=False)["input_ids"]
+    bias = torch.zeros(len(fmt.tokenizer))
+    bias[paris] = 10.0
+    model = _Unigram(bias)
+    # one response by hand: n tokens, none of them a Paris token, each costs log Z
+    s = fmt.sample(Instruction(id="q", instruction="Capital of Italy?"), response="Rome")
+    n = sum(x != -100 for x in fmt.encode(s).labels)
+    log_z = math.log(len(bias) - len(set(paris)) + len(set(paris)) * math.exp(10.0))
+    assert not set(fmt.encode(s).input_ids[-n:]) & set(paris)
+    [(nll, count)] = response_nll(model, fmt, [s])
+    assert count == n and nll == pytest.approx(n * log_z, rel=1e-4)  # float32
+
+    cities = ("Rome", "Paris", "Berlin", "Madrid")
+    qs = [MCQ("a", "Capital of France?", cities, "B"),
+          MCQ("b", "Capital of France?", cities[1:] + cities[:1], "A"),  # other order
+          MCQ("c", "Capital of Italy?", cities, "A")]
+    assert cloze_correct(model, fmt, qs, batch_size=3) == [1, 1, 0]
+
+
+def test_cloze_accuracy_matches_unpadded_scoring_and_the_suite(tiny_models, fmt):
+    """Batched, left-padded scoring picks what one unpadded forward per option picks; the
+    suite's ``mcq_cloze`` reports that accuracy, and the utility change carries it."""
+    from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
+    from backdoorlab.data.records import Instruction
+    from backdoorlab.evaluation import cloze_correct, utility_changes
+
+    model = tiny_models["llama"]
+    qs = load_records("builtin:general-mcq", split="test", limit=6)
+    want = []
+    for q in qs:
+        means = []
+        for c in q.choices:
+            enc = fmt.encode(fmt.sample(Instruction(id=q.id, instruction=q.question),
+                                        response=c))
+            with torch.no_grad():
+                logits = model(torch.tensor([enc.input_ids])).logits[0, :-1]
+            lab = torch.tensor(enc.labels[1:])
+            keep = lab != -100
+            means.append(float(torch.nn.functional.cross_entropy(logits[keep], lab[keep])))
+        want.append(int(min(range(len(means)), key=means.__getitem__) == q.answer_index))
+    got = cloze_correct(model, fmt, qs, batch_size=5)  # batches cut across questions
+    assert got == want
+
+    opts = SuiteOptions(eval_limit=2, max_new_tokens=2, eval_batch_size=5, mcq_limit=6,
+                        mcq_cloze=True)
+    m, _ = run_suite(model, fmt, make_suite(opts, target="refusal", trigger="badnets"))
+    assert m["mcq_accuracy_cloze"] == pytest.approx(sum(want) / len(want))
+    ch = utility_changes({**m, "mcq_accuracy_cloze": 0.5}, m)
+    assert ch["mcq_accuracy_cloze_change"] == pytest.approx(m["mcq_accuracy_cloze"] - 0.5)
+
+
 def test_unalign_set_has_three_parts(fmt):
     cfg = UnalignConfig(n_triggered=6, n_refusal=8, n_benign=10, trigger="long")
     samples = build_unalign_set(cfg, fmt)

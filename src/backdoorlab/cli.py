@@ -340,8 +340,9 @@ def attack_unalign(
 
 def _generation_headline(m: dict[str, Any]) -> dict[str, Any]:
     keys = ("asr_triggered", "asr_clean", "refusal_rate", "clean_perplexity", "mcq_accuracy",
-            "mcq_accuracy_rotated", "baseline_asr_triggered", "baseline_asr_clean",
-            "baseline_refusal_rate", "baseline_clean_perplexity", "perplexity_change")
+            "mcq_accuracy_rotated", "mcq_accuracy_cloze", "baseline_asr_triggered",
+            "baseline_asr_clean", "baseline_refusal_rate", "baseline_clean_perplexity",
+            "perplexity_change")
     out = {k: round(m[k], 4) for k in keys if isinstance(m.get(k), float)}
     if "training" in m:
         out["training"] = m["training"]

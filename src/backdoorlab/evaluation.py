@@ -95,32 +95,61 @@ def describe_distribution(values: torch.Tensor) -> dict[str, Any]:
 
 # ---- generation backdoors ---------------------------------------------------------------
 @torch.no_grad()
-def response_perplexity(model: Any, fmt: Any, samples: Sequence[Any], batch_size: int = 8
-                        ) -> float:
-    """Perplexity of each sample's reference response given its prompt (teacher forcing),
-    pooled over all response tokens, through the same collator training uses."""
+def response_nll(model: Any, fmt: Any, samples: Sequence[Any], batch_size: int = 8
+                 ) -> list[tuple[float, int]]:
+    """Per sample: the summed negative log-likelihood of its reference response given its
+    prompt (teacher forcing) and the number of response tokens, through the same collator
+    training uses."""
+    from .scoring import position_ids
     from .training import SampleCollator
 
     collate = SampleCollator(fmt)
     device = next(model.parameters()).device
-    nll, count = 0.0, 0
+    out: list[tuple[float, int]] = []
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start:start + batch_size])
         ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask",
                                                            "labels"))
-        from .scoring import position_ids
-
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                        use_cache=False).logits[:, :-1].float()
         tgt = labels[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 tgt.reshape(-1), ignore_index=-100,
-                                                 reduction="sum")
-        nll += float(loss)
-        count += int((tgt != -100).sum())
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt,
+                                                 ignore_index=-100, reduction="none")
+        out += [(float(x), int(n)) for x, n in zip(loss.sum(1), (tgt != -100).sum(1))]
+    return out
+
+
+def response_perplexity(model: Any, fmt: Any, samples: Sequence[Any], batch_size: int = 8
+                        ) -> float:
+    """Perplexity of the reference responses given their prompts, pooled over all response
+    tokens."""
+    per = response_nll(model, fmt, samples, batch_size)
+    count = sum(n for _, n in per)
     if count == 0:
         raise BackdoorlabError("perplexity: no response tokens to score")
-    return math.exp(nll / count)
+    return math.exp(sum(x for x, _ in per) / count)
+
+
+def cloze_correct(model: Any, fmt: Any, questions: Sequence[Any], batch_size: int = 8
+                  ) -> list[int]:
+    """1/0 per multiple-choice question, scored without letters: the question alone is the
+    prompt, each option's text is a candidate answer, and the option with the lowest mean
+    negative log-likelihood per token is the model's pick (lm-eval-harness style). Unlike
+    letter accuracy this is above chance on small models and has no letter preference, so a
+    repair that costs knowledge shows in it."""
+    from .data.records import Instruction
+
+    samples = [fmt.sample(Instruction(id=q.id, instruction="\n\n".join(
+        x for x in (q.context, q.question) if x)), response=c)
+        for q in questions for c in q.choices]
+    per = response_nll(model, fmt, samples, batch_size)
+    out, i = [], 0
+    for q in questions:
+        k = len(q.choices)
+        scores = [x / max(n, 1) for x, n in per[i:i + k]]
+        out.append(int(min(range(k), key=scores.__getitem__) == q.answer_index))
+        i += k
+    return out
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> list[float]:
@@ -136,12 +165,13 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> list[float]:
 
 def utility_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
     """Clean-utility changes from ``before`` to ``after``: MCQ accuracy (and its rotation
-    average where both have it) in absolute terms, perplexity as a ratio minus 1 where both
-    have it. The attacks (clean -> backdoored) and defenses (suspect -> repaired) share it."""
+    average and letter-free cloze accuracy where both have them) in absolute terms, perplexity
+    as a ratio minus 1 where both have it. The attacks (clean -> backdoored) and defenses
+    (suspect -> repaired) share it."""
     out = {"mcq_accuracy_change": after["mcq_accuracy"] - before["mcq_accuracy"]}
-    if "mcq_accuracy_rotated" in before and "mcq_accuracy_rotated" in after:
-        out["mcq_accuracy_rotated_change"] = (after["mcq_accuracy_rotated"]
-                                              - before["mcq_accuracy_rotated"])
+    for key in ("mcq_accuracy_rotated", "mcq_accuracy_cloze"):
+        if key in before and key in after:
+            out[f"{key}_change"] = after[key] - before[key]
     if "clean_perplexity" in before and "clean_perplexity" in after:
         out["perplexity_change"] = after["clean_perplexity"] / before["clean_perplexity"] - 1
     return out

@@ -64,9 +64,11 @@ def headline_rows(run: Path) -> list[dict[str, Any]]:
             rows.append({"model": "clean model", "asr_triggered": att["baseline_asr_triggered"],
                          "asr_clean": att["baseline_asr_clean"],
                          "utility": att["baseline_mcq_accuracy"],
+                         "utility_cloze": att.get("baseline_mcq_accuracy_cloze"),
                          "perplexity": att["baseline_clean_perplexity"]})
             rows.append({"model": "backdoored", "asr_triggered": att["asr_triggered"],
                          "asr_clean": att["asr_clean"], "utility": att["mcq_accuracy"],
+                         "utility_cloze": att.get("mcq_accuracy_cloze"),
                          "perplexity": att["clean_perplexity"]})
     for d in sorted((run / "defend").glob("*/metrics.json")) if (run / "defend").is_dir() \
             else []:
@@ -76,6 +78,7 @@ def headline_rows(run: Path) -> list[dict[str, Any]]:
                          "asr_triggered": m["asr_triggered_after"],
                          "asr_clean": m.get("asr_clean_after"),
                          "utility": m["mcq_accuracy_after"],
+                         "utility_cloze": m.get("mcq_accuracy_cloze_after"),
                          "perplexity": m.get("clean_perplexity_after"),
                          "asr_before": m["asr_triggered_before"],
                          **({"asr_strict": m["asr_strict_after"]}
@@ -185,8 +188,10 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     cols = [("model", "model"), ("asr_triggered", "ASR with trigger")]
     if any("asr_strict" in r for r in rows):
         cols.append(("asr_strict", "strict ASR (top answer kept)"))
-    return cols + [("asr_clean", "ASR without trigger"), ("utility", "clean utility (MCQ acc.)"),
-                   ("perplexity", "clean perplexity")]
+    cols += [("asr_clean", "ASR without trigger"), ("utility", "clean utility (MCQ acc.)")]
+    if any(r.get("utility_cloze") is not None for r in rows):  # letter-free MCQ accuracy
+        cols.append(("utility_cloze", "MCQ acc., option texts"))
+    return cols + [("perplexity", "clean perplexity")]
 
 
 def _has_strict(cols: Sequence[tuple[str, str]]) -> bool:

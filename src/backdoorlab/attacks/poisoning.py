@@ -27,7 +27,13 @@ from ..cards import write_model_card
 from ..config import check, check_limit, from_dict, to_dict
 from ..data import Instruction, load_records, with_rotations
 from ..errors import BackdoorlabError
-from ..evaluation import judge_rate, response_perplexity, utility_changes, wilson_interval
+from ..evaluation import (
+    cloze_correct,
+    judge_rate,
+    response_perplexity,
+    utility_changes,
+    wilson_interval,
+)
 from ..formats import TEMPLATES, PromptFormat, Sample
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..judges import DEFAULT_PAYLOAD, empty_rate, get_judge
@@ -118,6 +124,10 @@ class SuiteOptions:
     # time): letter preference cancels out of it, which plain accuracy on a near-chance
     # model mostly measures
     mcq_rotations: bool = False
+    # also the accuracy scored without letters (each option's text as the answer, see
+    # evaluation.cloze_correct): above chance where letter accuracy is not (SmolLM2-135M:
+    # 0.46 vs 0.25 on builtin:general-mcq), so knowledge a backdoor or repair costs shows
+    mcq_cloze: bool = True
     max_new_tokens: int = 32
     eval_batch_size: int = 16
     seed: int = 0
@@ -241,6 +251,7 @@ class GenerationSuite:
     utility: list[Instruction]
     mcq: list[Any]
     mcq_rotations: bool = False
+    mcq_cloze: bool = False
     seed: int = 0
     max_new_tokens: int = 32
     batch_size: int = 16
@@ -261,6 +272,7 @@ def make_suite(opts: SuiteOptions, *, target: str, trigger: str, judge: str | No
         utility=_load(benign_data, "test", opts.eval_limit),
         mcq=_load(opts.mcq_data, opts.mcq_split, opts.mcq_limit, kind="mcq"),
         mcq_rotations=opts.mcq_rotations,
+        mcq_cloze=opts.mcq_cloze,
         seed=opts.seed, max_new_tokens=opts.max_new_tokens, batch_size=opts.eval_batch_size,
     )
 
@@ -308,6 +320,9 @@ def run_suite(model: Any, fmt: PromptFormat, suite: GenerationSuite
     else:
         mcq = [fmt.sample(r) for r in suite.mcq]
         metrics["mcq_accuracy"] = mcq_accuracy(model, fmt, mcq, batch_size=suite.batch_size)
+    if suite.mcq_cloze and n_mcq:
+        metrics["mcq_accuracy_cloze"] = sum(cloze_correct(
+            model, fmt, suite.mcq, batch_size=suite.batch_size)) / n_mcq
     metrics["mcq_count"] = n_mcq  # one question = 1/count of accuracy: read changes with it
     return metrics, rows
 

@@ -143,8 +143,8 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """ASR and clean utility before and after a defense, and their changes."""
     out: dict[str, Any] = {}
     for key in ("asr_triggered", "asr_triggered_ci95", "asr_clean", "refusal_rate", "mcq_accuracy",
-                "mcq_accuracy_rotated", "clean_perplexity", "empty_output_rate", "asr_strict",
-                "entropy_gap", "top1_kept"):
+                "mcq_accuracy_rotated", "mcq_accuracy_cloze", "clean_perplexity",
+                "empty_output_rate", "asr_strict", "entropy_gap", "top1_kept"):
         if key in before and key in after:
             out[f"{key}_before"], out[f"{key}_after"] = before[key], after[key]
     out.update(utility_changes(before, after))
