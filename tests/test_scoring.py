@@ -193,8 +193,8 @@ def test_eval_mcq_rotations_equal_scoring_each_order_by_hand(real_model, tmp_pat
         assert exc.value.code in (0, None)
         return json.loads((out / "metrics.json").read_text())["4_options"]
 
-    plain, rot = run(tmp_path / "a"), run(tmp_path / "b", "--rotations")
-    assert rot["accuracy"] == plain["accuracy"]
+    plain, rot = run(tmp_path / "a"), run(tmp_path / "b", "--rotations", "--cloze")
+    assert rot["accuracy"] == plain["accuracy"] and "accuracy_cloze" not in plain
     assert rot["top_answer_share"] == plain["top_answer_share"]
     fmt = PromptFormat(real_model.tokenizer, "chat")
     per_q, tops = [], set()
@@ -205,6 +205,13 @@ def test_eval_mcq_rotations_equal_scoring_each_order_by_hand(real_model, tmp_pat
         per_q.append(sum(p == o.answer_index for p, o in zip(picks, rotations(rec))) / 4)
     assert len(tops) > 1  # the model's pick depends on the order, so the check can fail
     assert rot["accuracy_rotated"] == pytest.approx(sum(per_q) / len(per_q))
+    from backdoorlab.evaluation import cloze_correct
+
+    recs = load_records("builtin:general-mcq", split="test", limit=8)
+    assert rot["accuracy_cloze"] == sum(cloze_correct(real_model.model, fmt, recs)) / 8
+    with pytest.raises(SystemExit) as exc:  # letter-free scoring is of clean questions only
+        main(["eval", "mcq", "--limit", "2", "--cloze", "--trigger", "badnets"])
+    assert exc.value.code == 2
 
 
 def test_bf16_recheck_scores_close_calls_in_fp32(tiny_models, fmt, mcqs):

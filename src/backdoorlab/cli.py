@@ -124,12 +124,16 @@ def eval_mcq(
     rotations: Annotated[bool, typer.Option(help="Also score every cyclic order of each "
                                             "question's options and report the averaged "
                                             "accuracy (letter preference cancels out).")] = False,
+    cloze: Annotated[bool, typer.Option(help="Also the accuracy scored without letters: each "
+                                        "option's text as the answer (above chance on small "
+                                        "models).")] = False,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Accuracy, mean entropy and throughput of a model on multiple-choice questions."""
     from .data import add_abstain_options, load_records, with_rotations
+    from .evaluation import cloze_correct
     from .formats import PromptFormat
     from .io import atomic_write_json
     from .models import load_model
@@ -144,6 +148,8 @@ def eval_mcq(
 
     if dtype not in DTYPES:
         raise BackdoorlabError(f"option '--dtype': {dtype!r} is not one of {', '.join(DTYPES)}")
+    if cloze and trigger:
+        raise BackdoorlabError("option '--cloze': scores clean questions; not with --trigger")
     records = load_records(data, kind="mcq", columns=columns, split=split, limit=limit)
     if six_options:
         records = [add_abstain_options(r) for r in records]
@@ -171,6 +177,9 @@ def eval_mcq(
             m["accuracy_rotated"] = rotation_average(
                 [int(t == s.record.answer_index) for t, s in zip(top, samples)], samples)
         m["prompts_per_s"] = len(samples) / elapsed
+        if cloze:
+            m["accuracy_cloze"] = sum(cloze_correct(lm.model, fmt, group[:n],
+                                                    batch_size=batch_size)) / n
         metrics[f"{n_opts}_options"] = m
     _print_json(metrics)
     if out is not None:
