@@ -30,6 +30,7 @@ analyze:
 defend:
   crow:
     n_clean: 4
+    mcq_cloze: true
     eval_limit: 3
     max_new_tokens: 3
     train: {{epochs: 1, batch_size: 4}}
@@ -55,7 +56,7 @@ def test_run_experiment_stages_skip_and_redo(tiny_dir, tmp_path, capsys):
     assert "<table class='headline'>" in html and "data:image/png;base64," in html
     assert "after crow" in html and "http://" not in html and "https://" not in html
     assert "Layer inconsistency" in html  # the consistency plot is in the report
-    assert "MCQ acc., option texts" in html  # letter-free accuracy, on by default
+    assert "MCQ acc., option texts" in html  # letter-free accuracy, asked for by crow
     assert "| backdoored |" in (run / "report.md").read_text()
 
     # a second run redoes nothing

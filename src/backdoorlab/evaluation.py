@@ -110,9 +110,12 @@ def response_nll(model: Any, fmt: Any, samples: Sequence[Any], batch_size: int =
         batch = collate(samples[start:start + batch_size])
         ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask",
                                                            "labels"))
+        # left padding puts every response at the end: logits only from the position before
+        # the earliest response token (the prompt positions would be most of the cost)
+        keep = ids.shape[1] - int((labels != -100).float().argmax(1).min()) + 1
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                       use_cache=False).logits[:, :-1].float()
-        tgt = labels[:, 1:]
+                       use_cache=False, logits_to_keep=keep).logits[:, -keep:-1].float()
+        tgt = labels[:, ids.shape[1] - keep + 1:]
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt,
                                                  ignore_index=-100, reduction="none")
         out += [(float(x), int(n)) for x, n in zip(loss.sum(1), (tgt != -100).sum(1))]

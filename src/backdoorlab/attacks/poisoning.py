@@ -126,8 +126,9 @@ class SuiteOptions:
     mcq_rotations: bool = False
     # also the accuracy scored without letters (each option's text as the answer, see
     # evaluation.cloze_correct): above chance where letter accuracy is not (SmolLM2-135M:
-    # 0.46 vs 0.25 on builtin:general-mcq), so knowledge a backdoor or repair costs shows
-    mcq_cloze: bool = True
+    # 0.46 vs 0.25 on builtin:general-mcq), so knowledge a backdoor or repair costs shows;
+    # off by default: 4 scored answers per question
+    mcq_cloze: bool = False
     max_new_tokens: int = 32
     eval_batch_size: int = 16
     seed: int = 0
