@@ -47,13 +47,15 @@ def test_fgsm_step_increases_the_consistency_loss(tiny_models, fmt):
     assert cons(emb - delta) < cons(emb + delta)
 
 
-def test_default_clean_samples_are_open_instructions_from_the_train_split(fmt):
+def test_default_clean_samples_mix_both_builtin_sets_from_their_train_splits(fmt):
     from backdoorlab.defenses.base import DefenseConfig, clean_samples
 
     samples = clean_samples(DefenseConfig(), fmt)
-    train = {r.id for r in load_records("builtin:open-instructions", split="train")}
+    short = {r.id for r in load_records("builtin:benign-instructions", split="train")}
+    open_ = {r.id for r in load_records("builtin:open-instructions", split="train")}
     ids = [s.record.id for s in samples]
-    assert len(ids) == len(set(ids)) == 100 and set(ids) <= train
+    assert len(ids) == len(set(ids)) == 100 and set(ids) <= short | open_
+    assert len(set(ids) & short) == len(set(ids) & open_) == 50
     assert ids == [s.record.id for s in clean_samples(DefenseConfig(), fmt)]  # seeded
     other = [s.record.id for s in clean_samples(DefenseConfig(seed=1), fmt)]
     assert other != ids

@@ -391,9 +391,10 @@ def defend_realign(
 
 
 DefOut = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
-CleanOpt = Annotated[str | None, typer.Option("--clean-data", help="Clean data (default: "
-                                              "builtin:open-instructions); several sources "
-                                              "joined by '+' share --n-clean.")]
+CleanOpt = Annotated[str | None, typer.Option("--clean-data", help="Clean data; several sources "
+                                              "joined by '+' share --n-clean (default: builtin:"
+                                              "benign-instructions+builtin:open-instructions)."
+                                              )]
 NCleanOpt = Annotated[int | None, typer.Option(help="Clean examples (default 100).")]
 NoEvalOpt = Annotated[bool, typer.Option("--no-eval", help="Skip the before/after evaluation.")]
 MergeOpt = Annotated[bool, typer.Option(

@@ -46,10 +46,10 @@ class DefenseConfig(SuiteOptions):
 
     model: str | None = None
     adapter: str | None = None
-    # open-ended prompts with free-text answers: a repair holds only on the kinds of prompt
-    # its clean data covers (short fact answers left VPI firing on free text, BENCHMARKS.md);
-    # several sources joined by '+' share n_clean
-    clean_data: str = "builtin:open-instructions"
+    # short fact answers and open-ended ones, 50 each: a repair holds only on the kinds of
+    # prompt its clean data covers (fact answers alone left VPI firing on free text), and
+    # open-ended answers alone cost the short answers' perplexity (BENCHMARKS.md)
+    clean_data: str = "builtin:benign-instructions+builtin:open-instructions"
     n_clean: int = 100
     trigger: str | None = None
     target: str | None = None
