@@ -112,7 +112,9 @@ def response_nll(model: Any, fmt: Any, samples: Sequence[Any], batch_size: int =
                                                            "labels"))
         # left padding puts every response at the end: logits only from the position before
         # the earliest response token (the prompt positions would be most of the cost)
-        keep = ids.shape[1] - int((labels != -100).float().argmax(1).min()) + 1
+        scored = labels != -100
+        first = int(scored.float().argmax(1)[scored.any(1)].min()) if scored.any() else 1
+        keep = ids.shape[1] - max(first, 1) + 1
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                        use_cache=False, logits_to_keep=keep).logits[:, -keep:-1].float()
         tgt = labels[:, ids.shape[1] - keep + 1:]
