@@ -5,8 +5,11 @@ letter). ``--clean`` also scores the untouched model, the other possible referen
 ``--rotations`` adds the accuracy averaged over every cyclic order of the options: a model that
 always picks the same letter scores exactly 1/k on it, so letter preference cancels out.
 ``--cloze`` adds the accuracy scored without letters (each option's text as the answer), which
-is above chance on small models. ``--after`` repeats (``NAME=DIR``): every repaired model is
-compared with the same ``--before``, and each model is scored once.
+is above chance on small models. ``--unseen`` adds, for each ``--after`` that is a defense run,
+every view again on the questions its clean data does not ask (the built-in questions are all
+built-in fact instructions, so a repair can train on their answers). ``--after`` repeats
+(``NAME=DIR``): every repaired model is compared with the same ``--before``, and each model is
+scored once.
 
     python benchmarks/bench_mcq_paired.py \
         --before runs/bench-poison/vpi-negative-sentiment/adapter \
@@ -19,9 +22,10 @@ import argparse
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
-from backdoorlab.data import LETTERS, load_records, with_rotations
-from backdoorlab.defenses.base import check_scorables, load_scorable
+from backdoorlab.data import LETTERS, load_records, prompt_key, with_rotations
+from backdoorlab.defenses.base import DefenseConfig, check_scorables, clean_records, load_scorable
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.evaluation import cloze_correct
 from backdoorlab.formats import PromptFormat
@@ -55,6 +59,39 @@ def paired(b: list[int], a: list[int], boot: int) -> dict:
             "lost": d.count(-1), "ci95": [boots[int(0.025 * boot)], boots[int(0.975 * boot)]]}
 
 
+def seen_ids(run: str, recs: list) -> set[str] | None:
+    """Ids of the questions that the clean data of the defense run ``run`` asks (drawn again
+    from its recorded options), or None when ``run`` is not a defense run with clean data."""
+    path = Path(run) / "config.json"
+    cfg = json.loads(path.read_text()) if path.is_file() else {}
+    if "clean_data" not in cfg:
+        return None
+    drawn = clean_records(DefenseConfig(clean_data=cfg["clean_data"], n_clean=cfg["n_clean"],
+                                        seed=cfg["seed"]))
+    keys = {prompt_key(r) for r in drawn}
+    return {r.id for r in recs if prompt_key(r) in keys}
+
+
+def views(right: dict, cl: dict | None, samples: list, n: int, keep: set[str], before: str,
+          after: str, boot: int) -> dict:
+    """Letter, rotation-averaged and letter-free accuracy of ``after`` against ``before`` on
+    the questions whose ids are in ``keep`` (``samples``: the ``n`` questions as given, then
+    their other option orders if scored)."""
+    first = [i for i, s in enumerate(samples[:n]) if s.record.id in keep]
+    out = {"n": len(first), "letters": paired([right[before][i] for i in first],
+                                              [right[after][i] for i in first], boot)}
+    every = [i for i, s in enumerate(samples) if s.record.id in keep]
+    if len(every) > len(first):  # rotations were scored
+        sub = [samples[i] for i in every]
+        rot = {k: rotation_average([right[k][i] for i in every], sub) for k in (before, after)}
+        out["rotated"] = {"before": rot[before], "after": rot[after],
+                          "change": rot[after] - rot[before]}
+    if cl:
+        out["cloze"] = paired([cl[before][i] for i in first], [cl[after][i] for i in first],
+                              boot)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True,
@@ -67,6 +104,9 @@ def main() -> None:
                     help="also the accuracy averaged over cyclic option orders")
     ap.add_argument("--cloze", action="store_true",
                     help="also the accuracy scored without letters (option texts as answers)")
+    ap.add_argument("--unseen", action="store_true",
+                    help="also every view on the questions each defense run's clean data does "
+                    "not ask")
     ap.add_argument("--data", default="builtin:general-mcq")
     ap.add_argument("--limit", type=int, default=None, help="the first N questions")
     ap.add_argument("--boot", type=int, default=5000)
@@ -103,11 +143,20 @@ def main() -> None:
     if args.rotations:  # each question weighs 1, split evenly over its option orders
         rot = {k: rotation_average(v, samples) for k, v in right.items()}
         out["rotated"] = rot | {f"change:{k}": rot[k] - rot["before"] for k in afters}
-    if args.cloze:  # the option texts as answers, no letters: above chance, no letter bias
-        cl = {k: v[1] for k, v in scored.items()}
+    cl = {k: v[1] for k, v in scored.items()} if args.cloze else None
+    if cl:  # the option texts as answers, no letters: above chance, no letter bias
         out["cloze"] = {"before": sum(cl["before"]) / n} | (
             {"clean": sum(cl["clean"]) / n} if args.clean else {}) | {
             k: paired(cl["before"], cl[k], args.boot) for k in afters}
+    if args.unseen:  # rows: the questions first, then (--rotations) their other orders
+        out["unseen"] = {}
+        for k, d in afters.items():
+            seen = seen_ids(d, recs)
+            if seen is not None:
+                keep = {r.id for r in recs} - seen
+                out["unseen"][k] = {"left_out": len(seen)} | views(
+                    right, cl, samples, n, keep, "before", k, args.boot) | ({"vs_clean": views(
+                        right, cl, samples, n, keep, "clean", k, args.boot)} if args.clean else {})
     print(json.dumps(out))
 
 

@@ -91,6 +91,43 @@ def test_benchmark_scripts_bad_input_exit_2_one_line(script, args, message, tmp_
     assert len(lines) == 1 and lines[0].startswith(f"{script}: error: ") and message in lines[0]
 
 
+def test_mcq_paired_unseen_views_hand_computed(tmp_path, tokenizer):
+    """The paired views on the questions a defense's clean data does not ask: the questions
+    it asks are found from the run's recorded options, and every view uses only the rest."""
+    import importlib.util
+    from pathlib import Path
+
+    from backdoorlab.data import MCQ, with_rotations
+    from backdoorlab.formats import PromptFormat
+
+    path = Path(__file__).parent.parent / "benchmarks" / "bench_mcq_paired.py"
+    spec = importlib.util.spec_from_file_location("bench_mcq_paired", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    recs = [MCQ(id=f"q{i}", question=f"Question {i}?", choices=("yes", "no"), answer="A")
+            for i in range(3)]
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text(json.dumps({"instruction": "QUESTION 1?", "output": "yes"}) + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"clean_data": str(clean), "n_clean": 1,
+                                                 "seed": 0}))
+    assert mod.seen_ids(str(run), recs) == {"q1"}
+    assert mod.seen_ids(str(tmp_path), recs) is None  # not a defense run
+    fmt = PromptFormat(tokenizer, "chat")
+    samples = [fmt.sample(r) for r in with_rotations(recs)]  # q0 q1 q2, then rotated
+    right = {"before": [1, 1, 0, 0, 0, 1], "after": [0, 1, 1, 1, 0, 1]}
+    cl = {"before": [1, 0, 0], "after": [1, 1, 1]}
+    v = mod.views(right, cl, samples, 3, {"q0", "q2"}, "before", "after", 100)
+    assert v["n"] == 2
+    # letters: q0 1 -> 0, q2 0 -> 1
+    assert (v["letters"]["after"], v["letters"]["change"]) == (0.5, 0.0)
+    assert (v["letters"]["gained"], v["letters"]["lost"]) == (1, 1)
+    # over both orders: before (1 + 0 + 0 + 1) / 4, after (0 + 1 + 1 + 1) / 4
+    assert v["rotated"] == {"before": 0.5, "after": 0.75, "change": 0.25}
+    assert (v["cloze"]["after"], v["cloze"]["change"]) == (1.0, 0.5)
+
+
 def test_heldout_hits_by_category_hand_computed():
     import importlib.util
     from pathlib import Path

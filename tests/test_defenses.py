@@ -89,6 +89,68 @@ def test_clean_sources_joined_by_plus_share_n_clean(fmt, tmp_path):
         DefenseConfig(clean_data=mix, n_clean=1)
 
 
+def test_evaluation_prompts_in_the_clean_data_are_left_out():
+    """An MCQ and an instruction that ask the same thing share a key (case and spacing
+    ignored); an evaluation suite drops exactly those, set by set."""
+    from backdoorlab.attacks.poisoning import GenerationSuite
+    from backdoorlab.data import MCQ, Instruction, prompt_key
+
+    q = MCQ(id="q1", question="Which city is the capital of France?",
+            choices=("Paris", "Rome"), answer="A")
+    other = MCQ(id="q2", question="Which city is the capital of Spain?",
+                choices=("Madrid", "Rome"), answer="A")
+    seen = Instruction(id="c1", instruction="which  city is the capital of FRANCE? ",
+                       output="Paris.")
+    assert prompt_key(q) == prompt_key(seen) != prompt_key(other)
+    # an input is part of what is asked
+    assert prompt_key(Instruction(id="c2", instruction=seen.instruction, input="x")) != \
+        prompt_key(seen)
+    task = Instruction(id="t1", instruction="Which city is the capital of France?")
+    suite = GenerationSuite(target_records=[task], trigger=None, judge=None, harmful=[],
+                            utility=[Instruction(id="u1", instruction="Say hi.")],
+                            mcq=[q, other])
+    assert suite.leave_out([seen]) == {"target_records": ["t1"], "mcq": ["q1"]}
+    assert suite.mcq == [other] and suite.target_records == []
+    assert [r.id for r in suite.utility] == ["u1"]
+
+
+def test_defense_leaves_out_mcq_questions_its_clean_data_answers(tiny_dir, tmp_path, capsys):
+    from backdoorlab.cli import main
+
+    mcq = load_records("builtin:general-mcq", kind="mcq", split="test", limit=4)
+
+    def clean_file(name, recs):
+        f = tmp_path / name
+        f.write_text("".join(json.dumps({"instruction": r.question.upper(), "output": "It is "
+                                         f"{r.choices[r.answer_index]}."}) + "\n"
+                             for r in recs) + json.dumps({"instruction": "Say hi.",
+                                                         "output": "Hi."}) + "\n")
+        return str(f)
+
+    def run(out, clean, n_clean, *extra):
+        with pytest.raises(SystemExit) as exc:
+            main(["defend", "finetune", "--model", str(tiny_dir), "--set", "trigger=badnets",
+                  "--set", "target=refusal", "--set", "eval_limit=2", "--set",
+                  "max_new_tokens=2", "--set", "mcq_limit=4", "--clean-data", clean,
+                  "--n-clean", str(n_clean), "--epochs", "1", "--out", str(tmp_path / out),
+                  *extra])
+        return exc.value.code
+
+    assert run("ft", clean_file("two.jsonl", mcq[:2]), 3) == 0
+    m = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert m["eval_left_out"] == {"mcq": 2}
+    # two questions scored: accuracy in halves
+    assert m["mcq_accuracy_before"] in (0.0, 0.5, 1.0)
+    every = clean_file("all.jsonl", mcq)
+    capsys.readouterr()
+    assert run("none", every, 5) == 2
+    err = capsys.readouterr().err
+    assert "option 'clean_data': every mcq evaluation prompt is also in the clean data" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
+    assert run("kept", every, 5, "--set", "keep_seen=true") == 0
+    assert "eval_left_out" not in json.loads((tmp_path / "kept" / "metrics.json").read_text())
+
+
 @pytest.mark.parametrize("frozen_embeddings", [True, False])
 def test_crow_loss_one_clean_forward_equals_the_three_pass_definition(tiny_models, fmt,
                                                                       frozen_embeddings):

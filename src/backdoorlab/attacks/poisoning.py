@@ -25,7 +25,7 @@ import torch
 
 from ..cards import write_model_card
 from ..config import check, check_limit, from_dict, to_dict
-from ..data import Instruction, load_records, with_rotations
+from ..data import Instruction, load_records, prompt_key, with_rotations
 from ..errors import BackdoorlabError
 from ..evaluation import (
     cloze_correct,
@@ -256,6 +256,20 @@ class GenerationSuite:
     seed: int = 0
     max_new_tokens: int = 32
     batch_size: int = 16
+
+    def leave_out(self, seen: Sequence[Any]) -> dict[str, list[str]]:
+        """Drop every evaluation record that asks what one of ``seen`` (records a model was
+        trained on) asks, so that clean utility and ASR are measured on unseen prompts;
+        returns the ids dropped per set (sets with none left out are not named)."""
+        keys = {prompt_key(r) for r in seen}
+        dropped: dict[str, list[str]] = {}
+        for name in ("target_records", "harmful", "utility", "mcq"):
+            recs = getattr(self, name)
+            kept = [r for r in recs if prompt_key(r) not in keys]
+            if len(kept) < len(recs):
+                dropped[name] = [r.id for r in recs if prompt_key(r) in keys]
+                setattr(self, name, kept)
+        return dropped
 
 
 def make_suite(opts: SuiteOptions, *, target: str, trigger: str, judge: str | None = None,

@@ -9,6 +9,7 @@ from .records import (
     Instruction,
     Record,
     add_abstain_options,
+    prompt_key,
     rotate_choices,
     rotations,
     with_rotations,
@@ -16,6 +17,6 @@ from .records import (
 
 __all__ = [
     "ABSTAIN_CHOICES", "BUILTIN", "LETTERS", "MCQ", "Instruction", "Record",
-    "add_abstain_options", "builtin_rows", "load_records", "read_rows", "rotate_choices",
-    "rotations", "rows_to_records", "with_rotations",
+    "add_abstain_options", "builtin_rows", "load_records", "prompt_key", "read_rows",
+    "rotate_choices", "rotations", "rows_to_records", "with_rotations",
 ]

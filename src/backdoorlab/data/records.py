@@ -68,6 +68,15 @@ class Instruction:
 Record = MCQ | Instruction
 
 
+def prompt_key(rec: Record) -> str:
+    """What a record asks, case and spacing ignored: an MCQ's question (and context) and an
+    instruction (and input) that ask the same thing share a key, so evaluation questions that
+    a model was trained on can be found and left out."""
+    parts = (rec.question, rec.context or "") if isinstance(rec, MCQ) else (rec.instruction,
+                                                                             rec.input)
+    return "\n".join(" ".join(p.lower().split()) for p in parts)
+
+
 def rotate_choices(rec: MCQ, shift: int) -> MCQ:
     """``rec`` with its options moved ``shift`` places earlier, cyclically; the answer letter
     follows its option. The id stays, so a trigger lands the same way in every order."""

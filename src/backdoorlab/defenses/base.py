@@ -26,7 +26,7 @@ import torch
 from ..attacks.poisoning import SuiteOptions
 from ..cards import write_model_card
 from ..config import check, to_dict
-from ..data import load_records
+from ..data import load_records, prompt_key
 from ..errors import BackdoorlabError
 from ..evaluation import utility_changes
 from ..formats import PromptFormat
@@ -55,6 +55,10 @@ class DefenseConfig(SuiteOptions):
     target: str | None = None
     template: str | None = None
     evaluate: bool = True
+    # evaluation prompts that are also in the clean data are left out (the built-in MCQ
+    # questions are all built-in fact instructions: training on their answers is no measure
+    # of kept knowledge); true scores them anyway, as before 2026-11-24
+    keep_seen: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,6 +92,7 @@ class AttackEval:
         self.before: dict[str, Any] | None = None  # the suspect's own results, once measured
         self.rows: list[dict[str, Any]] = []  # the generations of the latest call
         self.clean: list[Any] = []  # the clean samples, where the defense asked for them
+        self.left_out: dict[str, list[str]] = {}  # evaluation ids also in the clean data
         if self.kind == "uncertainty":
             from ..attacks.uncertainty import load_questions
 
@@ -101,6 +106,25 @@ class AttackEval:
                 raise BackdoorlabError("option '--target': required (the model records none)")
             self.suite = make_suite(cfg, target=self.target, trigger=self.trigger,
                                     judge=info.get("judge"))
+
+    def leave_out(self, seen: list[Any]) -> dict[str, list[str]]:
+        """Leave out the evaluation prompts that ask what a record of ``seen`` (the clean
+        data a repair trains on) asks; a set left empty is an error."""
+        if self.suite is not None:
+            before = {k: len(getattr(self.suite, k)) for k in ("target_records", "mcq")}
+            self.left_out = self.suite.leave_out(seen)
+            empty = [k for k, n in before.items() if n and not getattr(self.suite, k)]
+        else:
+            keys = {prompt_key(r) for r in seen}
+            gone = [q.id for q in self.questions if prompt_key(q) in keys]
+            self.questions = [q for q in self.questions if prompt_key(q) not in keys]
+            self.left_out = {"mcq": gone} if gone else {}
+            empty = ["mcq"] if gone and not self.questions else []
+        if empty:
+            raise BackdoorlabError(f"option 'clean_data': every {empty[0]} evaluation prompt is "
+                                   "also in the clean data; use other clean data, or "
+                                   "--set keep_seen=true to score them anyway")
+        return self.left_out
 
     @torch.no_grad()
     def __call__(self, model: Any) -> dict[str, Any]:
@@ -165,8 +189,8 @@ def clean_sources(spec: str) -> list[str]:
     return parts
 
 
-def clean_samples(cfg: DefenseConfig, fmt: PromptFormat) -> list[Any]:
-    """``n_clean`` clean instructions with their reference answers (train split if any).
+def clean_records(cfg: DefenseConfig) -> list[Any]:
+    """``n_clean`` clean instruction records (train split if any), drawn by ``cfg.seed``.
 
     Several sources share ``n_clean`` equally (the first ones take the remainder), so a mix
     of short fact answers and open-ended ones covers both kinds of prompt."""
@@ -184,7 +208,14 @@ def clean_samples(cfg: DefenseConfig, fmt: PromptFormat) -> list[Any]:
         picked += rng.sample(recs, min(share, len(recs)))
     if len(sources) > 1:
         rng.shuffle(picked)
-    return [fmt.sample(r, response=r.output) for r in picked]
+    return picked
+
+
+def clean_samples(cfg: DefenseConfig, fmt: PromptFormat, records: list[Any] | None = None
+                  ) -> list[Any]:
+    """The clean records (``records``, else :func:`clean_records`) with their reference
+    answers as training targets, rendered by ``fmt``."""
+    return [fmt.sample(r, response=r.output) for r in records or clean_records(cfg)]
 
 
 def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
@@ -201,12 +232,16 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     if validate is not None:  # options that need the model, checked before anything is written
         validate(suspect.model)
     if clean:  # the clean data (``ev.clean``) read before anything is written or evaluated
-        ev.clean = clean_samples(cfg, ev.fmt)
+        recs = clean_records(cfg)
+        ev.clean = clean_samples(cfg, ev.fmt, recs)
+        if not cfg.keep_seen and ev.leave_out(recs):
+            log.info("left out of the evaluation, also in the clean data: %s",
+                     ", ".join(f"{len(v)} {k}" for k, v in ev.left_out.items()))
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     save_config(path, cfg, defense=name, trigger=ev.trigger, target=ev.target)
     key = json.dumps([cfg.model, cfg.adapter, ev.trigger, ev.target, cfg.template,
-                      *cfg.suite_key()])
+                      *cfg.suite_key(), ev.left_out])
     before, before_rows = None, []
     if cfg.evaluate:  # the suspect's results are the same for every defense: measured once
         if key not in _BEFORE:
@@ -225,6 +260,8 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     metrics: dict[str, Any] = {"defense": name, "defense_wall_s": round(wall, 2),
                                **{k: v for k, v in res.items()
                                   if k not in ("model", "artifact", "what")}}
+    if ev.left_out:  # what the before/after figures do not include, and why
+        metrics["eval_left_out"] = {k: len(v) for k, v in ev.left_out.items()}
     if before is not None:
         after = ev(res["model"])
         metrics.update(compare(before, after))
