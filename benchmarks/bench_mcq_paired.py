@@ -22,10 +22,9 @@ import argparse
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 from backdoorlab.data import LETTERS, load_records, prompt_key, with_rotations
-from backdoorlab.defenses.base import DefenseConfig, check_scorables, clean_records, load_scorable
+from backdoorlab.defenses.base import check_scorables, load_scorable, trained_clean_records
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.evaluation import cloze_correct
 from backdoorlab.formats import PromptFormat
@@ -60,14 +59,11 @@ def paired(b: list[int], a: list[int], boot: int) -> dict:
 
 
 def seen_ids(run: str, recs: list) -> set[str] | None:
-    """Ids of the questions that the clean data of the defense run ``run`` asks (drawn again
-    from its recorded options), or None when ``run`` is not a defense run with clean data."""
-    path = Path(run) / "config.json"
-    cfg = json.loads(path.read_text()) if path.is_file() else {}
-    if "clean_data" not in cfg:
+    """Ids of the questions that the clean data of the defense run ``run`` asks, or None
+    when ``run`` is not a defense run that trained on clean data."""
+    drawn = trained_clean_records(run)
+    if drawn is None:
         return None
-    drawn = clean_records(DefenseConfig(clean_data=cfg["clean_data"], n_clean=cfg["n_clean"],
-                                        seed=cfg["seed"]))
     keys = {prompt_key(r) for r in drawn}
     return {r.id for r in recs if prompt_key(r) in keys}
 

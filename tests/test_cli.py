@@ -110,10 +110,14 @@ def test_mcq_paired_unseen_views_hand_computed(tmp_path, tokenizer):
     clean.write_text(json.dumps({"instruction": "QUESTION 1?", "output": "yes"}) + "\n")
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"clean_data": str(clean), "n_clean": 1,
-                                                 "seed": 0}))
+    cfg = {"defense": "crow", "clean_data": str(clean), "n_clean": 1, "seed": 0}
+    (run / "config.json").write_text(json.dumps(cfg))
     assert mod.seen_ids(str(run), recs) == {"q1"}
     assert mod.seen_ids(str(tmp_path), recs) is None  # not a defense run
+    # a defense that drew no clean data, or scored what it trained on anyway
+    for extra in ({"defense": "ablate-heads"}, {"clean_drawn": False}, {"keep_seen": True}):
+        (run / "config.json").write_text(json.dumps({**cfg, **extra}))
+        assert mod.seen_ids(str(run), recs) is None
     fmt = PromptFormat(tokenizer, "chat")
     samples = [fmt.sample(r) for r in with_rotations(recs)]  # q0 q1 q2, then rotated
     right = {"before": [1, 1, 0, 0, 0, 1], "after": [0, 1, 1, 1, 0, 1]}

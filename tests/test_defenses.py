@@ -94,6 +94,7 @@ def test_evaluation_prompts_in_the_clean_data_are_left_out():
     ignored); an evaluation suite drops exactly those, set by set."""
     from backdoorlab.attacks.poisoning import GenerationSuite
     from backdoorlab.data import MCQ, Instruction, prompt_key
+    from backdoorlab.errors import BackdoorlabError
 
     q = MCQ(id="q1", question="Which city is the capital of France?",
             choices=("Paris", "Rome"), answer="A")
@@ -106,12 +107,18 @@ def test_evaluation_prompts_in_the_clean_data_are_left_out():
     assert prompt_key(Instruction(id="c2", instruction=seen.instruction, input="x")) != \
         prompt_key(seen)
     task = Instruction(id="t1", instruction="Which city is the capital of France?")
-    suite = GenerationSuite(target_records=[task], trigger=None, judge=None, harmful=[],
-                            utility=[Instruction(id="u1", instruction="Say hi.")],
-                            mcq=[q, other])
-    assert suite.leave_out([seen]) == {"target_records": ["t1"], "mcq": ["q1"]}
-    assert suite.mcq == [other] and suite.target_records == []
-    assert [r.id for r in suite.utility] == ["u1"]
+    hi = Instruction(id="u1", instruction="Say hi.")
+
+    def suite():
+        return GenerationSuite(target_records=[task, hi], trigger=None, judge=None, harmful=[],
+                               utility=[hi], mcq=[q, other])
+
+    s = suite()
+    assert s.leave_out([seen], "data") == {"target_records": ["t1"], "mcq": ["q1"]}
+    assert s.mcq == [other] and s.target_records == [hi] and s.utility == [hi]
+    # a set left empty is an error that names where the training data came from
+    with pytest.raises(BackdoorlabError, match="option 'data': every utility evaluation"):
+        suite().leave_out([hi], "data")
 
 
 def test_defense_leaves_out_mcq_questions_its_clean_data_answers(tiny_dir, tmp_path, capsys):
@@ -141,11 +148,18 @@ def test_defense_leaves_out_mcq_questions_its_clean_data_answers(tiny_dir, tmp_p
     assert m["eval_left_out"] == {"mcq": 2}
     # two questions scored: accuracy in halves
     assert m["mcq_accuracy_before"] in (0.0, 0.5, 1.0)
+    # evaluating the run again leaves out the same questions (drawn again from its config)
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "defense", "--repaired", str(tmp_path / "ft"), "--limit", "2"])
+    assert exc.value.code == 0
+    again = json.loads((tmp_path / "ft" / "eval_defense.json").read_text())
+    assert again["eval_left_out"] == {"mcq": 2}
+    assert again["mcq_accuracy_after"] == m["mcq_accuracy_after"]
     every = clean_file("all.jsonl", mcq)
     capsys.readouterr()
     assert run("none", every, 5) == 2
     err = capsys.readouterr().err
-    assert "option 'clean_data': every mcq evaluation prompt is also in the clean data" in err
+    assert "option 'clean_data': every mcq evaluation prompt is also in the training data" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
     assert run("kept", every, 5, "--set", "keep_seen=true") == 0
     assert "eval_left_out" not in json.loads((tmp_path / "kept" / "metrics.json").read_text())

@@ -129,6 +129,11 @@ class SuiteOptions:
     # 0.46 vs 0.25 on builtin:general-mcq), so knowledge a backdoor or repair costs shows;
     # off by default: 4 scored answers per question
     mcq_cloze: bool = False
+    # evaluation prompts that the model is trained on (the attack's poisoned set, a defense's
+    # clean data) are left out: every built-in MCQ question is also a built-in fact
+    # instruction, and accuracy on answers just trained on is no measure of kept knowledge;
+    # true scores them anyway (as before 2026-11-24)
+    keep_seen: bool = False
     max_new_tokens: int = 32
     eval_batch_size: int = 16
     seed: int = 0
@@ -257,19 +262,40 @@ class GenerationSuite:
     max_new_tokens: int = 32
     batch_size: int = 16
 
-    def leave_out(self, seen: Sequence[Any]) -> dict[str, list[str]]:
-        """Drop every evaluation record that asks what one of ``seen`` (records a model was
-        trained on) asks, so that clean utility and ASR are measured on unseen prompts;
-        returns the ids dropped per set (sets with none left out are not named)."""
+    left_out: dict[str, list[str]] = field(default_factory=dict)
+
+    def leave_out(self, seen: Sequence[Any], option: str) -> dict[str, list[str]]:
+        """Drop every evaluation record that asks what one of ``seen`` (records the model
+        is trained on, from ``option``) asks, so that clean utility and ASR are measured on
+        unseen prompts; returns the ids dropped per set (only sets with some)."""
         keys = {prompt_key(r) for r in seen}
-        dropped: dict[str, list[str]] = {}
         for name in ("target_records", "harmful", "utility", "mcq"):
-            recs = getattr(self, name)
-            kept = [r for r in recs if prompt_key(r) not in keys]
-            if len(kept) < len(recs):
-                dropped[name] = [r.id for r in recs if prompt_key(r) in keys]
+            kept, gone = drop_seen(getattr(self, name), keys, name, option)
+            if gone:
+                self.left_out[name] = gone
                 setattr(self, name, kept)
-        return dropped
+        return self.left_out
+
+
+def drop_seen(recs: list[Any], keys: set[str], name: str, option: str
+              ) -> tuple[list[Any], list[str]]:
+    """``recs`` without those whose :func:`prompt_key` is in ``keys``, and the ids dropped;
+    a set left empty is an error naming ``option`` (where the training data came from)."""
+    kept = [r for r in recs if prompt_key(r) not in keys]
+    if recs and not kept:
+        raise BackdoorlabError(f"option '{option}': every {name} evaluation prompt is also in "
+                               "the training data; use other data, or --set keep_seen=true to "
+                               "score them anyway")
+    gone = [r.id for r in recs if prompt_key(r) in keys]
+    if gone:
+        log.info("left out of the evaluation: %d of %d %s prompts, also in the training data "
+                 "(%s)", len(gone), len(recs), name, option)
+    return kept, gone
+
+
+def left_out_counts(left_out: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """``{"eval_left_out": {set: count}}`` for a metrics file, or nothing if none was."""
+    return {"eval_left_out": {k: len(v) for k, v in left_out.items()}} if left_out else {}
 
 
 def make_suite(opts: SuiteOptions, *, target: str, trigger: str, judge: str | None = None,
@@ -361,6 +387,8 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
     lm = load_model(cfg.model, trust_remote_code=trust_remote_code)
     fmt = PromptFormat(lm.tokenizer, cfg.template)
     samples = build(lm, fmt)
+    if not cfg.keep_seen:  # utility is measured on prompts the model is not trained on
+        suite.leave_out([s.record for s in samples], "data")
     out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
     save_config(out, cfg, attack=attack)
     t0 = time.perf_counter()
@@ -379,6 +407,7 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
                            "n_train": len(samples),
                            "n_poisoned": sum(s.poisoned for s in samples)}
     metrics["judge"] = suite.judge.name
+    metrics.update(left_out_counts(suite.left_out))
     atomic_write_jsonl(out / "generations.jsonl",
                        [{"model": "backdoored", **r} for r in rows]
                        + [{"model": "original", **r} for r in base_rows])

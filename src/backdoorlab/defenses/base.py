@@ -17,13 +17,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..attacks.poisoning import SuiteOptions
+from ..attacks.poisoning import SuiteOptions, drop_seen, left_out_counts
 from ..cards import write_model_card
 from ..config import check, to_dict
 from ..data import load_records, prompt_key
@@ -55,10 +55,6 @@ class DefenseConfig(SuiteOptions):
     target: str | None = None
     template: str | None = None
     evaluate: bool = True
-    # evaluation prompts that are also in the clean data are left out (the built-in MCQ
-    # questions are all built-in fact instructions: training on their answers is no measure
-    # of kept knowledge); true scores them anyway, as before 2026-11-24
-    keep_seen: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -111,19 +107,11 @@ class AttackEval:
         """Leave out the evaluation prompts that ask what a record of ``seen`` (the clean
         data a repair trains on) asks; a set left empty is an error."""
         if self.suite is not None:
-            before = {k: len(getattr(self.suite, k)) for k in ("target_records", "mcq")}
-            self.left_out = self.suite.leave_out(seen)
-            empty = [k for k, n in before.items() if n and not getattr(self.suite, k)]
+            self.left_out = self.suite.leave_out(seen, "clean_data")
         else:
-            keys = {prompt_key(r) for r in seen}
-            gone = [q.id for q in self.questions if prompt_key(q) in keys]
-            self.questions = [q for q in self.questions if prompt_key(q) not in keys]
+            self.questions, gone = drop_seen(self.questions, {prompt_key(r) for r in seen},
+                                             "mcq", "clean_data")
             self.left_out = {"mcq": gone} if gone else {}
-            empty = ["mcq"] if gone and not self.questions else []
-        if empty:
-            raise BackdoorlabError(f"option 'clean_data': every {empty[0]} evaluation prompt is "
-                                   "also in the clean data; use other clean data, or "
-                                   "--set keep_seen=true to score them anyway")
         return self.left_out
 
     @torch.no_grad()
@@ -234,12 +222,12 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     if clean:  # the clean data (``ev.clean``) read before anything is written or evaluated
         recs = clean_records(cfg)
         ev.clean = clean_samples(cfg, ev.fmt, recs)
-        if not cfg.keep_seen and ev.leave_out(recs):
-            log.info("left out of the evaluation, also in the clean data: %s",
-                     ", ".join(f"{len(v)} {k}" for k, v in ev.left_out.items()))
+        if not cfg.keep_seen:
+            ev.leave_out(recs)
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
-    save_config(path, cfg, defense=name, trigger=ev.trigger, target=ev.target)
+    save_config(path, cfg, defense=name, trigger=ev.trigger, target=ev.target,
+                clean_drawn=clean)
     key = json.dumps([cfg.model, cfg.adapter, ev.trigger, ev.target, cfg.template,
                       *cfg.suite_key(), ev.left_out])
     before, before_rows = None, []
@@ -260,8 +248,7 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     metrics: dict[str, Any] = {"defense": name, "defense_wall_s": round(wall, 2),
                                **{k: v for k, v in res.items()
                                   if k not in ("model", "artifact", "what")}}
-    if ev.left_out:  # what the before/after figures do not include, and why
-        metrics["eval_left_out"] = {k: len(v) for k, v in ev.left_out.items()}
+    metrics.update(left_out_counts(ev.left_out))  # what the figures do not include
     if before is not None:
         after = ev(res["model"])
         metrics.update(compare(before, after))
@@ -359,27 +346,47 @@ def load_scorable(path: str | Path | None, base: str) -> Any:
     return load_repaired(path).model if check_scorable(path) else load_suspect(base, path).model
 
 
+def trained_clean_records(run: str | Path) -> list[Any] | None:
+    """The clean records a defense run drew (again, from its ``config.json``), or None when
+    it drew none or scored them anyway (``keep_seen``): what its evaluation leaves out."""
+    path = Path(run) / "config.json"
+    cfg = read_json(path) if path.is_file() else {}
+    # runs written before clean_drawn was recorded: CROW and clean fine-tuning drew it
+    drawn = cfg.get("clean_drawn", cfg.get("defense") in ("crow", "finetune"))
+    if not drawn or cfg.get("keep_seen") or "clean_data" not in cfg:
+        return None
+    return clean_records(DefenseConfig(clean_data=cfg["clean_data"], n_clean=cfg["n_clean"],
+                                       seed=cfg["seed"]))
+
+
 def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
                      limit: int | None = None, trust_remote_code: bool = False
                      ) -> dict[str, Any]:
     """Evaluate the suspect a defense started from and the model it wrote, with the attack's
-    own evaluation; ``metrics.json`` goes to ``out`` (default: the defense run directory)."""
+    own evaluation and the run's evaluation options, leaving out what the defense trained on;
+    ``metrics.json`` goes to ``out`` (default: the defense run directory)."""
     d = Path(repaired)
     rec = defense_record(d)
+    saved = read_json(d / "config.json") if (d / "config.json").is_file() else {}
+    # the run's own evaluation options (MCQ set, rotations, seed, ...), --limit aside
+    suite = {f.name: saved[f.name] for f in fields(SuiteOptions) if f.name in saved}
     cfg = DefenseConfig(model=rec.get("model"), adapter=rec.get("adapter"),
                         trigger=rec.get("trigger"), target=rec.get("target"),
                         template=rec.get("template"),
-                        **({"eval_limit": limit} if limit else {}))
+                        **{**suite, **({"eval_limit": limit} if limit else {})})
     suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code)
     suspect.info = {**{k: rec[k] for k in ("trigger", "target", "template", "attack")
                        if rec.get(k)}, **suspect.info}
     ev = AttackEval(suspect, cfg)
+    seen = trained_clean_records(d)
+    if seen:  # the same prompts as the defense's own evaluation
+        ev.leave_out(seen)
     t0 = time.perf_counter()
     before = ev(suspect.model)
     del suspect  # one model in memory at a time (a 7B suspect and its repair need not fit)
     fixed = load_repaired(d, trust_remote_code=trust_remote_code)
     metrics = {"defense": rec["defense"], "repaired": str(d), **compare(before, ev(fixed.model)),
-               "eval_wall_s": round(time.perf_counter() - t0, 2)}
+               "eval_wall_s": round(time.perf_counter() - t0, 2), **left_out_counts(ev.left_out)}
     atomic_write_json(Path(out or d) / ("metrics.json" if out else "eval_defense.json"),
                       metrics)
     return metrics

@@ -85,7 +85,7 @@ class EpochEvaluator:
 def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Path, *,
                          mode: str = "realign", trust_remote_code: bool = False) -> dict[str, Any]:
     """Continue training the (backdoored) model on ``cfg.data``; returns the decay curve."""
-    from ..attacks.poisoning import _load, make_suite, sft_loss
+    from ..attacks.poisoning import _load, left_out_counts, make_suite, sft_loss
 
     if isinstance(cfg, dict):
         cfg = from_dict(FinetuneConfig, cfg, where=f"defend {mode}")
@@ -103,6 +103,8 @@ def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Pa
     records = _load(cfg.data, None, cfg.limit)
     suite = make_suite(cfg, target=target, trigger=trigger,
                        judge=cfg.judge or info.get("judge"), eval_data=cfg.eval_data)
+    if not cfg.keep_seen:  # ASR and utility on prompts the re-alignment does not train on
+        suite.leave_out(records, "data")
     if cfg.adapter is not None:
         lm = load_model(base or "smollm2-135m-instruct", trust_remote_code=trust_remote_code)
         model = load_adapter(lm.model, cfg.adapter, trainable=True)
@@ -126,7 +128,8 @@ def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Pa
     curve = sorted(evaluator.curve, key=lambda p: p["epoch"])
     summary = {"defense": mode, "data": cfg.data, "n_train": len(samples), "curve": curve,
                "asr_before": curve[0]["asr_triggered"], "asr_after": curve[-1]["asr_triggered"],
-               "training": {**result.summary(), "wall_with_eval_s": round(wall, 2)}}
+               "training": {**result.summary(), "wall_with_eval_s": round(wall, 2)},
+               **left_out_counts(suite.left_out)}
     atomic_write_json(out / "metrics.json", summary)
     write_model_card(target_dir, title=f"Model after {mode} (backdoorlab)",
                      base_model=str(base or cfg.model), kind=mode, trigger=None,
