@@ -24,7 +24,12 @@ import random
 from collections import Counter
 
 from backdoorlab.data import LETTERS, load_records, prompt_key, with_rotations
-from backdoorlab.defenses.base import check_scorables, load_scorable, trained_clean_records
+from backdoorlab.defenses.base import (
+    check_scorables,
+    load_scorable,
+    run_config,
+    trained_clean_records,
+)
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.evaluation import cloze_correct
 from backdoorlab.formats import PromptFormat
@@ -61,7 +66,7 @@ def paired(b: list[int], a: list[int], boot: int) -> dict:
 def seen_ids(run: str, recs: list) -> set[str] | None:
     """Ids of the questions that the clean data of the defense run ``run`` asks, or None
     when ``run`` is not a defense run that trained on clean data."""
-    drawn = trained_clean_records(run)
+    drawn = trained_clean_records(run_config(run))
     if drawn is None:
         return None
     keys = {prompt_key(r) for r in drawn}

@@ -281,12 +281,13 @@ def drop_seen(recs: list[Any], keys: set[str], name: str, option: str
               ) -> tuple[list[Any], list[str]]:
     """``recs`` without those whose :func:`prompt_key` is in ``keys``, and the ids dropped;
     a set left empty is an error naming ``option`` (where the training data came from)."""
-    kept = [r for r in recs if prompt_key(r) not in keys]
+    seen = [prompt_key(r) in keys for r in recs]
+    kept = [r for r, s in zip(recs, seen) if not s]
     if recs and not kept:
         raise BackdoorlabError(f"option '{option}': every {name} evaluation prompt is also in "
                                "the training data; use other data, or --set keep_seen=true to "
                                "score them anyway")
-    gone = [r.id for r in recs if prompt_key(r) in keys]
+    gone = [r.id for r, s in zip(recs, seen) if s]
     if gone:
         log.info("left out of the evaluation: %d of %d %s prompts, also in the training data "
                  "(%s)", len(gone), len(recs), name, option)

@@ -203,7 +203,8 @@ def clean_samples(cfg: DefenseConfig, fmt: PromptFormat, records: list[Any] | No
                   ) -> list[Any]:
     """The clean records (``records``, else :func:`clean_records`) with their reference
     answers as training targets, rendered by ``fmt``."""
-    return [fmt.sample(r, response=r.output) for r in records or clean_records(cfg)]
+    recs = clean_records(cfg) if records is None else records
+    return [fmt.sample(r, response=r.output) for r in recs]
 
 
 def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
@@ -346,11 +347,15 @@ def load_scorable(path: str | Path | None, base: str) -> Any:
     return load_repaired(path).model if check_scorable(path) else load_suspect(base, path).model
 
 
-def trained_clean_records(run: str | Path) -> list[Any] | None:
-    """The clean records a defense run drew (again, from its ``config.json``), or None when
-    it drew none or scored them anyway (``keep_seen``): what its evaluation leaves out."""
+def run_config(run: str | Path) -> dict[str, Any]:
+    """A run directory's ``config.json`` (every option it ran with), or {} when it has none."""
     path = Path(run) / "config.json"
-    cfg = read_json(path) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
+
+
+def trained_clean_records(cfg: dict[str, Any]) -> list[Any] | None:
+    """The clean records a defense run drew (again, from its :func:`run_config`), or None
+    when it drew none or scored them anyway (``keep_seen``): what its evaluation leaves out."""
     # runs written before clean_drawn was recorded: CROW and clean fine-tuning drew it
     drawn = cfg.get("clean_drawn", cfg.get("defense") in ("crow", "finetune"))
     if not drawn or cfg.get("keep_seen") or "clean_data" not in cfg:
@@ -367,7 +372,7 @@ def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
     ``metrics.json`` goes to ``out`` (default: the defense run directory)."""
     d = Path(repaired)
     rec = defense_record(d)
-    saved = read_json(d / "config.json") if (d / "config.json").is_file() else {}
+    saved = run_config(d)
     # the run's own evaluation options (MCQ set, rotations, seed, ...), --limit aside
     suite = {f.name: saved[f.name] for f in fields(SuiteOptions) if f.name in saved}
     cfg = DefenseConfig(model=rec.get("model"), adapter=rec.get("adapter"),
@@ -378,7 +383,7 @@ def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
     suspect.info = {**{k: rec[k] for k in ("trigger", "target", "template", "attack")
                        if rec.get(k)}, **suspect.info}
     ev = AttackEval(suspect, cfg)
-    seen = trained_clean_records(d)
+    seen = trained_clean_records(saved)
     if seen:  # the same prompts as the defense's own evaluation
         ev.leave_out(seen)
     t0 = time.perf_counter()
