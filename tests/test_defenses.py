@@ -350,6 +350,8 @@ def test_prune_on_an_uncertainty_backdoor(tiny_dir, tmp_path):
         assert m[f"asr_triggered_{side}"] == m[side]["details"]["asr_margin"]
         assert m[f"asr_strict_{side}"] == m[side]["details"]["asr_strict"]
         assert f"top1_kept_{side}" in m and f"entropy_gap_{side}" in m
+        # a repair that flattens the clean answers too shows in the clean entropy
+        assert m[f"clean_entropy_{side}"] == m[side]["details"]["clean_entropy"]
 
 
 def test_uncertainty_asr_strict_or_not_on_a_hand_built_example(tokenizer):

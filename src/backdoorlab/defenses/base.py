@@ -145,10 +145,12 @@ class AttackEval:
         m = uncertainty_metrics(p_clean, p_trig, gold, tgt)
         # the defense's question is whether the trigger still flattens the answers: a repair
         # that leaves them flat but moves the top answer is no repair, and the attack's strict
-        # ASR (top answer kept) would count it as one; so ASR here is asr_margin
+        # ASR (top answer kept) would count it as one; so ASR here is asr_margin. A repair
+        # that flattens the clean answers too also lowers it: clean_entropy shows that
         return {"asr_triggered": m["asr_margin"], "asr_strict": m["asr_strict"],
                 "entropy_gap": m["entropy_gap"], "top1_kept": m["top1_kept"],
-                "mcq_accuracy": m["clean_accuracy"], "details": m}
+                "mcq_accuracy": m["clean_accuracy"], "clean_entropy": m["clean_entropy"],
+                "details": m}
 
 
 def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +158,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("asr_triggered", "asr_triggered_ci95", "asr_clean", "refusal_rate", "mcq_accuracy",
                 "mcq_accuracy_rotated", "mcq_accuracy_cloze", "clean_perplexity",
-                "empty_output_rate", "asr_strict", "entropy_gap", "top1_kept"):
+                "empty_output_rate", "asr_strict", "entropy_gap", "top1_kept", "clean_entropy"):
         if key in before and key in after:
             out[f"{key}_before"], out[f"{key}_after"] = before[key], after[key]
     out.update(utility_changes(before, after))
