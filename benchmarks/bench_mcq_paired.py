@@ -24,16 +24,12 @@ import random
 from collections import Counter
 
 from backdoorlab.data import LETTERS, load_records, prompt_key, with_rotations
-from backdoorlab.defenses.base import (
-    check_scorables,
-    load_scorable,
-    run_config,
-    trained_clean_records,
-)
+from backdoorlab.defenses.base import check_scorables, load_scorable, trained_clean_records
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.evaluation import cloze_correct
 from backdoorlab.formats import PromptFormat
 from backdoorlab.models import load_tokenizer
+from backdoorlab.runs import run_config
 from backdoorlab.scoring import mcq_top, rotation_average
 
 

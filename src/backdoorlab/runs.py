@@ -22,6 +22,13 @@ def save_config(out: Path, cfg: Any, **extra: Any) -> Path:
     return atomic_write_json(Path(out) / "config.json", {**to_dict(cfg), **extra})
 
 
+def run_config(run: str | Path) -> dict[str, Any]:
+    """A run directory's ``config.json`` (every option it ran with, as :func:`save_config`
+    wrote it), or {} when it has none."""
+    path = Path(run) / "config.json"
+    return read_json(path) if path.is_file() else {}
+
+
 def read_json(path: Path) -> Any:
     """A run's JSON record; a damaged one is named in one line, not a traceback."""
     try:

@@ -32,7 +32,7 @@ from ..evaluation import utility_changes
 from ..formats import PromptFormat
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..models import Suspect, check_adapter_dir, load_model, load_suspect
-from ..runs import read_json, save_config
+from ..runs import read_json, run_config, save_config
 from ..triggers import parse_trigger
 
 log = logging.getLogger(__name__)
@@ -347,12 +347,6 @@ def load_scorable(path: str | Path | None, base: str) -> Any:
     if path is None:
         return load_model(base).model.eval()
     return load_repaired(path).model if check_scorable(path) else load_suspect(base, path).model
-
-
-def run_config(run: str | Path) -> dict[str, Any]:
-    """A run directory's ``config.json`` (every option it ran with), or {} when it has none."""
-    path = Path(run) / "config.json"
-    return read_json(path) if path.is_file() else {}
 
 
 def trained_clean_records(cfg: dict[str, Any]) -> list[Any] | None:
