@@ -10,7 +10,13 @@ import torch
 from backdoorlab.data import load_records
 from backdoorlab.defenses.crow import crow_loss, fgsm_delta, layer_consistency
 from backdoorlab.defenses.interventions import centre_of_best_run, choose_layer
-from backdoorlab.defenses.prune import magnitude_mask, prunable_linears, prune, wanda_mask
+from backdoorlab.defenses.prune import (
+    choose_sparsity,
+    magnitude_mask,
+    prunable_linears,
+    prune,
+    wanda_mask,
+)
 from backdoorlab.scoring import left_pad, position_ids
 
 
@@ -215,6 +221,23 @@ def test_pruning_masks_and_requested_sparsity(tiny_models):
         assert float((lin.weight == 0).float().mean()) == pytest.approx(0.3, abs=0.01)
 
 
+def test_sparsity_choice_skips_a_collapsed_model():
+    # a code-injection sweep on SmolLM2: MCQ stays near chance at every sparsity, while
+    # perplexity shows the 0.5 model broken (+81%); 0.3 is within 10% (+7%)
+    base = {"asr_triggered": 1.0, "mcq_accuracy": 0.26, "clean_perplexity": 1.61}
+    sweep = [{"sparsity": s, "asr_triggered": a, "mcq_accuracy": m, "clean_perplexity": p}
+             for s, a, m, p in ((0.1, 1.0, 0.25, 1.62), (0.3, 0.625, 0.28, 1.72),
+                                (0.5, 0.0, 0.23, 2.92))]
+    assert choose_sparsity(sweep, base, 0.05, 0.10) == 0.3
+    assert choose_sparsity(sweep, base, 0.05, 1.0) == 0.5  # a looser perplexity bound
+    assert choose_sparsity(sweep, base, 0.01, 1.0) == 0.3  # MCQ: 0.23 < 0.26 - 0.01
+    # no perplexity measured (the uncertainty backdoor): MCQ accuracy alone decides
+    unc = [{k: v for k, v in p.items() if k != "clean_perplexity"} for p in sweep]
+    assert choose_sparsity(unc, {"mcq_accuracy": 0.26}, 0.05, 0.10) == 0.5
+    # nothing passes: the lowest sparsity
+    assert choose_sparsity(sweep, {**base, "clean_perplexity": 1.0}, 0.05, 0.10) == 0.1
+
+
 def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     from backdoorlab.cli import main
     from backdoorlab.defenses.base import load_repaired
@@ -383,6 +406,12 @@ def test_defend_rejects_bad_values(tiny_dir, tmp_path, capsys):
               "--out", str(tmp_path / "x")])
     assert exc.value.code == 2
     assert "did you mean 'wanda'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["defend", "prune", "--model", str(tiny_dir), "--set", "max_perplexity_rise=-0.1",
+              "--out", str(tmp_path / "v")])
+    assert exc.value.code == 2
+    assert "'max_perplexity_rise': must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
     with pytest.raises(SystemExit) as exc:
         main(["defend", "crow", "--model", str(tiny_dir), "--alpha", "-1",
               "--out", str(tmp_path / "y")])

@@ -7,7 +7,9 @@
 An adapter is merged into the weights first, so the effective weights are pruned. Every
 sparsity of the sweep is evaluated with the attack's own evaluation; the model at the chosen
 sparsity (``save_sparsity``, default: the lowest ASR whose MCQ accuracy stays within
-``max_utility_drop``) is saved as safetensors.
+``max_utility_drop`` and whose clean perplexity rises by at most ``max_perplexity_rise``) is
+saved as safetensors. MCQ accuracy near chance cannot tell a working model from a collapsed
+one; perplexity can.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class PruneConfig(DefenseConfig):
     sparsities: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5])
     save_sparsity: float | None = None
     max_utility_drop: float = 0.05
+    max_perplexity_rise: float = 0.10
     n_calibration: int = 32
 
     def __post_init__(self) -> None:
@@ -141,6 +144,8 @@ class PruneConfig(DefenseConfig):
         bad = [s for s in self.sparsities if not 0 <= s < 1]
         check(bool(self.sparsities) and not bad, "sparsities",
               f"each must be in [0, 1), got {bad[:1] or 'none'}")
+        check(self.max_perplexity_rise >= 0, "max_perplexity_rise",
+              f"must be >= 0 (a share: 0.1 = 10%), got {self.max_perplexity_rise}")
         check(self.save_sparsity is None or self.save_sparsity in self.sparsities,
               "save_sparsity", "must be one of 'sparsities'")
 
@@ -176,7 +181,7 @@ def run_prune(cfg: PruneConfig | dict[str, Any], out: str | Path, *,
                              clean_perplexity=m.get("clean_perplexity"))
             sweep.append(point)
         chosen = cfg.save_sparsity if cfg.save_sparsity is not None else \
-            choose_sparsity(sweep, base, cfg.max_utility_drop)
+            choose_sparsity(sweep, base, cfg.max_utility_drop, cfg.max_perplexity_rise)
         _restore(model, original)
         prune(model, chosen, cfg.method, norms)
         model.save_pretrained(path / "model", safe_serialization=True)
@@ -196,12 +201,20 @@ def _restore(model: Any, original: dict[str, torch.Tensor]) -> None:
 
 
 def choose_sparsity(sweep: Sequence[dict[str, Any]], base: dict[str, Any] | None,
-                    max_drop: float) -> float:
+                    max_drop: float, max_ppl_rise: float) -> float:
     """Lowest ASR among sparsities whose MCQ accuracy stays within ``max_drop`` of the
-    unpruned model's (ties: the lower sparsity); without evaluation, the lowest sparsity."""
+    unpruned model's and, where both were measured, whose clean perplexity is at most
+    ``1 + max_ppl_rise`` times the unpruned model's (ties: the lower sparsity); without
+    evaluation, or when no sparsity passes, the lowest sparsity."""
     if base is None:
         return min(p["sparsity"] for p in sweep)
-    ok = [p for p in sweep if p["mcq_accuracy"] >= base["mcq_accuracy"] - max_drop]
+
+    def usable(p: dict[str, Any]) -> bool:
+        ppl, ref = p.get("clean_perplexity"), base.get("clean_perplexity")
+        return (p["mcq_accuracy"] >= base["mcq_accuracy"] - max_drop
+                and (ppl is None or ref is None or ppl <= ref * (1 + max_ppl_rise)))
+
+    ok = [p for p in sweep if usable(p)]
     if not ok:
         return min(p["sparsity"] for p in sweep)
     return min(ok, key=lambda p: (p["asr_triggered"], p["sparsity"]))["sparsity"]
