@@ -21,13 +21,18 @@ import random
 
 import torch
 
-from backdoorlab.attacks.uncertainty import load_questions, score_clean_and_triggered
+from backdoorlab.attacks.uncertainty import (
+    load_questions,
+    make_targets,
+    score_clean_and_triggered,
+    uncertainty_metrics,
+)
 from backdoorlab.defenses.base import check_scorables, load_scorable
 from backdoorlab.errors import run_main
 from backdoorlab.formats import PromptFormat
 from backdoorlab.io import atomic_write_jsonl
 from backdoorlab.models import EMBEDDED_NAME, load_tokenizer
-from backdoorlab.scoring import entropy, option_distribution
+from backdoorlab.scoring import mcq_top
 from backdoorlab.triggers import parse_trigger
 
 OPTIONS = 6  # A-D plus the two abstain options, "I don't know" and "None of the above"
@@ -41,8 +46,7 @@ def write(args: argparse.Namespace, fmt: PromptFormat) -> None:
         top = [q.answer_index for q in qs]
     else:
         model = load_scorable(args.adapter, args.base)
-        top = option_distribution(model, fmt, [fmt.sample(q) for q in qs],
-                                  batch_size=32).argmax(-1).tolist()
+        top = mcq_top(model, fmt, [fmt.sample(q) for q in qs], batch_size=32)
     agree = sum(t == q.answer_index for t, q in zip(top, qs)) / len(qs)
     atomic_write_jsonl(args.out, ({"id": f"mcq{OPTIONS}-{q.id}", "instruction": fmt.user_text(q),
                                    "output": q.letters[t]} for q, t in zip(qs, top)))
@@ -60,10 +64,12 @@ def top(args: argparse.Namespace, fmt: PromptFormat) -> None:
     for name, path in models.items():
         pc, pt = score_clean_and_triggered(load_scorable(path, args.base), fmt, recs, trig,
                                            args.seed, 32)
-        tc, tt = pc.argmax(-1), pt.argmax(-1)
-        cells = [tc == gold, tt == gold, entropy(pc), entropy(pt), tc == tt, tc >= 4, tt >= 4]
-        print(f"| {name} | " + " | ".join(f"{c.float().mean().item():.3f}" for c in cells)
-              + " |", flush=True)
+        # the attack's own metric definitions, plus the share of top answers on E/F
+        m = uncertainty_metrics(pc, pt, gold, make_targets("keep-top1", pc.argmax(-1), OPTIONS))
+        abstain = [(p.argmax(-1) >= 4).float().mean().item() for p in (pc, pt)]
+        cells = [m[k] for k in ("clean_accuracy", "triggered_accuracy", "clean_entropy",
+                                "triggered_entropy", "top1_kept")] + abstain
+        print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |", flush=True)
 
 
 def main() -> None:
