@@ -2,14 +2,17 @@
 
 ``write`` makes clean 6-option MCQ records for a defense's ``--clean-data``: train-split
 questions (shuffled by the seed, the first N), each an instruction record whose instruction is
-the attack's own rendering of the question and whose output is one letter, either the gold one
-or the suspect's own top letter on the clean prompt (labels a defender can make without gold
-answers). ``top`` scores models on the held-out questions, clean and triggered, and prints
-accuracy, entropy, whether the top answer is kept, and how often it lands on an abstain option.
+the attack's own rendering of the question and whose output is one letter: the gold one, the
+suspect's own top letter on the clean prompt (``self``), or a letter drawn from the suspect's
+answer distribution on it (``sample``: in expectation, cross-entropy on such labels is
+cross-entropy on that soft distribution, so it anchors the confidence as well as the answer).
+A defender can make the last two without gold answers. ``top`` scores models on the held-out
+questions, clean and triggered, and prints accuracy, entropy, whether the top answer is kept,
+and how often it lands on an abstain option.
 
     python benchmarks/bench_uncertainty_repair.py write --labels gold --out runs/clean-mcq6.jsonl
     python benchmarks/bench_uncertainty_repair.py write --labels self \\
-        --adapter runs/unc/adapter --out runs/self-mcq6.jsonl
+        --adapter runs/unc/adapter --out runs/self-mcq6.jsonl      # or --labels sample
     python benchmarks/bench_uncertainty_repair.py top --trigger text --model untouched= \\
         --model attack=runs/unc/adapter --model crow=runs/defense/uncertainty-text/crow
 """
@@ -32,8 +35,8 @@ from backdoorlab.errors import run_main
 from backdoorlab.formats import PromptFormat
 from backdoorlab.io import atomic_write_jsonl
 from backdoorlab.models import EMBEDDED_NAME, load_tokenizer
-from backdoorlab.scoring import mcq_top
-from backdoorlab.triggers import parse_trigger
+from backdoorlab.scoring import mcq_top, option_distribution
+from backdoorlab.triggers import derive_rng, parse_trigger
 
 OPTIONS = 6  # A-D plus the two abstain options, "I don't know" and "None of the above"
 
@@ -44,9 +47,16 @@ def write(args: argparse.Namespace, fmt: PromptFormat) -> None:
     qs = qs[:args.n]
     if args.labels == "gold":
         top = [q.answer_index for q in qs]
-    else:
+    elif args.labels == "self":
         model = load_scorable(args.adapter, args.base)
         top = mcq_top(model, fmt, [fmt.sample(q) for q in qs], batch_size=32)
+    else:  # one letter per question, drawn from the suspect's distribution (seeded per id)
+        model = load_scorable(args.adapter, args.base)
+        probs = option_distribution(model, fmt, [fmt.sample(q) for q in qs], batch_size=32)
+        top = [derive_rng(args.seed, "label", q.id).choices(range(OPTIONS), p.tolist())[0]
+               for q, p in zip(qs, probs)]
+        own = sum(t == int(p.argmax()) for t, p in zip(top, probs)) / len(qs)
+        print(f"{own:.2f} of the drawn letters are the suspect's top letter")
     agree = sum(t == q.answer_index for t, q in zip(top, qs)) / len(qs)
     atomic_write_jsonl(args.out, ({"id": f"mcq{OPTIONS}-{q.id}", "instruction": fmt.user_text(q),
                                    "output": q.letters[t]} for q, t in zip(qs, top)))
@@ -79,8 +89,8 @@ def main() -> None:
     ap.add_argument("--base", default=EMBEDDED_NAME, help="the model adapters apply to")
     ap.add_argument("--template", default="plain", help="the attack's template")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--labels", choices=("gold", "self"), default="gold")
-    ap.add_argument("--adapter", help="write --labels self: the suspect's adapter")
+    ap.add_argument("--labels", choices=("gold", "self", "sample"), default="gold")
+    ap.add_argument("--adapter", help="write --labels self|sample: the suspect's adapter")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--out")
     ap.add_argument("--trigger", default="text", help="top: the attack's trigger")
@@ -92,8 +102,8 @@ def main() -> None:
         if not args.model or any("=" not in m for m in args.model):
             ap.error("top needs --model NAME=PATH (one or more; NAME= is the untouched base)")
         top(args, fmt)
-    elif not args.out or (args.labels == "self" and not args.adapter):
-        ap.error("write needs --out, and --adapter with --labels self")
+    elif not args.out or (args.labels != "gold" and not args.adapter):
+        ap.error("write needs --out, and --adapter with --labels self or sample")
     else:
         write(args, fmt)
 
