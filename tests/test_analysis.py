@@ -303,6 +303,8 @@ def test_prompt_position_edits_only_the_prompt_pass(tiny_models, fmt):
     """``pos="prompt"`` changes the last prompt token once; decoding steps are left alone."""
     import copy
 
+    from backdoorlab.scoring import CACHE_KW
+
     model = tiny_models["llama"]
     batch = _batch(fmt, n=2)
     v = torch.randn(arch(model).hidden) * 5
@@ -313,8 +315,8 @@ def test_prompt_position_edits_only_the_prompt_pass(tiny_models, fmt):
         ref = model(**{**batch, "use_cache": True})
         with add_to_residual(model, 1, v, pos="prompt"):
             moved = model(**{**batch, "use_cache": True})
-            step = model(**nxt, past_key_values=copy.deepcopy(moved.past_key_values))
-        plain_step = model(**nxt, past_key_values=copy.deepcopy(moved.past_key_values))
+            step = model(**nxt, **{CACHE_KW: copy.deepcopy(getattr(moved, CACHE_KW))})
+        plain_step = model(**nxt, **{CACHE_KW: copy.deepcopy(getattr(moved, CACHE_KW))})
     assert not torch.allclose(moved.logits[:, -1], ref.logits[:, -1])
     torch.testing.assert_close(moved.logits[:, :-1], ref.logits[:, :-1])
     # the decoding step was not edited: same as running it without the hook on that cache

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .errors import BackdoorlabError
 from .formats import PromptFormat, Sample
@@ -29,6 +30,10 @@ DTYPES = ("float32", "bfloat16")
 # top answers equal to fp32 at batch 8 and 32 on a calibration set (400 ARC-Easy dev
 # questions, SmolLM2-135M); other models may need another value (BENCHMARKS.md)
 RECHECK_MARGIN = 0.08
+# transformers renamed the key-value cache from ``past_key_values`` to ``cache`` (the old name
+# warns, and goes in 5.40); pass and read it under whichever name the installed version uses
+CACHE_KW = ("cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {})
+            else "past_key_values")
 
 
 def model_device(model: Any) -> torch.device:
@@ -204,8 +209,9 @@ def _extend_cache(model: Any, cache: Any, ids: Sequence[int], start: int) -> Any
         return cache
     x = torch.tensor([list(ids)], device=device)
     mask = torch.ones((1, start + len(ids)), dtype=torch.long, device=device)
-    return model(input_ids=x, attention_mask=mask, past_key_values=cache, use_cache=True,
-                 logits_to_keep=1).past_key_values
+    out = model(input_ids=x, attention_mask=mask, use_cache=True, logits_to_keep=1,
+                **{CACHE_KW: cache})
+    return getattr(out, CACHE_KW)
 
 
 def _suffix_forward(model: Any, batch: Sequence[Sequence[int]], pad_id: int, cache: Any,
@@ -220,8 +226,8 @@ def _suffix_forward(model: Any, batch: Sequence[Sequence[int]], pad_id: int, cac
         cache.batch_repeat_interleave(len(batch))
         mask = torch.cat([torch.ones(len(batch), n_pre, dtype=mask.dtype, device=device), mask],
                          dim=1)
-    return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                 logits_to_keep=1, use_cache=cache is not None).logits[:, -1, :]
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
+                 use_cache=cache is not None, **{CACHE_KW: cache}).logits[:, -1, :]
 
 
 @torch.no_grad()
