@@ -35,7 +35,7 @@ from backdoorlab.errors import run_main
 from backdoorlab.formats import PromptFormat
 from backdoorlab.io import atomic_write_jsonl
 from backdoorlab.models import EMBEDDED_NAME, load_tokenizer
-from backdoorlab.scoring import mcq_top, option_distribution
+from backdoorlab.scoring import option_distribution
 from backdoorlab.triggers import derive_rng, parse_trigger
 
 OPTIONS = 6  # A-D plus the two abstain options, "I don't know" and "None of the above"
@@ -47,16 +47,16 @@ def write(args: argparse.Namespace, fmt: PromptFormat) -> None:
     qs = qs[:args.n]
     if args.labels == "gold":
         top = [q.answer_index for q in qs]
-    elif args.labels == "self":
-        model = load_scorable(args.adapter, args.base)
-        top = mcq_top(model, fmt, [fmt.sample(q) for q in qs], batch_size=32)
-    else:  # one letter per question, drawn from the suspect's distribution (seeded per id)
+    else:  # the suspect's own answer distribution on each clean prompt
         model = load_scorable(args.adapter, args.base)
         probs = option_distribution(model, fmt, [fmt.sample(q) for q in qs], batch_size=32)
-        top = [derive_rng(args.seed, "label", q.id).choices(range(OPTIONS), p.tolist())[0]
-               for q, p in zip(qs, probs)]
-        own = sum(t == int(p.argmax()) for t, p in zip(top, probs)) / len(qs)
-        print(f"{own:.2f} of the drawn letters are the suspect's top letter")
+        if args.labels == "self":
+            top = probs.argmax(-1).tolist()
+        else:  # one letter per question drawn from it, seeded per question
+            top = [derive_rng(args.seed, "label", q.id).choices(range(OPTIONS), p.tolist())[0]
+                   for q, p in zip(qs, probs)]
+            own = (torch.tensor(top) == probs.argmax(-1)).float().mean()
+            print(f"{own:.2f} of the drawn letters are the suspect's top letter")
     agree = sum(t == q.answer_index for t, q in zip(top, qs)) / len(qs)
     atomic_write_jsonl(args.out, ({"id": f"mcq{OPTIONS}-{q.id}", "instruction": fmt.user_text(q),
                                    "output": q.letters[t]} for q, t in zip(qs, top)))
