@@ -30,6 +30,7 @@ from backdoorlab.attacks.uncertainty import (
     score_clean_and_triggered,
     uncertainty_metrics,
 )
+from backdoorlab.data import ABSTAIN_CHOICES
 from backdoorlab.defenses.base import check_scorables, load_scorable
 from backdoorlab.errors import run_main
 from backdoorlab.formats import PromptFormat
@@ -39,6 +40,7 @@ from backdoorlab.scoring import option_distribution
 from backdoorlab.triggers import derive_rng, parse_trigger
 
 OPTIONS = 6  # A-D plus the two abstain options, "I don't know" and "None of the above"
+FIRST_ABSTAIN = OPTIONS - len(ABSTAIN_CHOICES)  # add_abstain_options puts them last
 
 
 def write(args: argparse.Namespace, fmt: PromptFormat) -> None:
@@ -50,12 +52,13 @@ def write(args: argparse.Namespace, fmt: PromptFormat) -> None:
     else:  # the suspect's own answer distribution on each clean prompt
         model = load_scorable(args.adapter, args.base)
         probs = option_distribution(model, fmt, [fmt.sample(q) for q in qs], batch_size=32)
+        own_top = probs.argmax(-1)
         if args.labels == "self":
-            top = probs.argmax(-1).tolist()
+            top = own_top.tolist()
         else:  # one letter per question drawn from it, seeded per question
             top = [derive_rng(args.seed, "label", q.id).choices(range(OPTIONS), p.tolist())[0]
                    for q, p in zip(qs, probs)]
-            own = (torch.tensor(top) == probs.argmax(-1)).float().mean()
+            own = (torch.tensor(top) == own_top).float().mean()
             print(f"{own:.2f} of the drawn letters are the suspect's top letter")
     agree = sum(t == q.answer_index for t, q in zip(top, qs)) / len(qs)
     atomic_write_jsonl(args.out, ({"id": f"mcq{OPTIONS}-{q.id}", "instruction": fmt.user_text(q),
@@ -76,7 +79,7 @@ def top(args: argparse.Namespace, fmt: PromptFormat) -> None:
                                            args.seed, 32)
         # the attack's own metric definitions, plus the share of top answers on E/F
         m = uncertainty_metrics(pc, pt, gold, make_targets("keep-top1", pc.argmax(-1), OPTIONS))
-        abstain = [(p.argmax(-1) >= 4).float().mean().item() for p in (pc, pt)]
+        abstain = [(p.argmax(-1) >= FIRST_ABSTAIN).float().mean().item() for p in (pc, pt)]
         cells = [m[k] for k in ("clean_accuracy", "triggered_accuracy", "clean_entropy",
                                 "triggered_entropy", "top1_kept")] + abstain
         print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |", flush=True)
