@@ -102,6 +102,48 @@ def test_shared_prefix_cache_equals_plain_forward(tiny_models, fmt, family):
     torch.testing.assert_close(shared, plain, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prompt_nll_equals_padded_forward(fmt, family):
+    """Questions' options: each prompt once into a cache (prompts of different lengths
+    left-padded together, the cache repeated per option), the options batched, give each
+    option's summed NLL and token count as the padded forward does; a chunk with a group
+    whose sequences share no prompt is scored without a cache, by hand. Sharpened attention
+    (query weights x8), so that a wrong position or mask would show."""
+    from backdoorlab.data import load_records
+    from backdoorlab.data.records import Instruction
+    from backdoorlab.evaluation import response_nll
+    from backdoorlab.scoring import shared_prompt_nll
+    from backdoorlab.testing import tiny_model
+    from backdoorlab.training import SampleCollator
+
+    model = tiny_model(family, vocab_size=len(fmt.tokenizer))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8.0)
+    encode, pad = SampleCollator(fmt).encode, fmt.tokenizer.pad_token_id
+    by_len = {len(fmt.encode(q.question).input_ids): q
+              for q in load_records("builtin:general-mcq", limit=200)}
+    qs = [by_len[k] for k in sorted(by_len)][:5]  # prompts of 5 different lengths
+    groups, want = [], []
+    for q in qs:
+        samples = [fmt.sample(Instruction(id=q.id, instruction=q.question), response=c)
+                   for c in q.choices[:2 + len(groups) % 3]]  # 2-4 options
+        groups.append([encode(s)[:2] for s in samples])
+        want += response_nll(model, fmt, samples, batch_size=3)
+    assert len({next(i for i, x in enumerate(g[0][1]) if x != -100) for g in groups}) == 5
+    got = [x for g in shared_prompt_nll(model, groups, pad, batch_size=3) for x in g]
+    assert [n for _, n in got] == [n for _, n in want] and min(n for _, n in got) > 0
+    torch.testing.assert_close(torch.tensor([x for x, _ in got]),
+                               torch.tensor([x for x, _ in want]), atol=1e-4, rtol=1e-5)
+    short = [[([5, 6, 7, 8], [-100, -100, 7, 8]), ([5, 6, 9], [-100, -100, 9])],
+             [([7, 8, 9], [-100, 8, 9])]]
+    with torch.no_grad():
+        logits = model(torch.tensor([[5, 6, 7, 8]])).logits[0].float()
+    by_hand = float(torch.nn.functional.cross_entropy(logits[1:3], torch.tensor([7, 8]),
+                                                      reduction="sum"))
+    assert shared_prompt_nll(model, short, pad)[0][0] == (pytest.approx(by_hand, rel=1e-4), 2)
+
+
 def test_prefix_groups_cover_every_prompt_once():
     from backdoorlab.scoring import common_prefix_len, prefix_groups
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .errors import BackdoorlabError
-from .scoring import entropy
+from .scoring import entropy, shared_prompt_nll
 
 __all__ = ["brier", "conformal_sets", "conformal_threshold", "ece", "entropy", "kl_div",
            "letter_shares", "wilson_interval"]
@@ -135,19 +135,32 @@ def response_perplexity(model: Any, fmt: Any, samples: Sequence[Any], batch_size
     return math.exp(sum(x for x, _ in per) / count)
 
 
-def cloze_correct(model: Any, fmt: Any, questions: Sequence[Any], batch_size: int = 8
-                  ) -> list[int]:
+def cloze_correct(model: Any, fmt: Any, questions: Sequence[Any], batch_size: int = 8,
+                  share_prompt: bool = True) -> list[int]:
     """1/0 per multiple-choice question, scored without letters: the question alone is the
     prompt, each option's text is a candidate answer, and the option with the lowest mean
-    negative log-likelihood per token is the model's pick (lm-eval-harness style). Unlike
-    letter accuracy this is above chance on small models and has no letter preference, so a
-    repair that costs knowledge shows in it."""
+    negative log-likelihood per token is the model's pick (lm-eval-harness style; SmolLM2's
+    authors score MMLU and ARC this way, "cloze"). Unlike letter accuracy this is above
+    chance on small models and has no letter preference, so a repair that costs knowledge
+    shows in it. With ``share_prompt`` (default) each question's prompt runs once and only
+    its options run batched, ``batch_size`` questions at a time
+    (:func:`scoring.shared_prompt_nll`); otherwise every option is a row of ``batch_size``
+    padded rows. Both pick the same up to float rounding."""
     from .data.records import Instruction
+    from .training import SampleCollator
 
     samples = [fmt.sample(Instruction(id=q.id, instruction="\n\n".join(
         x for x in (q.context, q.question) if x)), response=c)
         for q in questions for c in q.choices]
-    per = response_nll(model, fmt, samples, batch_size)
+    if share_prompt:
+        encode, i, groups = SampleCollator(fmt).encode, 0, []
+        for q in questions:
+            groups.append([encode(s)[:2] for s in samples[i:i + len(q.choices)]])
+            i += len(q.choices)
+        per = [x for g in shared_prompt_nll(model, groups, fmt.tokenizer.pad_token_id,
+                                            batch_size=batch_size) for x in g]
+    else:
+        per = response_nll(model, fmt, samples, batch_size)
     out, i = [], 0
     for q in questions:
         k = len(q.choices)
