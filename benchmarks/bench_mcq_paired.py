@@ -9,7 +9,8 @@ is above chance on small models. ``--unseen`` adds, for each ``--after`` that is
 every view again on the questions its clean data does not ask (the built-in questions are all
 built-in fact instructions, so a repair can train on their answers). ``--after`` repeats
 (``NAME=DIR``): every repaired model is compared with the same ``--before``, and each model is
-scored once.
+scored once. ``--cache FILE`` keeps each model's answers between runs (keyed by its weight
+files, the data and the views), so adding repaired models later scores only the new ones.
 
     python benchmarks/bench_mcq_paired.py \
         --before runs/bench-poison/vpi-negative-sentiment/adapter \
@@ -19,15 +20,18 @@ scored once.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
 from backdoorlab.data import LETTERS, load_records, prompt_key, with_rotations
 from backdoorlab.defenses.base import check_scorables, load_scorable, trained_clean_records
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.evaluation import cloze_correct
 from backdoorlab.formats import PromptFormat
+from backdoorlab.io import atomic_write_json
 from backdoorlab.models import load_tokenizer
 from backdoorlab.runs import run_config
 from backdoorlab.scoring import mcq_top, rotation_average
@@ -40,6 +44,42 @@ def score(adapter: str | None, fmt: PromptFormat, samples: list, cloze: list | N
     letters."""
     model = load_scorable(adapter, "smollm2-135m-instruct")
     return mcq_top(model, fmt, samples), cloze and cloze_correct(model, fmt, cloze)
+
+
+# the files that make a scored model: weights and the records that say how to load them
+MODEL_FILES = {"adapter_config.json", "backdoorlab.json", "config.json", "defense.json",
+               "interventions.json"}
+
+
+def fingerprint(path: str | None) -> str:
+    """What identifies a scored model in ``--cache``: ``untouched``, or the resolved path and
+    the name, size and modification time of its weight and loading records (checkpoints and
+    metrics left out), so that a model trained again at the same path is scored again."""
+    if path is None:
+        return "untouched"
+    root = Path(path).resolve()
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root)
+        if f.is_file() and "checkpoints" not in rel.parts and (
+                f.suffix == ".safetensors" or f.name in MODEL_FILES):
+            st = f.stat()
+            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return f"{root}|{h.hexdigest()[:16]}"
+
+
+def read_cache(path: Path | None) -> dict:
+    """The ``--cache`` file's answers (empty if there is none yet); a file that is not one
+    this script wrote is named in one line."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        cache = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BackdoorlabError(f"--cache {path}: not JSON ({e})") from None
+    if not isinstance(cache, dict):
+        raise BackdoorlabError(f"--cache {path}: expected an object of cached answers")
+    return cache
 
 
 def shares(idx: list[int]) -> dict[str, float]:
@@ -107,7 +147,10 @@ def main() -> None:
     ap.add_argument("--data", default="builtin:general-mcq")
     ap.add_argument("--limit", type=int, default=None, help="the first N questions")
     ap.add_argument("--boot", type=int, default=5000)
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="JSON file of each model's answers, read and extended (atomically)")
     args = ap.parse_args()
+    cache = read_cache(args.cache)
     recs = load_records(args.data, kind="mcq", limit=args.limit)
     n = len(recs)
     # the questions as given, then (with --rotations) every other cyclic order of each: one
@@ -123,8 +166,14 @@ def main() -> None:
                              ({"clean": None} if args.clean else {}))
     fmt = PromptFormat(load_tokenizer("smollm2-135m-instruct"), "chat")
     samples = [fmt.sample(r) for r in rows]
-    scored = {k: score(v, fmt, samples, recs if args.cloze else None)
-              for k, v in models.items()}
+    scored = {}
+    for k, v in models.items():
+        key = json.dumps([fingerprint(v), args.data, args.limit, args.rotations, args.cloze])
+        if key not in cache:
+            cache[key] = score(v, fmt, samples, recs if args.cloze else None)
+            if args.cache:
+                atomic_write_json(args.cache, cache)
+        scored[k] = cache[key]
     top = {k: v[0] for k, v in scored.items()}
     right = {k: [int(t == x.answer_index) for t, x in zip(v, rows)] for k, v in top.items()}
     gold = [rec.answer_index for rec in recs]

@@ -69,6 +69,8 @@ def test_eval_mcq_writes_metrics(tmp_path, capsys):
     ("bench_asr_heldout.py", ["--attack", "nosuch"], "--attack nosuch: no attack record"),
     ("bench_mcq_paired.py", ["--before", "BROKEN_RUN", "--after", "y", "--limit", "2"],
      "defense.json"),
+    ("bench_mcq_paired.py", ["--before", "x", "--after", "y", "--cache", "BAD_CACHE"],
+     "not JSON"),
     ("bench_consistency.py", ["--attack", "nosuch"], "nosuch: not a PEFT adapter directory"),
     ("bench_consistency.py", ["--attack", "x", "--after", "y"], "--after y: expected NAME=DIR"),
 ])
@@ -81,7 +83,9 @@ def test_benchmark_scripts_bad_input_exit_2_one_line(script, args, message, tmp_
     broken = tmp_path / "run"  # a defense run directory whose record is not JSON
     broken.mkdir()
     (broken / "defense.json").write_text("{not json")
-    args = [str(broken) if a == "BROKEN_RUN" else a for a in args]
+    bad_cache = tmp_path / "cache.json"
+    bad_cache.write_text("[1, 2")
+    args = [{"BROKEN_RUN": str(broken), "BAD_CACHE": str(bad_cache)}.get(a, a) for a in args]
 
     path = Path(__file__).parent.parent / "benchmarks" / script
     proc = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
@@ -130,6 +134,38 @@ def test_mcq_paired_unseen_views_hand_computed(tmp_path, tokenizer):
     # over both orders: before (1 + 0 + 0 + 1) / 4, after (0 + 1 + 1 + 1) / 4
     assert v["rotated"] == {"before": 0.5, "after": 0.75, "change": 0.25}
     assert (v["cloze"]["after"], v["cloze"]["change"]) == (1.0, 0.5)
+
+
+def test_mcq_paired_cache_key_follows_the_weights_not_the_checkpoints(tmp_path):
+    """A model's ``--cache`` key changes when its weights or loading records do (a model
+    trained again at the same path is scored again), not when checkpoints or metrics do."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "bench_mcq_paired.py"
+    spec = importlib.util.spec_from_file_location("bench_mcq_paired", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    weights = run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(b"0123")
+    (run / "defense.json").write_text("{}")
+    key = mod.fingerprint(str(run))
+    assert mod.fingerprint(None) == "untouched" and key.startswith(str(run.resolve()))
+    (run / "metrics.json").write_text("{}")
+    (run / "checkpoints" / "model.safetensors").write_bytes(b"x")
+    assert mod.fingerprint(str(run)) == key
+    st = weights.stat()
+    weights.write_bytes(b"4567")  # same size, retrained later
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert mod.fingerprint(str(run)) != key
+    key = mod.fingerprint(str(run))
+    (run / "defense.json").write_text('{"artifact": "model"}')
+    assert mod.fingerprint(str(run)) != key
+    assert mod.read_cache(tmp_path / "none.json") == {}
 
 
 def test_heldout_hits_by_category_hand_computed():
