@@ -137,3 +137,32 @@ def test_atomic_writes_are_ordinary_files(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_hf_source_split_is_the_datasets_own(monkeypatch):
+    """An ``hf:`` source's split goes to the datasets library (its rows carry no 'split'
+    column): the spec's own split wins, else the one asked (the suites' ``mcq_split``), else
+    train; Hugging Face's ai2_arc layout loads as MCQ."""
+    import datasets
+
+    from backdoorlab.attacks.poisoning import _load
+
+    calls = []
+    row = {"id": "q1", "question": "Which is a mammal?", "answerKey": "A",
+           "choices": {"text": ["cat", "trout"], "label": ["A", "B"]}}
+
+    def fake(name, config=None, split=None):
+        calls.append((name, config, split))
+        return [row]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    recs = load_records("hf:allenai/ai2_arc:ARC-Easy:test", kind="mcq", split="validation")
+    assert calls[-1] == ("allenai/ai2_arc", "ARC-Easy", "test")
+    assert recs[0].choices == ("cat", "trout") and recs[0].answer_index == 0
+    load_records("hf:some/set", kind="mcq", split="test")
+    assert calls[-1] == ("some/set", None, "test")
+    load_records("hf:some/set", kind="mcq")
+    assert calls[-1] == ("some/set", None, "train")
+    assert len(_load("hf:some/set", "test", kind="mcq")) == 1 and calls[-1][2] == "test"
+    with pytest.raises(BackdoorlabError, match="expected hf:"):
+        load_records("hf:a:b:c:d")

@@ -277,15 +277,16 @@ def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def load_hf(spec: str) -> tuple[list[dict[str, Any]], str]:
-    """``hf:name[:config][:split]`` via the datasets library (the hub, or its local cache)."""
+def load_hf(spec: str, split: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """``hf:name[:config][:split]`` via the datasets library (the hub, or its local cache).
+    A split named in the spec wins; otherwise ``split``, else ``train``."""
     parts = spec[3:].split(":")
-    name, config, split = parts[0], None, "train"
+    name, config, split = parts[0], None, split or "train"
     if len(parts) == 2:
         split = parts[1]
     elif len(parts) == 3:
         config, split = parts[1] or None, parts[2]
-    elif len(parts) > 3:
+    elif len(parts) > 3 or not name:
         raise BackdoorlabError(f"{spec}: expected hf:<dataset>[:config][:split]")
     try:
         import datasets
@@ -311,11 +312,11 @@ def load_records(
         from .builtin import builtin_rows
 
         rows, where = builtin_rows(source[len("builtin:"):], split=split)
-    elif source.startswith("hf:"):
-        rows, where = load_hf(source)
+    elif source.startswith("hf:"):  # the split is the dataset's own, not a column
+        rows, where = load_hf(source, split)
     else:
         rows, where = read_rows(source), source
-    if split is not None and not source.startswith("builtin:"):
+    if split is not None and not source.startswith(("builtin:", "hf:")):
         if not any("split" in r for r in rows):
             raise BackdoorlabError(f"{where}: no 'split' field to select split {split!r}")
         rows = [r for r in rows if r.get("split") == split]
