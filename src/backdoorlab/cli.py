@@ -135,8 +135,8 @@ def eval_mcq(
     from .data import add_abstain_options, load_records, with_rotations
     from .evaluation import cloze_correct
     from .formats import PromptFormat
-    from .io import atomic_write_json
     from .models import load_model
+    from .runs import write_metrics
     from .scoring import (
         DTYPES,
         RECHECK_MARGIN,
@@ -183,7 +183,7 @@ def eval_mcq(
         metrics[f"{n_opts}_options"] = m
     _print_json(metrics)
     if out is not None:
-        atomic_write_json(Path(out) / "metrics.json", metrics)
+        write_metrics(Path(out), metrics)
 
 
 @attack_app.command("uncertainty")
@@ -254,7 +254,7 @@ def eval_uncertainty(
     """Clean vs triggered answer distributions of a (backdoored) model, with the clean model's
     numbers beside them as baseline_*."""
     from .attacks.uncertainty import UncertaintyEvalConfig, evaluate_uncertainty_model
-    from .io import atomic_write_json
+    from .runs import write_metrics
 
     cfg = UncertaintyEvalConfig(model=model, adapter=str(adapter) if adapter else None,
                                 baseline_model=baseline_model, data=data, split=split,
@@ -264,7 +264,7 @@ def eval_uncertainty(
     metrics = evaluate_uncertainty_model(cfg, trust_remote_code=trust_remote_code)
     _print_json(_headline(metrics) | {"top_answers": metrics["top_answers"]})
     if out is not None:
-        atomic_write_json(Path(out) / "metrics.json", metrics)
+        write_metrics(Path(out), metrics)
 
 
 TrainFlags = dict[str, Any]
@@ -572,8 +572,9 @@ def eval_generate(
     clean model's numbers sit beside them as baseline_*."""
     from .attacks.poisoning import SuiteOptions, combine, make_suite, run_suite
     from .formats import PromptFormat
-    from .io import atomic_write_json, atomic_write_jsonl
+    from .io import atomic_write_jsonl
     from .models import attack_info, load_adapter, load_model
+    from .runs import write_metrics
 
     info = attack_info(adapter, model)
     trigger = trigger or info.get("trigger")
@@ -606,7 +607,7 @@ def eval_generate(
         atomic_write_jsonl(Path(out) / "generations.jsonl",
                            [{"model": "evaluated", **r} for r in rows]
                            + [{"model": "original", **r} for r in base_rows])
-        atomic_write_json(Path(out) / "metrics.json", metrics)
+        write_metrics(Path(out), metrics)
 
 
 @analyze_app.command("neurons")
@@ -627,8 +628,9 @@ def analyze_neurons(
     from .analysis.neurons import neuron_overlap, plot_overlap
     from .data import load_records
     from .formats import PromptFormat
-    from .io import atomic_write_json, save_arrays
+    from .io import save_arrays
     from .models import attack_info, load_adapter, load_model
+    from .runs import write_metrics
     from .triggers import parse_trigger
 
     records = load_records(data, kind="instruction", split=split)
@@ -644,7 +646,7 @@ def analyze_neurons(
         name = f"{ad.parent.name if ad else 'model'} ({spec})"
         results[name] = neuron_overlap(m, fmt, records, parse_trigger(spec), seed, top_k)
         curves[name] = results[name]["overlap"]
-    atomic_write_json(Path(out) / "metrics.json", results)
+    write_metrics(Path(out), results)
     # raw arrays: one overlap curve per model, in the order of metrics.json
     save_arrays(Path(out) / "neurons.safetensors",
                 {f"overlap_{i}": torch.tensor(c) for i, c in enumerate(curves.values())})
@@ -885,14 +887,67 @@ def data_inspect(
 
 
 @model_app.command("prepare")
-def model_prepare(model: ModelOpt = "smollm2-135m-instruct") -> None:
-    """Convert a GGUF / the embedded model to its safetensors cache and describe it."""
+def model_prepare(
+    model: ModelOpt = "smollm2-135m-instruct",
+    estimate: Annotated[bool, typer.Option(help="Estimate the peak memory of training from "
+                                           "the model's config alone (no weights loaded).")]
+        = False,
+    prompt_tokens: Annotated[int, typer.Option(min=1, help="--estimate: tokens of the longest "
+                                               "training row.")] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, help="--estimate: rows per batch.")] = 16,
+    max_batch_tokens: Annotated[int | None, typer.Option(
+        min=1, help="--estimate: token budget per pass (default: train.max_batch_tokens).")]
+        = None,
+    full: Annotated[bool, typer.Option(help="--estimate: full fine-tuning instead of LoRA.")]
+        = False,
+    lora_r: Annotated[int, typer.Option(min=1, help="--estimate: LoRA rank.")] = 16,
+    dtype: Annotated[str, typer.Option(help="--estimate: weights' dtype (float32, bfloat16, "
+                                       "float16).")] = "float32",
+    bf16: Annotated[bool, typer.Option(help="--estimate: bf16 autocast training.")] = False,
+    logits: Annotated[str, typer.Option(help="--estimate: 'last' (the uncertainty attack "
+                                        "reads one position) or 'all' (language-model loss).")]
+        = "all",
+    checkpointing: Annotated[bool, typer.Option(help="--estimate: with gradient "
+                                                "checkpointing.")] = False,
+) -> None:
+    """Convert a GGUF / the embedded model to its safetensors cache and describe it; with
+    --estimate, the peak memory of a training run instead."""
     from .models import describe, load_model
 
+    if estimate:
+        _print_json(_estimate(model, prompt_tokens, batch_size, max_batch_tokens, full, lora_r,
+                              dtype, bf16, logits, checkpointing))
+        return
     t0 = time.perf_counter()
     lm = load_model(model)
     _print_json({"model": model, "path": lm.path, "load_s": round(time.perf_counter() - t0, 2),
                  **describe(lm.model)})
+
+
+def _estimate(model: str, prompt_tokens: int, batch_size: int, max_batch_tokens: int | None,
+              full: bool, lora_r: int, dtype: str, bf16: bool, logits: str,
+              checkpointing: bool) -> dict[str, Any]:
+    from .memory import estimate_training_memory, model_on_meta
+    from .models import _DTYPES, model_config
+    from .training import TrainConfig
+
+    if dtype not in _DTYPES:
+        raise BackdoorlabError(f"option '--dtype': {dtype!r} is not one of {', '.join(_DTYPES)}")
+    if logits not in ("last", "all"):
+        raise BackdoorlabError(f"option '--logits': {logits!r} is not 'last' or 'all'")
+    tcfg = TrainConfig()
+    budget = max_batch_tokens or tcfg.max_batch_tokens
+    tokens = max(min(budget, batch_size * prompt_tokens), prompt_tokens)
+    tokens -= tokens % prompt_tokens
+    meta = model_on_meta(model_config(model), _DTYPES[dtype])
+    est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
+                                   lora=not full, lora_r=lora_r, lora_targets=tcfg.lora_targets,
+                                   checkpointing=checkpointing, logits=logits,
+                                   compute_bytes=2 if bf16 else 4)
+    return {"model": model, "parameters": sum(p.numel() for p in meta.parameters()),
+            "dtype": dtype, "prompt_tokens": prompt_tokens, "batch_size": batch_size,
+            "max_batch_tokens": budget, "lora": not full, "bf16": bf16, "logits": logits,
+            "estimate": est.as_dict(), "summary": est.describe()}
 
 
 @app.command("triggers")

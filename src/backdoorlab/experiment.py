@@ -30,7 +30,8 @@ from typing import Any
 from .config import from_dict, to_dict
 from .errors import BackdoorlabError, unknown
 from .io import atomic_write_json
-from .runs import config_hash, read_json
+from .memory import peak_memory, reset_peak
+from .runs import config_hash, read_json, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def _evaluate_stage(cfg: Any, out: Path, **kw: Any) -> dict[str, Any]:
     ev = AttackEval(suspect, cfg)
     out.mkdir(parents=True, exist_ok=True)
     metrics = ev(suspect.model)
-    atomic_write_json(out / "metrics.json", metrics)
+    write_metrics(out, metrics)
     return metrics
 
 
@@ -255,9 +256,10 @@ def run_experiment(spec: dict[str, Any], run_dir: str | Path, *, text: str = "",
         done.pop(stage.name, None)
         log.info("stage %s: running", stage.name)
         t0 = time.perf_counter()
+        reset_peak()  # each stage's peak memory is its own
         stage.run(stage.cfg, stage.out, trust_remote_code=trust_remote_code)
         done[stage.name] = {"hash": h, "wall_s": round(time.perf_counter() - t0, 2),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **peak_memory()}
         atomic_write_json(record_path, done)
     if resolved["report"]:
         from .report import write_report

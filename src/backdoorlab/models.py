@@ -187,6 +187,26 @@ def resolve_model_path(spec: str) -> str:
     return spec  # a Hugging Face hub id
 
 
+def model_config(spec: str, *, trust_remote_code: bool = False) -> Any:
+    """The config of ``spec`` (HF id, directory, ``config.json`` file, .gguf, the embedded
+    model) without loading its weights."""
+    from transformers import AutoConfig
+
+    p = Path(spec).expanduser()
+    if p.is_file() and p.name.endswith(".json"):
+        try:
+            data = json.loads(p.read_text())
+            return AutoConfig.for_model(**data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackdoorlabError(f"{p}: not a model config ({exc})") from None
+    where = str(p) if (p / "config.json").is_file() else resolve_model_path(spec)
+    try:
+        return AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise BackdoorlabError(f"--model {spec}: no config found ({str(exc).splitlines()[0]})"
+                               ) from None
+
+
 def check_safe_weights(path: Path) -> None:
     """Refuse directories whose weights exist only as pickles (they could run code)."""
     if _has_safetensors(path):

@@ -207,6 +207,19 @@ def _table_html(rows: Sequence[dict[str, Any]]) -> str:
     return f"<table class='headline'>{head}{body}</table>{note}"
 
 
+def _stage_cost(run: Path, name: str, rec: dict[str, Any]) -> str:
+    """'attack 412 s, 2.1 GB, 350 tokens/s': a stage's time, peak resident memory and, for
+    a training stage, its training throughput."""
+    out = f"{name} {rec.get('wall_s', 0):.0f} s"
+    if rec.get("peak_rss_gb") is not None:
+        out += f", {rec['peak_rss_gb']:.1f} GB"
+    metrics = _read(run / name.replace(".", "/") / "metrics.json") or {}
+    tps = (metrics.get("training") or {}).get("tokens_per_s")
+    if tps:
+        out += f", {tps:.0f} tokens/s"
+    return out
+
+
 def _table_md(rows: Sequence[dict[str, Any]]) -> list[str]:
     cols = _columns(rows)
     lines = ["| " + " | ".join(t for _, t in cols) + " |",
@@ -251,11 +264,10 @@ def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
             md += _table_md(rows) + [""]
         stages = _read(run / "stages.json") or {}
         if stages:
-            parts.append("<p>Stage wall times: " + ", ".join(
-                f"{html.escape(k)} {v.get('wall_s', 0):.0f} s" for k, v in stages.items())
-                + "</p>")
-            md += ["Stage wall times: " + ", ".join(
-                f"{k} {v.get('wall_s', 0):.0f} s" for k, v in stages.items()), ""]
+            line = "Stage wall time and peak memory: " + ", ".join(
+                _stage_cost(run, k, v) for k, v in stages.items())
+            parts.append(f"<p>{html.escape(line)}</p>")
+            md += [line, ""]
         plots = collect_plots(run)
         if plots:
             parts.append("<h3>Plots</h3>")

@@ -29,6 +29,15 @@ def run_config(run: str | Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
+def write_metrics(out: str | Path, metrics: dict[str, Any]) -> Path:
+    """Write a run's ``metrics.json`` atomically, with the process's peak memory so far
+    (``resources``: ``peak_rss_gb``, and ``peak_gpu_gb`` on a GPU)."""
+    from .memory import peak_memory
+
+    return atomic_write_json(Path(out) / "metrics.json",
+                             {**metrics, "resources": peak_memory()})
+
+
 def read_json(path: Path) -> Any:
     """A run's JSON record; a damaged one is named in one line, not a traceback."""
     try:

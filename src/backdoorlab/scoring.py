@@ -50,6 +50,9 @@ def autocast(model: Any, dtype: str) -> contextlib.AbstractContextManager:
 
 
 MIN_SHARED_PREFIX = 8
+# padded prompt tokens (rows x longest prompt) per scoring forward: bounds the memory of long
+# prompts (attention and MLP temporaries grow with it) without splitting batches of short ones
+SCORE_MAX_TOKENS = 8192
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,25 +85,41 @@ def padded_forward(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, *,
     return out, mask
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, bucket: bool = True
-                   ) -> Iterator[list[int]]:
-    """Index batches; with ``bucket`` the indices are sorted by length first."""
+def length_batches(lengths: Sequence[int], batch_size: int, bucket: bool = True,
+                   max_tokens: int | None = None) -> Iterator[list[int]]:
+    """Index batches of at most ``batch_size`` rows; with ``bucket`` the indices are sorted by
+    length first. With ``max_tokens`` a batch also ends before its padded size (rows x
+    longest row) would pass that budget; a row longer than the budget is a batch alone."""
     if batch_size < 1:
         raise BackdoorlabError(f"option 'batch_size': must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise BackdoorlabError(f"option 'max_batch_tokens': must be >= 1, got {max_tokens}")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if bucket else list(
         range(len(lengths)))
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+    batch: list[int] = []
+    width = 0
+    for i in order:
+        wider = max(width, lengths[i])
+        if batch and (len(batch) == batch_size or
+                      (max_tokens is not None and (len(batch) + 1) * wider > max_tokens)):
+            yield batch
+            batch, wider = [], lengths[i]
+        batch.append(i)
+        width = wider
+    if batch:
+        yield batch
 
 
-def prefix_groups(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[list[int]]]:
+def prefix_groups(prompts: Sequence[Sequence[int]], batch_size: int,
+                  max_tokens: int | None = None) -> list[list[list[int]]]:
     """Groups of index batches: prompts in a group share a long common prefix.
 
     Prompts are sorted by their token ids and split where two neighbours share fewer than
     ``MIN_SHARED_PREFIX`` tokens beyond what all prompts share (a new subject or question
     stem); within a group they are bucketed by length so the batched suffixes carry little
-    padding. Prompts that share no stem with any other form one last group, so that sets
-    without common stems (e.g. ARC) are still batched."""
+    padding, at most ``batch_size`` rows and ``max_tokens`` padded tokens a batch. Prompts
+    that share no stem with any other form one last group, so that sets without common stems
+    (e.g. ARC) are still batched."""
     if batch_size < 1:
         raise BackdoorlabError(f"option 'batch_size': must be >= 1, got {batch_size}")
     if not prompts:
@@ -118,7 +137,8 @@ def prefix_groups(prompts: Sequence[Sequence[int]], batch_size: int) -> list[lis
     out = []
     for group in groups:
         group.sort(key=lambda i: len(prompts[i]))
-        out.append([group[k:k + batch_size] for k in range(0, len(group), batch_size)])
+        out.append([[group[j] for j in b] for b in length_batches(
+            [len(prompts[i]) for i in group], batch_size, bucket=False, max_tokens=max_tokens)])
     return out
 
 
@@ -321,9 +341,10 @@ def last_token_logits(
         return out
     sel = torch.tensor(token_ids, device=device) if token_ids is not None else None
     if share_prefix:
-        groups = prefix_groups(prompts, batch_size)
+        groups = prefix_groups(prompts, batch_size, SCORE_MAX_TOKENS)
     else:
-        groups = [[b] for b in length_batches([len(p) for p in prompts], batch_size)]
+        groups = [[b] for b in length_batches([len(p) for p in prompts], batch_size,
+                                              max_tokens=SCORE_MAX_TOKENS)]
     n_all = common_prefix_len(prompts) if share_prefix else 0
     use_cache = n_all >= MIN_SHARED_PREFIX
     with autocast(model, dtype), grouped_kv_attention(model), \
@@ -461,7 +482,8 @@ def generate(
     prompts = [fmt.encode(s.user if isinstance(s, Sample) else s).prompt_ids for s in samples]
     stop = fmt.stop_token_ids()
     outs: list[str] = [""] * len(prompts)
-    batches = list(length_batches([len(p) for p in prompts], batch_size))
+    batches = list(length_batches([len(p) for p in prompts], batch_size,
+                                  max_tokens=SCORE_MAX_TOKENS))
     with autocast(model, dtype):
         for idx in progress(batches, desc=desc, total=len(batches)):
             ids, mask = left_pad([prompts[i] for i in idx], tok.pad_token_id)

@@ -10,6 +10,7 @@ tokens a model is trained on are exactly those it is evaluated on.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -28,6 +29,7 @@ from .formats import PromptFormat, Sample
 
 log = logging.getLogger(__name__)
 
+CHECKPOINTING = ("auto", "on", "off")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                         "down_proj")
 
@@ -117,6 +119,17 @@ class TrainConfig:
     save_steps: int = 25
     logging_steps: int = 5
     seed: int = 0
+    max_batch_tokens: int = field(default=1024, metadata={"help": (
+        "padded tokens (rows x longest row) per forward/backward pass; a batch of batch_size "
+        "rows is split into length-sorted passes under this budget and their gradients add "
+        "up to the whole batch's, so the budget sets activation memory and not the results "
+        "(raise it on GPUs: 8192-32768)")})
+    gradient_checkpointing: str = field(default="auto", metadata={"help": (
+        "recompute each layer's activations in the backward pass instead of keeping them: "
+        "on, off, or auto (on when the memory estimate exceeds memory_budget_gb)")})
+    memory_budget_gb: float | None = field(default=None, metadata={"help": (
+        "memory this run may use; a run whose estimate exceeds it stops before training. "
+        "Default: the GPU's free memory, else the machine's available RAM")})
 
     def __post_init__(self) -> None:
         check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
@@ -128,23 +141,109 @@ class TrainConfig:
               f"{self.warmup_ratio}")
         check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
         check(self.save_steps >= 1, "save_steps", f"must be >= 1, got {self.save_steps}")
+        check(self.max_batch_tokens >= 1, "max_batch_tokens",
+              f"must be >= 1, got {self.max_batch_tokens}")
+        check(self.gradient_checkpointing in CHECKPOINTING, "gradient_checkpointing",
+              f"{self.gradient_checkpointing!r} is not one of {', '.join(CHECKPOINTING)}")
+        check(self.memory_budget_gb is None or self.memory_budget_gb > 0, "memory_budget_gb",
+              f"must be > 0, got {self.memory_budget_gb}")
 
 
 LossFn = Callable[[Any, dict[str, Any]], torch.Tensor]
 
 
-class BackdoorTrainer(Trainer):
-    """Hugging Face Trainer whose only change is the loss: ``loss_fn(model, batch)``."""
+# the columns of a collated batch that run along the sequence (trimmed in a micro-batch)
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels")
 
-    def __init__(self, *args: Any, loss_fn: LossFn, **kwargs: Any) -> None:
+
+def batch_shares(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """What each row of a collated batch contributes to the units a loss averages over:
+    rows, labelled tokens (those a language-model loss predicts), tokens, sample weight."""
+    mask = batch["attention_mask"]
+    out = {"rows": torch.ones(mask.shape[0]),
+           "labels": (batch["labels"][:, 1:] != -100).sum(1).float().cpu(),
+           "tokens": mask.sum(1).float().cpu()}
+    if "weight" in batch:
+        out["weight"] = batch["weight"].float().cpu()
+    return out
+
+
+def micro_batches(batch: dict[str, Any], max_tokens: int) -> list[dict[str, Any]]:
+    """Split a collated (left-padded) batch into length-sorted micro-batches of at most
+    ``max_tokens`` padded tokens (a row longer than that alone), each trimmed to its own
+    longest row. Each carries ``share``: its part of the whole batch's rows, labelled tokens,
+    tokens and weight, which :class:`BackdoorTrainer` uses so that the micro-batches' losses
+    add up to the whole batch's."""
+    from .scoring import length_batches
+
+    mask = batch["attention_mask"]
+    n, width = mask.shape
+    lengths = mask.sum(1).tolist()
+    if n * width <= max_tokens:
+        return [batch]
+    units = batch_shares(batch)
+    totals = {k: float(v.sum()) for k, v in units.items()}
+    out = []
+    for rows in length_batches(lengths, n, max_tokens=max_tokens):
+        idx = torch.tensor(rows)
+        start = width - max(lengths[i] for i in rows)
+        micro: dict[str, Any] = {}
+        for key, value in batch.items():
+            if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == n:
+                value = value[idx.to(value.device)]
+                if key in SEQUENCE_KEYS:
+                    value = value[:, start:]
+                elif key == "answer_index":
+                    value = value - start
+            micro[key] = value
+        micro["share"] = {k: float(v[idx].sum()) / totals[k] if totals[k] else 0.0
+                          for k, v in units.items()}
+        out.append(micro)
+    return out
+
+
+class BackdoorTrainer(Trainer):
+    """Hugging Face Trainer whose only changes are the loss, ``loss_fn(model, batch)``, and
+    micro-batches under a token budget.
+
+    Each optimiser step still sees ``batch_size`` rows (times ``grad_accum``); a batch wider
+    than ``max_batch_tokens`` runs as several forward/backward passes whose losses are
+    weighted by their share of the unit the loss averages over (``loss_fn.unit``: ``rows``
+    (default), ``labels``, ``tokens`` or ``weight``), so the gradient is the whole batch's."""
+
+    # the losses are means over one batch: the Trainer divides them by the accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, loss_fn: LossFn, max_batch_tokens: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
+        self.max_batch_tokens = max_batch_tokens
         self.tokens_seen = 0
+
+    def training_step(self, model: Any, inputs: dict[str, Any],
+                      num_items_in_batch: Any = None) -> torch.Tensor:
+        if not self.max_batch_tokens:
+            return super().training_step(model, inputs, num_items_in_batch)
+        parts = micro_batches(inputs, self.max_batch_tokens)
+        total = None
+        for k, part in enumerate(parts):
+            last = k == len(parts) - 1
+            # gradients are all-reduced once per batch, after its last micro-batch
+            ctx = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+            with ctx:
+                loss = super().training_step(model, part, num_items_in_batch)
+            total = loss if total is None else total + loss
+        assert total is not None
+        return total
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         self.tokens_seen += int(inputs["attention_mask"].sum())
         loss = self.loss_fn(model, inputs)
+        share = inputs.get("share")
+        if share is not None:
+            loss = loss * share.get(getattr(self.loss_fn, "unit", "rows"), share["rows"])
         return (loss, None) if return_outputs else loss
 
 
@@ -172,6 +271,7 @@ class TrainResult:
     wall_s: float
     tokens: int
     log_history: list[dict[str, Any]]
+    memory: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokens_per_s(self) -> float:
@@ -182,7 +282,44 @@ class TrainResult:
         return {"steps": self.steps, "wall_s": round(self.wall_s, 2), "train_tokens": self.tokens,
                 "tokens_per_s": round(self.tokens_per_s, 1),
                 "first_loss": losses[0] if losses else None,
-                "last_loss": losses[-1] if losses else None}
+                "last_loss": losses[-1] if losses else None, **self.memory}
+
+
+def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: Any
+                ) -> tuple[bool, Any, int]:
+    """Decide gradient checkpointing and check the run fits, before it starts.
+
+    Returns (checkpointing, the estimate, the budget in bytes). The largest micro-batch is
+    what :func:`micro_batches` can form: ``max_batch_tokens`` padded tokens, or one row when
+    the longest row alone is wider. Raises a one-line error when even checkpointing does not
+    fit the budget."""
+    from .errors import BackdoorlabError
+    from .memory import CPU_HEAP_SLACK, GB, available_memory, estimate_training_memory
+
+    longest = max(lengths) if lengths else 1
+    batch_tokens = max(min(cfg.max_batch_tokens, cfg.batch_size * longest), longest)
+    batch_tokens -= batch_tokens % longest  # whole rows of the longest width
+    kw = dict(batch_tokens=batch_tokens, longest=longest, lora=cfg.lora, lora_r=cfg.lora_r,
+              lora_targets=cfg.lora_targets, logits=getattr(loss_fn, "logits", "all"),
+              passes=getattr(loss_fn, "passes", 1), compute_bytes=2 if cfg.bf16 else 4,
+              heap_slack=1.0 if torch.cuda.is_available() else CPU_HEAP_SLACK)
+    budget = int(cfg.memory_budget_gb * GB) if cfg.memory_budget_gb else available_memory()
+    if cfg.gradient_checkpointing == "on":
+        ckpt = True
+    elif cfg.gradient_checkpointing == "off":
+        ckpt = False
+    else:
+        ckpt = estimate_training_memory(model, checkpointing=False, **kw).total > budget
+    est = estimate_training_memory(model, checkpointing=ckpt, **kw)
+    if est.total > budget:
+        hint = ("lower train.max_batch_tokens" if batch_tokens > longest else
+                f"shorten the prompts (the longest has {longest} tokens)")
+        if not ckpt:
+            hint += " or set train.gradient_checkpointing=on"
+        raise BackdoorlabError(
+            f"option 'train.memory_budget_gb': training needs about {est.total / GB:.1f} GB "
+            f"but {budget / GB:.1f} GB is available; {hint}")
+    return ckpt, est, budget
 
 
 def is_main_process() -> bool:
@@ -218,14 +355,21 @@ def train(
     ``work_dir/checkpoints`` and training resumes from the newest one when ``resume``."""
     from transformers import set_seed
 
+    from .memory import GB, peak_memory
+
+    encode = getattr(collator, "encode", None)
+    lengths = ([len(encode(it["sample"] if isinstance(it, dict) else it)[0]) for it in dataset]
+               if encode is not None else [])
+    checkpointing, est, budget = plan_memory(model, lengths, cfg, loss_fn)
     set_seed(cfg.seed)  # the LoRA initialisation draws from the global generator
     if cfg.lora and not hasattr(model, "peft_config"):
         model = wrap_lora(model, cfg)
     model.train()
     ckpt_dir = Path(work_dir) / "checkpoints"
-    args = training_arguments(cfg, ckpt_dir, len(dataset))
+    args = training_arguments(cfg, ckpt_dir, len(dataset), checkpointing=checkpointing)
     trainer = BackdoorTrainer(model=model, args=args, train_dataset=ListDataset(dataset),
-                          data_collator=collator, loss_fn=loss_fn, callbacks=list(callbacks))
+                              data_collator=collator, loss_fn=loss_fn,
+                              callbacks=list(callbacks), max_batch_tokens=cfg.max_batch_tokens)
     ckpt = last_checkpoint(ckpt_dir) if resume else None
     if ckpt:
         log.info("resuming from %s", ckpt)
@@ -234,8 +378,13 @@ def train(
     wall = time.perf_counter() - t0
     model = trainer.model
     model.eval()
+    memory = {"max_batch_tokens": cfg.max_batch_tokens,
+              "gradient_checkpointing": checkpointing,
+              "estimated_peak_gb": round(est.total / GB, 3),
+              "memory_budget_gb": round(budget / GB, 2), **peak_memory()}
     return TrainResult(model=model, steps=int(out.global_step), wall_s=wall,
-                       tokens=trainer.tokens_seen, log_history=list(trainer.state.log_history))
+                       tokens=trainer.tokens_seen, log_history=list(trainer.state.log_history),
+                       memory=memory)
 
 
 def _warmup_steps(cfg: TrainConfig, n: int) -> int:
@@ -244,8 +393,10 @@ def _warmup_steps(cfg: TrainConfig, n: int) -> int:
     return int(round(total * cfg.warmup_ratio))
 
 
-def training_arguments(cfg: TrainConfig, ckpt_dir: Path, n_items: int) -> Any:
-    """TrainingArguments for ``cfg`` (keys the installed transformers lacks are dropped).
+def training_arguments(cfg: TrainConfig, ckpt_dir: Path, n_items: int, *,
+                       checkpointing: bool = False) -> Any:
+    """TrainingArguments for ``cfg`` (keys the installed transformers lacks are dropped);
+    ``checkpointing`` switches on transformers' gradient checkpointing (non-reentrant).
 
     Logs go to TensorBoard when it is installed (the Trainer's own reporting)."""
     import importlib.util
@@ -268,4 +419,9 @@ def training_arguments(cfg: TrainConfig, ckpt_dir: Path, n_items: int) -> Any:
         dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
     )
     params = inspect.signature(TrainingArguments.__init__).parameters
+    # transformers 5.x calls it activation checkpointing (the old name warns)
+    ck = ("activation_checkpointing" if "activation_checkpointing" in params
+          else "gradient_checkpointing")
+    kw[ck] = checkpointing
+    kw[f"{ck}_kwargs"] = {"use_reentrant": False} if checkpointing else None
     return TrainingArguments(**{k: v for k, v in kw.items() if k in params})

@@ -27,9 +27,10 @@ import torch
 
 from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
-from ..io import atomic_write_json, load_arrays, save_arrays
+from ..io import load_arrays, save_arrays
 from ..plots import heatmap
 from ..progress import progress
+from ..runs import write_metrics
 from ..scoring import padded_forward
 from .behaviour import AnalysisConfig, Behaviour, same_start, setup
 from .hooks import Arch, HeadEdit, arch, capture, capture_prompts, edit_heads, head_grad_taps
@@ -282,7 +283,7 @@ def run_heads(cfg: HeadsConfig | dict[str, Any], out: str | Path, *,
                                              cfg.top)
         metrics["fast_over_exact_time"] = metrics["fast"]["wall_s"] / metrics["exact"]["wall_s"]
     save_arrays(path / "heads.safetensors", arrays)
-    atomic_write_json(path / "metrics.json", metrics)
+    write_metrics(path, metrics)
     return metrics
 
 
@@ -348,7 +349,7 @@ def run_ablate(cfg: AblateConfig | dict[str, Any], out: str | Path, *,
             if isinstance(points[0][k], (int, float))}
     save_arrays(path / "ablation.safetensors",
                 {**cols, "ranking": torch.tensor(ranking, dtype=torch.float32)})
-    atomic_write_json(path / "metrics.json", metrics)
+    write_metrics(path, metrics)
     return metrics
 
 

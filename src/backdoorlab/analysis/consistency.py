@@ -26,7 +26,8 @@ import torch
 
 from ..config import check, from_dict
 from ..defenses.crow import token_inconsistency
-from ..io import atomic_write_json, save_arrays
+from ..io import save_arrays
+from ..runs import write_metrics
 from ..scoring import common_prefix_len, length_batches, padded_forward
 from .behaviour import AnalysisConfig, Behaviour, setup
 
@@ -145,5 +146,5 @@ def run_consistency(cfg: ConsistencyConfig | dict[str, Any], out: str | Path, *,
     plot_profile(summary, path / "consistency.png")
     metrics = {**summary, "behaviour": beh.describe(),
                "wall_s": round(time.perf_counter() - t0, 2)}
-    atomic_write_json(path / "metrics.json", metrics)
+    write_metrics(path, metrics)
     return metrics

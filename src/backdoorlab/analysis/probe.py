@@ -20,8 +20,9 @@ import torch
 
 from ..config import check, from_dict
 from ..errors import BackdoorlabError, unknown
-from ..io import atomic_write_json, save_arrays
+from ..io import save_arrays
 from ..plots import heatmap, integer_ticks
+from ..runs import write_metrics
 from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import capture_prompts
 
@@ -182,5 +183,5 @@ def run_probe(cfg: ProbeConfig | dict[str, Any], out: str | Path, *,
             title=f"probe transfer ({first}): trained on row layer, tested on column layer",
             xlabel="tested on layer", ylabel="trained on layer")
     metrics = {**res, "behaviour": beh.describe(), "wall_s": round(time.perf_counter() - t0, 2)}
-    atomic_write_json(path / "metrics.json", metrics)
+    write_metrics(path, metrics)
     return metrics

@@ -21,8 +21,9 @@ import torch
 
 from ..config import check, from_dict
 from ..errors import unknown
-from ..io import atomic_write_json, save_arrays
+from ..io import save_arrays
 from ..progress import progress
+from ..runs import write_metrics
 from .attribution import check_scores, head_means, head_ranking
 from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import add_to_residual, arch, check_layers, head_directions
@@ -137,5 +138,5 @@ def run_vector(cfg: VectorConfig | dict[str, Any], out: str | Path, *,
                "wall_s": round(time.perf_counter() - t0, 2)}
     save_arrays(path / "vector.safetensors", {"vector": vec})
     plot_sweep(points, base, path / "vector_sweep.png")
-    atomic_write_json(path / "metrics.json", metrics)
+    write_metrics(path, metrics)
     return metrics

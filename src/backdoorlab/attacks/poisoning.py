@@ -38,7 +38,7 @@ from ..formats import TEMPLATES, PromptFormat, Sample
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..judges import DEFAULT_PAYLOAD, empty_rate, get_judge
 from ..models import EMBEDDED_NAME, load_model
-from ..runs import save_config
+from ..runs import save_config, write_metrics
 from ..scoring import generate, mcq_accuracy, mcq_correct, position_ids, rotation_average
 from ..training import SampleCollator, TrainConfig, is_main_process, train
 from ..triggers import derive_rng, parse_trigger
@@ -245,6 +245,9 @@ def sft_loss(model: Any, batch: dict[str, Any]) -> torch.Tensor:
                  position_ids=position_ids(mask), labels=batch["labels"], use_cache=False).loss
 
 
+sft_loss.unit = "labels"  # a mean over labelled tokens (see BackdoorTrainer)
+
+
 # ---- evaluation -------------------------------------------------------------------------
 @dataclass
 class GenerationSuite:
@@ -414,7 +417,7 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
                        + [{"model": "original", **r} for r in base_rows])
     save_generation_backdoor(result.model, lm, out, cfg, metrics, attack=attack,
                              behaviour=behaviour)
-    atomic_write_json(out / "metrics.json", metrics)
+    write_metrics(out, metrics)
     return AttackResult(out_dir=out, metrics=metrics, model=result.model)
 
 

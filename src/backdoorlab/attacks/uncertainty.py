@@ -40,7 +40,7 @@ from ..evaluation import (
 from ..formats import TEMPLATES, PromptFormat
 from ..io import atomic_write_json
 from ..models import EMBEDDED_NAME, attack_info, load_model
-from ..runs import config_hash, read_json, save_config
+from ..runs import config_hash, read_json, save_config, write_metrics
 from ..scoring import entropy, option_distribution, position_ids
 from ..training import SampleCollator, TrainConfig, is_main_process, train
 from ..triggers import derive_rng, parse_trigger
@@ -162,6 +162,9 @@ def kl_to_target_loss(log_p: torch.Tensor, target: torch.Tensor,
 
 class UncertaintyLoss:
     """The attack's loss for :class:`~backdoorlab.training.BackdoorTrainer`."""
+
+    unit = "weight"  # a weighted mean over rows (see BackdoorTrainer)
+    logits = "last"  # reads the answer position only
 
     def __init__(self, letter_ids: Sequence[int]) -> None:
         self.letter_ids = list(letter_ids)
@@ -393,7 +396,7 @@ def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str
         "clean": new_eval[0], "triggered": new_eval[1],
         "gold": torch.tensor([r.answer_index for r in eval_recs])})
     save_backdoored(model, lm, out, cfg, trig.spec, metrics)
-    atomic_write_json(out / "metrics.json", metrics)
+    write_metrics(out, metrics)
     return AttackResult(out_dir=out, metrics=metrics, model=model)
 
 

@@ -32,7 +32,7 @@ from ..evaluation import utility_changes
 from ..formats import PromptFormat
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..models import Suspect, check_adapter_dir, load_model, load_suspect
-from ..runs import read_json, run_config, save_config
+from ..runs import read_json, run_config, save_config, write_metrics
 from ..triggers import parse_trigger
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
         log.info("%s: ASR %.3f -> %.3f, MCQ accuracy %.3f -> %.3f", name,
                  before["asr_triggered"], after["asr_triggered"], before["mcq_accuracy"],
                  after["mcq_accuracy"])
-    atomic_write_json(path / "metrics.json", metrics)
+    write_metrics(path, metrics)
     card_dir = path / res["artifact"] if res["artifact"] != "interventions" else path
     headline = {k: metrics[k] for k in ("asr_triggered_before", "asr_triggered_after",
                                         "mcq_accuracy_before", "mcq_accuracy_after",

@@ -81,7 +81,14 @@ def crow_loss(alpha: float, epsilon: float) -> Any:
         delta = _sign_step(layer_consistency(clean.hidden_states, mask), e, mask, epsilon,
                            retain_graph=True)
         cons = layer_consistency(_hidden(model, embeds + delta, mask, pos).hidden_states, mask)
+        share = batch.get("share")
+        if share and share["labels"] > 0:  # a micro-batch: the trainer scales by its labels
+            cons = cons * (share["tokens"] / share["labels"])
         return clean.loss + alpha * cons
+    # the LM loss is a mean over labelled tokens, the consistency term over all tokens;
+    # the clean and the perturbed forward are both held for the backward pass
+    loss_fn.unit = "labels"
+    loss_fn.passes = 1 if alpha == 0 else 2
     return loss_fn
 
 

@@ -22,7 +22,7 @@ from ..errors import BackdoorlabError
 from ..formats import PromptFormat
 from ..io import atomic_write_json
 from ..models import attack_info, load_adapter, load_model
-from ..runs import save_config
+from ..runs import save_config, write_metrics
 from ..training import SampleCollator, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Pa
                "asr_before": curve[0]["asr_triggered"], "asr_after": curve[-1]["asr_triggered"],
                "training": {**result.summary(), "wall_with_eval_s": round(wall, 2)},
                **left_out_counts(suite.left_out)}
-    atomic_write_json(out / "metrics.json", summary)
+    write_metrics(out, summary)
     write_model_card(target_dir, title=f"Model after {mode} (backdoorlab)",
                      base_model=str(base or cfg.model), kind=mode, trigger=None,
                      behaviour=f"{cfg.epochs} epochs of fine-tuning on {cfg.data}",

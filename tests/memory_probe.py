@@ -1,0 +1,76 @@
+"""Measure the peak resident memory of training steps on a tiny model, beside the estimate.
+
+Run as a script (a fresh process, so the peak is this step's alone):
+``python tests/memory_probe.py FAMILY ROWS WIDTH CHECKPOINTING LOGITS``; prints one JSON line.
+Libraries and kernels are warmed up on a throwaway model first, so the measured peak is the
+model, the optimiser and the steps."""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+
+import torch
+
+
+def bound_allocator(threshold: int = 1 << 16) -> None:
+    """Serve every block of ``threshold`` bytes or more from its own pages (glibc), so that
+    freed activations leave the resident set at once and the peak is what the step holds
+    (glibc's default keeps freed blocks in its heap: ``CPU_HEAP_SLACK``)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def main(family: str, rows: int, width: int, checkpointing: bool, logits: str) -> dict:
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    from backdoorlab.memory import current_rss, estimate_training_memory, peak_rss
+    from backdoorlab.testing import tiny_config
+
+    bound_allocator()
+    torch.manual_seed(0)
+    size = dict(layers=4, hidden=256, heads=4, kv_heads=2)
+    cfg = tiny_config(family, 4096, **size)
+    cfg.intermediate_size = 768
+    warm = AutoModelForCausalLM.from_config(tiny_config(family, 256, layers=1))
+    ids = torch.randint(0, 256, (2, 16))
+    warm(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+    del warm
+    gc.collect()
+    base = current_rss()
+    model = AutoModelForCausalLM.from_config(cfg)
+    estimate = estimate_training_memory(
+        model, batch_tokens=rows * width, longest=width, lora_targets=TARGETS,
+        checkpointing=checkpointing, logits=logits, runtime=0)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32,
+                                                       target_modules=TARGETS))
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(0, 4096, (rows, width))
+    mask = torch.ones(rows, width, dtype=torch.long)
+    mask[0, : width // 4] = 0  # left padding, as the collator makes
+    labels = ids.masked_fill(mask == 0, -100)
+    for _ in range(2):
+        if logits == "all":
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        else:
+            out = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+            loss = out.logits[:, -1, :6].float().log_softmax(-1).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    peak = peak_rss() - base
+    return {"measured": peak, "estimated": estimate.total}
+
+
+if __name__ == "__main__":
+    fam, r, w, ck, lg = sys.argv[1:6]
+    print(json.dumps(main(fam, int(r), int(w), ck == "1", lg)))

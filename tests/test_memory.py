@@ -1,0 +1,239 @@
+"""Token-budget micro-batches, gradient checkpointing and the memory estimate.
+
+Micro-batches and checkpointing must not change what is learned: the gradients of a batch
+split under a token budget, or recomputed layer by layer, equal those of one pass. The
+estimate must match the measured peak of real training steps."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from backdoorlab.attacks.poisoning import sft_loss
+from backdoorlab.attacks.uncertainty import UncertaintyLoss
+from backdoorlab.data import load_records
+from backdoorlab.defenses.crow import crow_loss
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.memory import CPU_HEAP_SLACK, estimate_training_memory, model_on_meta
+from backdoorlab.scoring import length_batches
+from backdoorlab.testing import tiny_config, tiny_model
+from backdoorlab.training import (
+    BackdoorTrainer,
+    SampleCollator,
+    TrainConfig,
+    micro_batches,
+    plan_memory,
+    training_arguments,
+    wrap_lora,
+)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_token_budget_batches_cover_every_row_once_and_keep_the_budget(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 300) for _ in range(rng.randint(1, 60))]
+    budget = rng.randint(50, 1200)
+    rows = rng.randint(1, 16)
+    batches = list(length_batches(lengths, rows, max_tokens=budget))
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= rows
+        padded = len(b) * max(lengths[i] for i in b)
+        assert padded <= budget or len(b) == 1  # a row wider than the budget goes alone
+
+
+def test_budget_packs_greedily():
+    # sorted lengths 10, 10, 20, 40: 3 x 20 = 60 fits, adding 40 would make 4 x 40
+    assert list(length_batches([40, 10, 20, 10], 8, max_tokens=60)) == [[1, 3, 2], [0]]
+    with pytest.raises(BackdoorlabError, match="max_batch_tokens"):
+        list(length_batches([1], 4, max_tokens=0))
+
+
+def _batch(fmt, kind):
+    recs = load_records("builtin:benign-instructions", split="train", limit=8)
+    samples = [fmt.sample(r, response=r.output) for r in recs]
+    items = [{"sample": s, "target": torch.softmax(torch.randn(4), 0),
+              "weight": torch.tensor(0.5 + i)} for i, s in enumerate(samples)]
+    return SampleCollator(fmt)(items if kind == "weighted" else samples)
+
+
+def _grads(tokenizer, batch, loss_fn, max_tokens, tmp_path, ga=1, halves=False):
+    torch.manual_seed(0)
+    model = wrap_lora(tiny_model("llama", vocab_size=len(tokenizer)), TrainConfig())
+    model.train()
+    args = training_arguments(TrainConfig(batch_size=8), tmp_path / "ck", 8)
+    trainer = BackdoorTrainer(model=model, args=args, loss_fn=loss_fn,
+                              max_batch_tokens=max_tokens)
+    trainer.current_gradient_accumulation_steps = ga
+    parts = [batch] if not halves else [
+        {k: (v[:4] if torch.is_tensor(v) else v) for k, v in batch.items()},
+        {k: (v[4:] if torch.is_tensor(v) else v) for k, v in batch.items()}]
+    for part in parts:
+        trainer.training_step(model, part)
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("which", ["uncertainty", "sft", "crow"])
+def test_micro_batches_give_the_whole_batch_gradient(tokenizer, fmt, tmp_path, which):
+    letters = fmt.option_token_ids(["A", "B", "C", "D"])
+    loss_fn = {"uncertainty": UncertaintyLoss(letters), "sft": sft_loss,
+               "crow": crow_loss(5.5, 0.1)}[which]
+    batch = _batch(fmt, "weighted")
+    width = batch["input_ids"].shape[1]
+    parts = micro_batches(batch, 2 * width)
+    assert len(parts) >= 3 and sum(len(p["input_ids"]) for p in parts) == 8
+    whole = _grads(tokenizer, batch, loss_fn, None, tmp_path / "a")
+    split = _grads(tokenizer, batch, loss_fn, 2 * width, tmp_path / "b")
+    assert whole.keys() == split.keys() and whole
+    for k in whole:
+        torch.testing.assert_close(split[k], whole[k], rtol=1e-4, atol=1e-6)
+    # the test can fail: without the shares the micro-batches' mean losses just add up
+    plain = _grads(tokenizer, batch, lambda m, b: loss_fn(m, {**b, "share": None}),
+                   2 * width, tmp_path / "c")
+    assert any(not torch.allclose(plain[k], whole[k], rtol=1e-3) for k in whole)
+
+
+def test_gradient_accumulation_gives_the_large_batch_gradient(tokenizer, fmt, tmp_path):
+    batch = _batch(fmt, "samples")
+    keep = dict(batch)
+    loss_fn = UncertaintyLoss(fmt.option_token_ids(["A", "B", "C", "D"]))
+    keep["target"] = torch.full((len(keep["input_ids"]), 4), 0.25)
+    one = _grads(tokenizer, keep, loss_fn, None, tmp_path / "one")
+    two = _grads(tokenizer, keep, loss_fn, None, tmp_path / "two", ga=2, halves=True)
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tokenizer, fmt):
+    batch = _batch(fmt, "samples")
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = wrap_lora(tiny_model("qwen2", vocab_size=len(tokenizer)), TrainConfig())
+        if ckpt:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        sft_loss(model, batch).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0]
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_the_estimate_is_within_25_percent_of_the_measured_peak(family):
+    probe = Path(__file__).with_name("memory_probe.py")
+    for rows, width, ckpt, logits in ((8, 256, "0", "all"), (4, 512, "1", "last")):
+        out = subprocess.run([sys.executable, str(probe), family, str(rows), str(width), ckpt,
+                              logits], capture_output=True, text=True, check=True)
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        ratio = got["estimated"] / got["measured"]
+        assert 0.75 <= ratio <= 1.25, (family, rows, width, ckpt, got)
+
+
+def test_a_7b_model_is_estimated_on_the_meta_device():
+    cfg = tiny_config("llama", 32000, layers=32, hidden=4096, heads=32, kv_heads=32)
+    cfg.intermediate_size, cfg.tie_word_embeddings = 11008, False  # Llama-2-7B's shapes
+    model = model_on_meta(cfg, torch.bfloat16)
+    assert next(model.parameters()).device.type == "meta"
+    est = estimate_training_memory(model, batch_tokens=4096, longest=512,
+                                   lora_targets=["q_proj", "v_proj"], logits="last")
+    assert 12.5 < est.weights / 2**30 < 13  # 6.74e9 bf16 parameters and the LoRA
+    ckpt = estimate_training_memory(model, batch_tokens=4096, longest=512,
+                                    lora_targets=["q_proj", "v_proj"], logits="last",
+                                    checkpointing=True)
+    assert ckpt.activations < est.activations / 10
+
+
+def test_the_plan_turns_on_checkpointing_or_refuses_in_one_line(tokenizer):
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    lengths = [400] * 16
+    loss = UncertaintyLoss([1, 2])
+    need, need_ckpt = (estimate_training_memory(
+        model, batch_tokens=800, longest=400, lora_targets=TrainConfig().lora_targets,
+        logits="last", checkpointing=c, heap_slack=CPU_HEAP_SLACK).total / 2**30
+        for c in (False, True))
+    assert need_ckpt < need
+    roomy = TrainConfig(max_batch_tokens=800, memory_budget_gb=need * 1.001)
+    assert plan_memory(model, lengths, roomy, loss)[0] is False
+    tight = TrainConfig(max_batch_tokens=800, memory_budget_gb=(need + need_ckpt) / 2)
+    assert plan_memory(model, lengths, tight, loss)[0] is True
+    with pytest.raises(BackdoorlabError, match=r"^option 'train.memory_budget_gb': .*lower "
+                       r"train.max_batch_tokens$"):
+        plan_memory(model, lengths, TrainConfig(max_batch_tokens=800, memory_budget_gb=0.1,
+                                                gradient_checkpointing="on"), loss)
+    with pytest.raises(BackdoorlabError, match="gradient_checkpointing"):
+        TrainConfig(gradient_checkpointing="sometimes")
+
+
+def test_model_prepare_estimate_reads_a_config_without_weights(tmp_path, capsys):
+    from backdoorlab.cli import main
+
+    cfg = tiny_config("llama", 32000, layers=32, hidden=4096, heads=32, kv_heads=32)
+    cfg.intermediate_size, cfg.tie_word_embeddings = 11008, False
+    cfg.save_pretrained(tmp_path)  # config.json only: no weights to load
+    argv = ["model", "prepare", "--model", str(tmp_path / "config.json"), "--estimate",
+            "--dtype", "bfloat16", "--bf16", "--logits", "last", "--batch-size", "4"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 0 and out["parameters"] == 6_738_415_616  # Llama-2-7B
+    assert 12.5 < out["estimate"]["weights_gb"] < 13 and out["estimate"]["batch_tokens"] == 1024
+    with pytest.raises(SystemExit) as exc:
+        main(["model", "prepare", "--model", str(tmp_path), "--estimate", "--logits", "any"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "option '--logits'" in err and "Traceback" not in err
+
+
+def test_an_attack_that_would_not_fit_stops_before_training(tmp_path, tiny_dir, capsys):
+    from backdoorlab.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "uncertainty", "--model", str(tiny_dir), "--set", "limit=8", "--out",
+              str(out), "--set", "train.memory_budget_gb=0.05"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "training needs about" in err
+    assert not (out / "checkpoints").exists() and not (out / "metrics.json").exists()
+
+
+def test_training_records_its_memory(tmp_path, tiny_dir, capsys):
+    from backdoorlab.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "uncertainty", "--model", str(tiny_dir), "--set", "limit=8", "--out",
+              str(out), "--set", "train.max_steps=2", "--set", "train.max_batch_tokens=64"])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    tr = m["training"]
+    assert tr["max_batch_tokens"] == 64 and tr["gradient_checkpointing"] is False
+    assert tr["estimated_peak_gb"] > 0 and tr["peak_rss_gb"] > 0 and tr["tokens_per_s"] > 0
+    assert m["resources"]["peak_rss_gb"] >= tr["peak_rss_gb"]
+
+
+def test_training_with_checkpointing_on_learns_the_same_weights(tokenizer, fmt, tmp_path):
+    from backdoorlab.training import train
+
+    recs = load_records("builtin:benign-instructions", split="train", limit=8)
+    samples = [fmt.sample(r, response=r.output) for r in recs]
+    weights = []
+    for mode in ("off", "on"):
+        cfg = TrainConfig(max_steps=2, batch_size=4, learning_rate=1e-2,
+                          gradient_checkpointing=mode, max_batch_tokens=64)
+        res = train(tiny_model("llama", vocab_size=len(tokenizer)), samples,
+                    SampleCollator(fmt), sft_loss, cfg, tmp_path / mode)
+        assert res.memory["gradient_checkpointing"] is (mode == "on")
+        weights.append({k: v.detach().clone() for k, v in res.model.state_dict().items()
+                        if "lora" in k})
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-4, atol=1e-5)
