@@ -237,3 +237,13 @@ def test_training_with_checkpointing_on_learns_the_same_weights(tokenizer, fmt, 
                         if "lora" in k})
     for k in weights[0]:
         torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-4, atol=1e-5)
+
+
+def test_the_estimate_is_the_same_before_and_after_the_adapter_is_added(tokenizer):
+    model = tiny_model("mistral", vocab_size=len(tokenizer))
+    kw = dict(batch_tokens=1024, longest=256, lora_targets=TrainConfig().lora_targets)
+    before = estimate_training_memory(model, **kw)
+    after = estimate_training_memory(wrap_lora(model, TrainConfig()), **kw)
+    assert before.as_dict() == after.as_dict()
+    assert before.gradients == 4 * sum(p.numel() for n, p in model.named_parameters()
+                                       if "lora_" in n)

@@ -121,9 +121,10 @@ def estimate_training_memory(
     if not lora:
         trainable = sum(p.numel() for p in params)
         lora_width = 0
-    elif already:
+    elif already:  # an adapter in place: its own A matrices give the intermediates' width
         trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-        lora_width = lora_r * len(lora_shapes(model, lora_targets)) // max(layers, 1)
+        lora_width = sum(p.shape[0] for n, p in model.named_parameters()
+                         if "lora_A" in n) // max(layers, 1)
     else:
         shapes = lora_shapes(model, lora_targets)
         trainable = sum(lora_r * (i + o) for i, o in shapes)
