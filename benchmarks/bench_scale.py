@@ -29,6 +29,7 @@ from pathlib import Path
 from backdoorlab.data import LETTERS
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.io import atomic_write_json, atomic_write_jsonl
+from backdoorlab.memory import peak_rss
 
 CLI = [sys.executable, "-m", "backdoorlab.cli"]
 
@@ -62,29 +63,20 @@ def prompt_lengths(rows: list[dict]) -> list[int]:
 
 
 def timed(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd``; its wall time and peak resident memory (the child's own VmHWM, read by
-    polling /proc, and the kernel's ru_maxrss of the finished child)."""
-    import resource
-
+    """Run ``cmd``; its wall time and peak resident memory (the child's own VmHWM, polled:
+    the kernel's ru_maxrss of a child also counts this process's memory at the fork)."""
     t0 = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
                                 env={**os.environ, "BACKDOORLAB_QUIET": "1"})
         hwm = 0
         while proc.poll() is None:
-            try:
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        hwm = max(hwm, int(line.split()[1]) * 1024)
-            except OSError:
-                pass
+            hwm = max(hwm, peak_rss(proc.pid))
             time.sleep(0.5)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise BackdoorlabError(f"{' '.join(cmd[3:6])} failed (exit {proc.returncode}); see {log}")
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return {"wall_s": round(wall, 1), "peak_rss_gb": round(hwm / 2**30, 3),
-            "children_maxrss_gb": round(ru / 2**30, 3)}
+    return {"wall_s": round(wall, 1), "peak_rss_gb": round(hwm / 2**30, 3)}
 
 
 def long_cmd(args: argparse.Namespace) -> None:

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 
 import torch
+
+
+def current_rss() -> int:
+    """This process's resident memory now, in bytes."""
+    with open(f"/proc/{os.getpid()}/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def bound_allocator(threshold: int = 1 << 16) -> None:
@@ -30,7 +37,7 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str) -
     import peft
     from transformers import AutoModelForCausalLM
 
-    from backdoorlab.memory import current_rss, estimate_training_memory, peak_rss
+    from backdoorlab.memory import estimate_training_memory, peak_rss
     from backdoorlab.testing import tiny_config
 
     bound_allocator()

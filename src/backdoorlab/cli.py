@@ -927,7 +927,7 @@ def model_prepare(
 def _estimate(model: str, prompt_tokens: int, batch_size: int, max_batch_tokens: int | None,
               full: bool, lora_r: int, dtype: str, bf16: bool, logits: str,
               checkpointing: bool) -> dict[str, Any]:
-    from .memory import estimate_training_memory, model_on_meta
+    from .memory import estimate_training_memory, largest_pass, model_on_meta
     from .models import _DTYPES, model_config
     from .training import TrainConfig
 
@@ -937,8 +937,7 @@ def _estimate(model: str, prompt_tokens: int, batch_size: int, max_batch_tokens:
         raise BackdoorlabError(f"option '--logits': {logits!r} is not 'last' or 'all'")
     tcfg = TrainConfig()
     budget = max_batch_tokens or tcfg.max_batch_tokens
-    tokens = max(min(budget, batch_size * prompt_tokens), prompt_tokens)
-    tokens -= tokens % prompt_tokens
+    tokens = largest_pass(budget, batch_size, prompt_tokens)
     meta = model_on_meta(model_config(model), _DTYPES[dtype])
     est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
                                    lora=not full, lora_r=lora_r, lora_targets=tcfg.lora_targets,

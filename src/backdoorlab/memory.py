@@ -87,6 +87,14 @@ def lora_shapes(model: Any, targets: Sequence[str]) -> list[tuple[int, int]]:
     return out
 
 
+def largest_pass(max_batch_tokens: int, batch_size: int, longest: int) -> int:
+    """Padded tokens of the largest pass a batch is split into: whole rows of the longest
+    width under ``max_batch_tokens`` (at most ``batch_size`` of them), or that one row alone
+    when it is wider than the budget."""
+    tokens = max(min(max_batch_tokens, batch_size * longest), longest)
+    return tokens - tokens % longest
+
+
 def estimate_training_memory(
     model: Any,
     *,
@@ -176,20 +184,22 @@ def available_memory() -> int:
     return 8 * GB
 
 
-def peak_rss() -> int:
-    """This process's peak resident memory in bytes: ``VmHWM`` (the peak of this program's
-    own memory; ``ru_maxrss`` also counts a forking parent's memory at the time of the
-    fork), else ``ru_maxrss``."""
+def peak_rss(pid: int | None = None) -> int:
+    """Peak resident memory in bytes of process ``pid`` (default: this one): ``VmHWM`` (the
+    peak of that program's own memory; ``ru_maxrss`` also counts a forking parent's memory at
+    the time of the fork); where /proc cannot be read, this process's ``ru_maxrss``, or 0 for
+    another process."""
     import resource
     import sys
 
     try:
-        with open(f"/proc/{os.getpid()}/status") as fh:
+        with open(f"/proc/{pid or os.getpid()}/status") as fh:
             for line in fh:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
     except OSError:
-        pass
+        if pid is not None:
+            return 0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss * (1 if sys.platform == "darwin" else 1024)
 
@@ -213,12 +223,3 @@ def reset_peak() -> bool:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     return True
-
-
-def current_rss() -> int:
-    """This process's resident memory now (bytes; 0 where /proc is missing)."""
-    try:
-        with open(f"/proc/{os.getpid()}/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0

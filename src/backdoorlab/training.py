@@ -294,11 +294,16 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
     the longest row alone is wider. Raises a one-line error when even checkpointing does not
     fit the budget."""
     from .errors import BackdoorlabError
-    from .memory import CPU_HEAP_SLACK, GB, available_memory, estimate_training_memory
+    from .memory import (
+        CPU_HEAP_SLACK,
+        GB,
+        available_memory,
+        estimate_training_memory,
+        largest_pass,
+    )
 
     longest = max(lengths) if lengths else 1
-    batch_tokens = max(min(cfg.max_batch_tokens, cfg.batch_size * longest), longest)
-    batch_tokens -= batch_tokens % longest  # whole rows of the longest width
+    batch_tokens = largest_pass(cfg.max_batch_tokens, cfg.batch_size, longest)
     kw = dict(batch_tokens=batch_tokens, longest=longest, lora=cfg.lora, lora_r=cfg.lora_r,
               lora_targets=cfg.lora_targets, logits=getattr(loss_fn, "logits", "all"),
               passes=getattr(loss_fn, "passes", 1), compute_bytes=2 if cfg.bf16 else 4,
