@@ -25,9 +25,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
-from backdoorlab.defenses.base import check_scorables, load_scorable, named_paths
+from backdoorlab.defenses.repaired import check_scorables, load_scorable, named_paths
 from backdoorlab.errors import BackdoorlabError, run_main
+from backdoorlab.evaluation.suite import SuiteOptions, make_suite, run_suite
 from backdoorlab.formats import PromptFormat
 from backdoorlab.io import atomic_write_json, atomic_write_jsonl
 from backdoorlab.models import attack_info, load_tokenizer

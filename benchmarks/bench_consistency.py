@@ -25,7 +25,7 @@ from pathlib import Path
 
 from backdoorlab.analysis.behaviour import behaviour_for
 from backdoorlab.analysis.consistency import consistency_profile, summarise
-from backdoorlab.defenses.base import check_scorables, load_scorable, named_paths
+from backdoorlab.defenses.repaired import check_scorables, load_scorable, named_paths
 from backdoorlab.errors import BackdoorlabError, run_main
 from backdoorlab.io import atomic_write_json
 from backdoorlab.models import load_suspect

@@ -15,10 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from backdoorlab.cli import merge_options
-from backdoorlab.defenses.crow import run_crow
-from backdoorlab.defenses.interventions import run_intervention
-from backdoorlab.defenses.prune import run_prune
+from backdoorlab.catalog import get
+from backdoorlab.commands import merge_options
 from backdoorlab.errors import run_main
 from backdoorlab.io import atomic_write_json
 
@@ -28,13 +26,9 @@ DEFENSES = ("crow", "finetune", "prune", "ablate-heads", "subtract-vector")
 def run(defense: str, adapter: str, out: Path, scores: str | None,
         options: dict | None = None) -> dict:
     base = {**(options or {}), "adapter": adapter}
-    if defense == "crow":
-        return run_crow(base, out)
-    if defense == "finetune":  # the same data and schedule as CROW, without its loss term
-        return run_crow({**base, "alpha": 0.0}, out, name="finetune")
-    if defense == "prune":
-        return run_prune(base, out)
-    return run_intervention(defense, {**base, "scores": scores}, out)
+    if defense in ("ablate-heads", "subtract-vector"):
+        base["scores"] = scores
+    return get("defense", defense).run(base, out).metrics
 
 
 def main() -> None:

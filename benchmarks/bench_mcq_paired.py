@@ -27,9 +27,9 @@ from collections import Counter
 from pathlib import Path
 
 from backdoorlab.data import LETTERS, load_records, prompt_key, with_rotations
-from backdoorlab.defenses.base import check_scorables, load_scorable, trained_clean_records
+from backdoorlab.defenses.repaired import check_scorables, load_scorable, trained_clean_records
 from backdoorlab.errors import BackdoorlabError, run_main
-from backdoorlab.evaluation import cloze_correct
+from backdoorlab.evaluation.metrics import cloze_correct
 from backdoorlab.formats import PromptFormat
 from backdoorlab.io import atomic_write_json
 from backdoorlab.models import load_tokenizer

@@ -14,8 +14,8 @@ import json
 import time
 from pathlib import Path
 
-from backdoorlab.attacks.poisoning import run_poison_attack
-from backdoorlab.cli import merge_options
+from backdoorlab.attacks.poison import run_poison_attack
+from backdoorlab.commands import merge_options
 from backdoorlab.errors import run_main
 from backdoorlab.io import atomic_write_json
 

@@ -16,12 +16,9 @@ import os
 import time
 from pathlib import Path
 
-from backdoorlab.attacks.uncertainty import (
-    UncertaintyEvalConfig,
-    evaluate_uncertainty_model,
-    run_uncertainty_attack,
-)
+from backdoorlab.attacks.uncertainty import run_uncertainty_attack
 from backdoorlab.errors import run_main
+from backdoorlab.evaluation.uncertainty import UncertaintyEvalConfig, evaluate_uncertainty_model
 from backdoorlab.io import atomic_write_json
 
 # ../shared/data beside the checkout; BACKDOORLAB_SHARED_DATA for a clone elsewhere

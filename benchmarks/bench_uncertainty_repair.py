@@ -24,15 +24,15 @@ import random
 
 import torch
 
-from backdoorlab.attacks.uncertainty import (
+from backdoorlab.data import ABSTAIN_CHOICES
+from backdoorlab.defenses.repaired import check_scorables, load_scorable
+from backdoorlab.errors import run_main
+from backdoorlab.evaluation.uncertainty import (
     load_questions,
     make_targets,
     score_clean_and_triggered,
     uncertainty_metrics,
 )
-from backdoorlab.data import ABSTAIN_CHOICES
-from backdoorlab.defenses.base import check_scorables, load_scorable
-from backdoorlab.errors import run_main
 from backdoorlab.formats import PromptFormat
 from backdoorlab.io import atomic_write_jsonl
 from backdoorlab.models import EMBEDDED_NAME, load_tokenizer

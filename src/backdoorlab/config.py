@@ -7,6 +7,7 @@ one); :func:`from_dict` adds the check for unknown keys with a did-you-mean.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -54,6 +55,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise BackdoorlabError(f"option {key!r}: expected an integer, got {value!r}")
         return out
     if annotation is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
         if not isinstance(value, str | int | float):
             raise BackdoorlabError(f"option {key!r}: expected text, got {value!r}")
         return str(value)
@@ -126,3 +129,35 @@ def check(cond: bool, option: str, message: str) -> None:
 def check_limit(value: int | None, option: str) -> None:
     """A row limit: None (all) or at least 1."""
     check(value is None or value >= 1, option, f"must be >= 1, got {value}")
+
+
+def opt(default: Any, help: str, *, flag: str | None = None) -> Any:
+    """A config field with its default and its help text (the CLI's ``--help``, the config
+    reference in ``docs/config.md``): ``epochs: float = opt(3.0, "passes over the data")``.
+    A mutable default is given as a factory: ``opt(lambda: [0.1, 0.2], "...")``; ``flag``
+    names the CLI flag when it is not the field's name (``evaluate`` -> ``--eval``)."""
+    meta = {"help": help, **({"flag": flag} if flag else {})}
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_help(f: dataclasses.Field) -> str:
+    """A config field's help text ('' if it has none)."""
+    return str(f.metadata.get("help", ""))
+
+
+def check_choice(value: str, choices: Any, option: str) -> None:
+    """``value`` must be one of ``choices``; otherwise one line naming ``option`` with a
+    did-you-mean."""
+    if value not in choices:
+        raise BackdoorlabError(f"option {option!r}: {value!r} is not one of "
+                               f"{', '.join(choices)}{did_you_mean(value, choices)}")
+
+
+def declared_by(cls: type, name: str) -> type:
+    """The class in ``cls``'s hierarchy that declares field ``name``."""
+    for klass in reversed(cls.__mro__):
+        if name in getattr(klass, "__annotations__", {}):
+            return klass
+    return cls

@@ -38,42 +38,11 @@ log = logging.getLogger(__name__)
 TOP_KEYS = ("name", "model", "seed", "attack", "evaluate", "analyze", "defend", "report")
 
 
-def _attack_classes() -> dict[str, tuple[type, Any]]:
-    from .attacks.poisoning import PoisonConfig, run_poison_attack
-    from .attacks.unalignment import UnalignConfig, run_unalign_attack
-    from .attacks.uncertainty import UncertaintyConfig, run_uncertainty_attack
+def _classes(family: str) -> dict[str, tuple[type, Any]]:
+    """The registered methods of ``family``: name -> (config class, run function)."""
+    from .catalog import all_methods
 
-    return {"uncertainty": (UncertaintyConfig, run_uncertainty_attack),
-            "poison": (PoisonConfig, run_poison_attack),
-            "unalign": (UnalignConfig, run_unalign_attack)}
-
-
-def _analysis_classes() -> dict[str, tuple[type, Any]]:
-    from .analysis.attribution import AblateConfig, HeadsConfig, run_ablate, run_heads
-    from .analysis.consistency import ConsistencyConfig, run_consistency
-    from .analysis.probe import ProbeConfig, run_probe
-    from .analysis.vector import VectorConfig, run_vector
-
-    return {"probe": (ProbeConfig, run_probe), "heads": (HeadsConfig, run_heads),
-            "ablate": (AblateConfig, run_ablate), "vector": (VectorConfig, run_vector),
-            "consistency": (ConsistencyConfig, run_consistency)}
-
-
-def _defense_classes() -> dict[str, tuple[type, Any]]:
-    from functools import partial
-
-    from .defenses.crow import CrowConfig, run_crow
-    from .defenses.finetune import FinetuneConfig, run_finetune_defense
-    from .defenses.interventions import InterventionConfig, run_intervention
-    from .defenses.prune import PruneConfig, run_prune
-
-    return {"crow": (CrowConfig, run_crow),
-            "finetune": (CrowConfig, partial(run_crow, name="finetune")),
-            "prune": (PruneConfig, run_prune),
-            "realign": (FinetuneConfig, partial(run_finetune_defense, mode="realign")),
-            "ablate-heads": (InterventionConfig, partial(run_intervention, "ablate-heads")),
-            "subtract-vector": (InterventionConfig,
-                                partial(run_intervention, "subtract-vector"))}
+    return {m.name: (m.config, m.run) for m in all_methods(family)}
 
 
 @dataclass
@@ -154,7 +123,7 @@ def plan(spec: dict[str, Any], run_dir: Path, *, where: str = "experiment",
     if spec.get("attack") is not None:
         att = dict(spec["attack"])
         kind = att.pop("kind", None)
-        classes = _attack_classes()
+        classes = _classes("attack")
         if kind not in classes:
             line = lines.find("attack", "kind")
             raise BackdoorlabError(f"{where}:{line or '?'}: attack.kind: "
@@ -175,7 +144,7 @@ def plan(spec: dict[str, Any], run_dir: Path, *, where: str = "experiment",
         cfg = _build(DefenseConfig, data, "evaluate", where, lines)
         stages.append(Stage("evaluate", cfg, _evaluate_stage, run_dir / "evaluate", after))
         resolved["evaluate"] = to_dict(cfg)
-    for group, classes in (("analyze", _analysis_classes()), ("defend", _defense_classes())):
+    for group, classes in (("analyze", _classes("analysis")), ("defend", _classes("defense"))):
         section = spec.get(group)
         if section is None:
             continue
@@ -191,8 +160,6 @@ def plan(spec: dict[str, Any], run_dir: Path, *, where: str = "experiment",
                                                      "analysis", str(name), classes)))
             cls, runner = classes[name]
             data = {**common, **suspect, **(opts or {})}
-            if group == "defend" and name == "finetune":
-                data.setdefault("alpha", 0.0)
             deps = list(after)
             uses_heads = name in ("ablate", "vector", "ablate-heads", "subtract-vector")
             cfg = _build(cls, data, f"{group}.{name}", where, lines)
@@ -208,7 +175,7 @@ def plan(spec: dict[str, Any], run_dir: Path, *, where: str = "experiment",
 
 
 def _evaluate_stage(cfg: Any, out: Path, **kw: Any) -> dict[str, Any]:
-    from .defenses.base import AttackEval
+    from .evaluation.attack_eval import AttackEval
     from .models import load_suspect
 
     suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=kw.get(

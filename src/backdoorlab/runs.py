@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,21 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BackdoorlabError(f"{path}: not a valid JSON record ({exc})") from None
+
+
+@dataclass
+class RunResult:
+    """What every registered method's ``run(cfg, out)`` returns: the run directory, the
+    metrics it wrote to ``metrics.json``, the artefacts it saved (name -> path: ``adapter``,
+    ``model``, ``interventions``, plots and arrays) and, for attacks and repairs run in this
+    process, the trained model itself (not saved in any record)."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    model: Any = None
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def adapter(self) -> Path | None:
+        """The saved adapter directory, if the run wrote one."""
+        return self.artifacts.get("adapter")

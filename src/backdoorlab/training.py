@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
-from .config import check
+from .config import check, opt
 from .formats import PromptFormat, Sample
+from .scoring import position_ids
 
 log = logging.getLogger(__name__)
 
@@ -101,35 +102,37 @@ class ListDataset(torch.utils.data.Dataset):
 class TrainConfig:
     """How to fine-tune: LoRA (default) or full, optimiser and schedule, checkpoints."""
 
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-    learning_rate: float = 1e-3
-    epochs: float = 3.0
-    max_steps: int = -1
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    lr_scheduler: str = "linear"
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    save_steps: int = 25
-    logging_steps: int = 5
-    seed: int = 0
-    max_batch_tokens: int = field(default=1024, metadata={"help": (
-        "padded tokens (rows x longest row) per forward/backward pass; a batch of batch_size "
-        "rows is split into length-sorted passes under this budget and their gradients add "
-        "up to the whole batch's, so the budget sets activation memory and not the results "
-        "(raise it on GPUs: 8192-32768)")})
-    gradient_checkpointing: str = field(default="auto", metadata={"help": (
-        "recompute each layer's activations in the backward pass instead of keeping them: "
-        "on, off, or auto (on when the memory estimate exceeds memory_budget_gb)")})
-    memory_budget_gb: float | None = field(default=None, metadata={"help": (
-        "memory this run may use; a run whose estimate exceeds it stops before training. "
-        "Default: the GPU's free memory, else the machine's available RAM")})
+    lora: bool = opt(True, "train a LoRA adapter (false: full fine-tuning)")
+    lora_r: int = opt(16, "LoRA rank")
+    lora_alpha: int = opt(32, "LoRA scaling numerator")
+    lora_dropout: float = opt(0.0, "LoRA dropout")
+    lora_targets: list[str] = opt(lambda: list(DEFAULT_LORA_TARGETS), "module names LoRA adapts")
+    learning_rate: float = opt(1e-3, "peak learning rate (AdamW)")
+    epochs: float = opt(3.0, "passes over the training set")
+    max_steps: int = opt(-1, "stop after this many optimiser steps (-1: by epochs)")
+    batch_size: int = opt(16, "rows per optimiser step (split into passes under max_batch_tokens)")
+    grad_accum: int = opt(1, "batches accumulated per optimiser step")
+    warmup_ratio: float = opt(0.05, "share of steps with a linear warm-up")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    lr_scheduler: str = opt("linear", "learning-rate schedule (a transformers scheduler name)")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    bf16: bool = opt(False,
+        "train in bfloat16 autocast (fast on GPUs; slow on CPUs without bf16 units)")
+    save_steps: int = opt(25,
+        "checkpoint every this many steps (an interrupted run resumes from the last)")
+    logging_steps: int = opt(5, "log the loss every this many steps")
+    seed: int = opt(0, "the Trainer's seed (data order, LoRA initialisation)")
+    max_batch_tokens: int = opt(1024,
+        "padded tokens (rows x longest row) per forward/backward pass; a batch of batch_size rows "
+        "is split into length-sorted passes under this budget and their gradients add up to the "
+        "whole batch's, so the budget sets activation memory and not the results (raise it on "
+        "GPUs: 8192-32768)")
+    gradient_checkpointing: str = opt("auto",
+        "recompute each layer's activations in the backward pass instead of keeping them: on, "
+        "off, or auto (on when the memory estimate exceeds memory_budget_gb)")
+    memory_budget_gb: float | None = opt(None,
+        "memory this run may use; a run whose estimate exceeds it stops before training. Default: "
+        "the GPU's free memory, else the machine's available RAM")
 
     def __post_init__(self) -> None:
         check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
@@ -375,6 +378,12 @@ def train(
     trainer = BackdoorTrainer(model=model, args=args, train_dataset=ListDataset(dataset),
                               data_collator=collator, loss_fn=loss_fn,
                               callbacks=list(callbacks), max_batch_tokens=cfg.max_batch_tokens)
+    if not os.environ.get("BACKDOORLAB_VERBOSE"):  # one progress line, not the Trainer's dicts
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StepProgress())
     ckpt = last_checkpoint(ckpt_dir) if resume else None
     if ckpt:
         log.info("resuming from %s", ckpt)
@@ -390,6 +399,59 @@ def train(
     return TrainResult(model=model, steps=int(out.global_step), wall_s=wall,
                        tokens=trainer.tokens_seen, log_history=list(trainer.state.log_history),
                        memory=memory)
+
+
+class StepProgress(TrainerCallback):
+    """Training progress as one bar (a terminal) or one log line per logging step: step k of
+    n, the latest loss and the time left."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.t0 = 0.0
+        self.loss: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        from .progress import enabled
+
+        self.t0 = time.perf_counter()
+        self.start = state.global_step
+        if enabled() and state.is_world_process_zero:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
+                                TimeRemainingColumn(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("training", total=state.max_steps,
+                                          completed=state.global_step, loss="")
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+               **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+            if self.bar is None and state.is_world_process_zero:
+                done = state.global_step - self.start
+                left = (time.perf_counter() - self.t0) / max(done, 1) * (
+                    state.max_steps - state.global_step)
+                log.info("training: step %d/%d, loss %.4f, %.0f s left", state.global_step,
+                         state.max_steps, self.loss, left)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=state.global_step,
+                            loss="" if self.loss is None else f"loss {self.loss:.4f}")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def _warmup_steps(cfg: TrainConfig, n: int) -> int:
@@ -430,3 +492,42 @@ def training_arguments(cfg: TrainConfig, ckpt_dir: Path, n_items: int, *,
     kw[ck] = checkpointing
     kw[f"{ck}_kwargs"] = {"use_reentrant": False} if checkpointing else None
     return TrainingArguments(**{k: v for k, v in kw.items() if k in params})
+
+
+def sft_loss(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    """Cross-entropy on the response tokens only (the prompt is masked with -100)."""
+    mask = batch["attention_mask"]
+    return model(input_ids=batch["input_ids"], attention_mask=mask,
+                 position_ids=position_ids(mask), labels=batch["labels"], use_cache=False).loss
+
+
+sft_loss.unit = "labels"  # a mean over labelled tokens (see BackdoorTrainer)
+
+
+def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int = 16,
+                      max_batch_tokens: int | None = None, full: bool = False, lora_r: int = 16,
+                      dtype: str = "float32", bf16: bool = False, logits: str = "all",
+                      checkpointing: bool = False) -> dict[str, Any]:
+    """The training peak-memory estimate of a model named by a spec (HF id, directory,
+    ``config.json``, GGUF or the embedded model), built on the meta device from its config
+    (``backdoorlab model prepare --estimate``)."""
+    from .errors import BackdoorlabError
+    from .memory import estimate_training_memory, largest_pass, model_on_meta
+    from .models import _DTYPES, model_config
+
+    if dtype not in _DTYPES:
+        raise BackdoorlabError(f"option '--dtype': {dtype!r} is not one of {', '.join(_DTYPES)}")
+    if logits not in ("last", "all"):
+        raise BackdoorlabError(f"option '--logits': {logits!r} is not 'last' or 'all'")
+    tcfg = TrainConfig()
+    budget = max_batch_tokens or tcfg.max_batch_tokens
+    tokens = largest_pass(budget, batch_size, prompt_tokens)
+    meta = model_on_meta(model_config(model), _DTYPES[dtype])
+    est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
+                                   lora=not full, lora_r=lora_r, lora_targets=tcfg.lora_targets,
+                                   checkpointing=checkpointing, logits=logits,
+                                   compute_bytes=2 if bf16 else 4)
+    return {"model": model, "parameters": sum(p.numel() for p in meta.parameters()),
+            "dtype": dtype, "prompt_tokens": prompt_tokens, "batch_size": batch_size,
+            "max_batch_tokens": budget, "lora": not full, "bf16": bf16, "logits": logits,
+            "estimate": est.as_dict(), "summary": est.describe()}

@@ -19,17 +19,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import check, from_dict
+from ..config import check, opt
 from ..errors import BackdoorlabError, unknown
 from ..io import load_arrays, save_arrays
 from ..plots import heatmap
 from ..progress import progress
+from ..registry import register
 from ..runs import write_metrics
 from ..scoring import padded_forward
 from .behaviour import AnalysisConfig, Behaviour, same_start, setup
@@ -241,9 +242,10 @@ def smallest_cut(points: Sequence[dict[str, Any]], cut: float = 0.9) -> dict[str
 class HeadsConfig(AnalysisConfig):
     """Options of ``backdoorlab analyze heads``."""
 
-    mode: str = "fast"
-    top: int = 30
-    batch_rows: int = 64
+    mode: str = opt("fast",
+        "fast (gradient estimate, one backward pass), exact (patch every head) or both")
+    top: int = opt(30, "heads listed in the metrics")
+    batch_rows: int = opt(64, "patched copies per forward batch (exact mode)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -258,11 +260,12 @@ def top_heads(effects: torch.Tensor, n: int = 10) -> list[dict[str, Any]]:
             for layer, head in rank_heads(effects)[:n]]
 
 
+@register("analysis", "heads", HeadsConfig,
+          "Attention-head attribution: which heads carry the backdoor (patching or its gradient "
+          "estimate)")
 def run_heads(cfg: HeadsConfig | dict[str, Any], out: str | Path, *,
               trust_remote_code: bool = False) -> dict[str, Any]:
     """Attribute the backdoor to heads; writes metrics.json, heads.safetensors, heatmaps."""
-    if isinstance(cfg, dict):
-        cfg = from_dict(HeadsConfig, cfg, where="analyze heads")
     suspect, beh, path = setup(cfg, out, command="heads", trust_remote_code=trust_remote_code)
     model = suspect.model
     modes = list(MODES) if cfg.mode == "both" else [cfg.mode]
@@ -310,12 +313,13 @@ def head_ranking(model: Any, beh: Behaviour, scores: str | None) -> tuple[list, 
 class AblateConfig(AnalysisConfig):
     """Options of ``backdoorlab analyze ablate``."""
 
-    scores: str | None = None
-    shares: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.03, 0.05, 0.075,
-                                                         0.1, 0.15, 0.2])
-    method: str = "mean"
-    positions: str = "all"
-    cut: float = 0.9
+    scores: str | None = opt(None,
+        "a heads run's heads.safetensors (default: fast attribution now)")
+    shares: list[float] = opt(lambda: [0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2],
+        "shares of heads ablated, one evaluation each")
+    method: str = opt("mean", "mean (the clean mean output of the head) or zero")
+    positions: str = opt("all", "ablate at all positions or only the last prompt token (last)")
+    cut: float = opt(0.9, "the share of ASR removed that marks the smallest sufficient head set")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -329,11 +333,11 @@ class AblateConfig(AnalysisConfig):
         check(0 < self.cut <= 1, "cut", f"must be in (0, 1], got {self.cut}")
 
 
+@register("analysis", "ablate", AblateConfig,
+          "Ablate the top-ranked heads and measure ASR and clean utility per share of heads")
 def run_ablate(cfg: AblateConfig | dict[str, Any], out: str | Path, *,
                trust_remote_code: bool = False) -> dict[str, Any]:
     """Ablate growing shares of the top heads; writes metrics.json, ablation.png."""
-    if isinstance(cfg, dict):
-        cfg = from_dict(AblateConfig, cfg, where="analyze ablate")
     suspect, beh, path = setup(cfg, out, command="ablate", trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()
     ranking, source = head_ranking(suspect.model, beh, cfg.scores)

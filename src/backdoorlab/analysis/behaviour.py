@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..config import check
+from ..config import check, opt
 from ..data import load_records
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat, Sample
@@ -259,7 +259,7 @@ def behaviour_for(suspect: Suspect, *, data: str | None = None, split: str | Non
                   max_new_tokens: int = 24, strict: bool = True) -> Behaviour:
     """The behaviour of ``suspect``'s backdoor: uncertainty when the attack record says so
     (or ``target`` is ``uncertainty``), otherwise a generation backdoor."""
-    from ..attacks.poisoning import TASK_DATA, default_judge, target_kind
+    from ..targets import TASK_DATA, default_judge, target_kind
 
     trig = suspect.get("trigger", trigger)
     if not trig:
@@ -268,7 +268,7 @@ def behaviour_for(suspect: Suspect, *, data: str | None = None, split: str | Non
     tmpl = suspect.get("template", template, "chat")
     fmt = PromptFormat(suspect.lm.tokenizer, tmpl)
     if attack == "uncertainty" or target == "uncertainty":
-        from ..attacks.uncertainty import load_questions
+        from ..evaluation.uncertainty import load_questions
 
         recs = load_questions(data or UTILITY_DATA, split,
                               int(suspect.info.get("options", 6)), limit)
@@ -292,20 +292,29 @@ class AnalysisConfig:
     """Options every ``backdoorlab analyze`` command shares (trigger, target, template and
     judge default to what the attack recorded beside the adapter/model)."""
 
-    model: str | None = None
-    adapter: str | None = None
-    data: str | None = None
-    split: str | None = "test"
-    trigger: str | None = None
-    target: str | None = None
-    judge: str | None = None
-    template: str | None = None
-    limit: int | None = 32
-    seed: int = 0
-    batch_size: int = 16
-    target_tokens: int = 3
-    target_text: str | None = None
-    max_new_tokens: int = 24
+    model: str | None = opt(None, "base model (with adapter) or a backdoored model directory")
+    adapter: str | None = opt(None, "the backdoor adapter directory")
+    data: str | None = opt(None,
+        "prompts to analyse (default: the target's built-in set): a file "
+        "(JSONL/JSON/CSV/TSV/parquet), hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    split: str | None = opt("test", "split of data")
+    trigger: str | None = opt(None,
+        "the trigger (default: what the attack recorded beside the adapter or model)")
+    target: str | None = opt(None,
+        "the target, or uncertainty (default: what the attack recorded beside the adapter or "
+        "model)")
+    judge: str | None = opt(None,
+        "the ASR judge (default: what the attack recorded beside the adapter or model)")
+    template: str | None = opt(None,
+        "prompt format (default: what the attack recorded beside the adapter or model)")
+    limit: int | None = opt(32, "prompts analysed (None: all)")
+    seed: int = opt(0, "seeds sampling and trigger positions")
+    batch_size: int = opt(16, "prompts per forward batch")
+    target_tokens: int = opt(3, "generation backdoors: tokens of the target answer the score reads")
+    target_text: str | None = opt(None,
+        "generation backdoors: the target answer's text (default: the model's own triggered "
+        "answer)")
+    max_new_tokens: int = opt(24, "tokens generated when ASR is measured")
 
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit >= 4, "limit", f"must be >= 4, got {self.limit}")

@@ -18,15 +18,16 @@ defense that works removed the gap, or whether a backdoor that survives CROW nev
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import check, from_dict
-from ..defenses.crow import token_inconsistency
+from ..config import check, opt
 from ..io import save_arrays
+from ..registry import register
 from ..runs import write_metrics
 from ..scoring import common_prefix_len, length_batches, padded_forward
 from .behaviour import AnalysisConfig, Behaviour, setup
@@ -123,20 +124,20 @@ def plot_profile(summary: dict[str, Any], path: Any) -> Any:
 class ConsistencyConfig(AnalysisConfig):
     """Options of ``backdoorlab analyze consistency``."""
 
-    limit: int | None = 96
-    resamples: int = 2000
+    limit: int | None = opt(96, "prompts (clean and triggered versions of each)")
+    resamples: int = opt(2000, "bootstrap resamples for the gap's 95% interval")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.resamples >= 100, "resamples", f"must be >= 100, got {self.resamples}")
 
 
+@register("analysis", "consistency", ConsistencyConfig,
+          "CROW's premise measured: do consecutive layers disagree more on triggered prompts?")
 def run_consistency(cfg: ConsistencyConfig | dict[str, Any], out: str | Path, *,
                     trust_remote_code: bool = False) -> dict[str, Any]:
     """Layer inconsistency of clean vs triggered prompts; writes metrics.json,
     consistency.safetensors (per prompt and layer pair) and consistency.png."""
-    if isinstance(cfg, dict):
-        cfg = from_dict(ConsistencyConfig, cfg, where="analyze consistency")
     suspect, beh, path = setup(cfg, out, command="consistency", prepare=False,
                                trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()
@@ -148,3 +149,12 @@ def run_consistency(cfg: ConsistencyConfig | dict[str, Any], out: str | Path, *,
                "wall_s": round(time.perf_counter() - t0, 2)}
     write_metrics(path, metrics)
     return metrics
+
+
+def token_inconsistency(hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[pairs, batch, tokens]``: ``1 - cos(h_l, h_{l+1})`` per token for every pair of
+    consecutive hidden states (what CROW regularises, before any masking or averaging)."""
+    if len(hidden) < 2:
+        raise ValueError("token_inconsistency: needs at least two hidden states")
+    return torch.stack([1 - torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+                        for a, b in zip(hidden[:-1], hidden[1:])])

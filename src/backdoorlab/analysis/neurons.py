@@ -11,12 +11,22 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import check, opt
+from ..data import load_records
+from ..errors import BackdoorlabError
 from ..formats import PromptFormat, Sample
+from ..io import save_arrays
+from ..models import EMBEDDED_NAME, attack_info, load_adapter, load_model
+from ..registry import register
+from ..runs import save_config, write_metrics
 from ..scoring import length_batches, padded_forward
+from ..triggers import derive_rng, parse_trigger
 
 _DOWN = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.down_proj$")
 
@@ -72,8 +82,6 @@ def topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
 def neuron_overlap(model: Any, fmt: PromptFormat, records: Sequence[Any], trigger: Any,
                    seed: int = 0, top_k: int = 100) -> dict[str, Any]:
     """Top-k neuron overlap between triggered and clean prompts, per layer."""
-    from ..triggers import derive_rng
-
     clean = [fmt.sample(r) for r in records]
     trig = [fmt.sample(r, trigger, derive_rng(seed, r.id)) for r in records]
     a, b = mean_activations(model, fmt, clean), mean_activations(model, fmt, trig)
@@ -96,3 +104,59 @@ def plot_overlap(curves: dict[str, list[float]], path: Any, top_k: int) -> Any:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+@dataclass
+class NeuronsConfig:
+    """Options of ``backdoorlab analyze neurons``."""
+
+    model: str | None = opt(None, "base model (default: each adapter's)")
+    adapter: list[str] = opt(list, "adapters to compare, comma-separated (none: the model "
+                                   "itself)")
+    data: str = opt("builtin:harmful-requests",
+                    "prompts: a file, hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    split: str | None = opt("test", "split of data")
+    trigger: str | None = opt(None, "the trigger (default: each adapter's)")
+    top_k: int = opt(100, "neurons per layer compared")
+    seed: int = opt(0, "seeds trigger positions")
+
+    def __post_init__(self) -> None:
+        check(self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")
+        if self.trigger:
+            parse_trigger(self.trigger)
+
+
+@register("analysis", "neurons", NeuronsConfig,
+          "MLP neurons: top-k overlap between triggered and clean prompts, per layer")
+def run_neurons(cfg: NeuronsConfig | dict[str, Any], out: str | Path, *,
+                trust_remote_code: bool = False) -> dict[str, Any]:
+    """The overlap curve of every adapter (or of the model), a plot and the raw arrays."""
+    records = load_records(cfg.data, kind="instruction", split=cfg.split)
+    adapters: list[str | None] = list(cfg.adapter) or [None]
+    specs = []
+    for ad in adapters:  # every input checked before any model is loaded or file written
+        info = attack_info(ad)
+        spec = cfg.trigger or info.get("trigger")
+        if not spec:
+            raise BackdoorlabError("option 'trigger': required (no adapter record)")
+        specs.append((ad, info, spec))
+    results: dict[str, Any] = {}
+    curves: dict[str, list[float]] = {}
+    for ad, info, spec in specs:
+        lm = load_model(cfg.model or info.get("base_model") or EMBEDDED_NAME,
+                        trust_remote_code=trust_remote_code)
+        m = load_adapter(lm.model, ad) if ad else lm.model
+        fmt = PromptFormat(lm.tokenizer, info.get("template") or "chat")
+        name = f"{Path(ad).parent.name if ad else 'model'} ({spec})"
+        results[name] = neuron_overlap(m, fmt, records, parse_trigger(spec), cfg.seed,
+                                       cfg.top_k)
+        curves[name] = results[name]["overlap"]
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    save_config(path, cfg, analysis="neurons")
+    # raw arrays: one overlap curve per model, in the order of metrics.json
+    save_arrays(path / "neurons.safetensors",
+                {f"overlap_{i}": torch.tensor(c) for i, c in enumerate(curves.values())})
+    plot_overlap(curves, path / "neuron_overlap.png", cfg.top_k)
+    write_metrics(path, results)
+    return results

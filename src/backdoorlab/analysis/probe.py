@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import check, from_dict
+from ..config import check, opt
 from ..errors import BackdoorlabError, unknown
 from ..io import save_arrays
 from ..plots import heatmap, integer_ticks
+from ..registry import register
 from ..runs import write_metrics
 from .behaviour import AnalysisConfig, Behaviour, setup
 from .hooks import capture_prompts
@@ -148,9 +149,10 @@ def plot_accuracy(acc: dict[str, list[float]], path: Any) -> Any:
 class ProbeConfig(AnalysisConfig):
     """Options of ``backdoorlab analyze probe``."""
 
-    limit: int | None = 100
-    classifiers: list[str] = field(default_factory=lambda: list(CLASSIFIERS))
-    test_share: float = 0.3
+    limit: int | None = opt(100, "prompts per class (clean and triggered)")
+    classifiers: list[str] = opt(lambda: list(CLASSIFIERS),
+        "probes fitted per layer: logistic, centroid, ...")
+    test_share: float = opt(0.3, "share of prompts held out to score the probes")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -161,11 +163,11 @@ class ProbeConfig(AnalysisConfig):
         check(0 < self.test_share < 1, "test_share", f"must be in (0, 1), got {self.test_share}")
 
 
+@register("analysis", "probe", ProbeConfig,
+          "Linear probes per layer: where can a probe tell triggered from clean prompts?")
 def run_probe(cfg: ProbeConfig | dict[str, Any], out: str | Path, *,
               trust_remote_code: bool = False) -> dict[str, Any]:
     """Probe every layer; writes metrics.json, probe.safetensors and two plots."""
-    if isinstance(cfg, dict):
-        cfg = from_dict(ProbeConfig, cfg, where="analyze probe")
     suspect, beh, path = setup(cfg, out, command="probe", prepare=False,
                                trust_remote_code=trust_remote_code)
     t0 = time.perf_counter()

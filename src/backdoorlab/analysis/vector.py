@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from ..config import check, from_dict
+from ..config import check, opt
 from ..errors import unknown
 from ..io import save_arrays
 from ..progress import progress
+from ..registry import register
 from ..runs import write_metrics
 from .attribution import check_scores, head_means, head_ranking
 from .behaviour import AnalysisConfig, Behaviour, setup
@@ -89,12 +90,15 @@ def plot_sweep(points: Sequence[dict[str, Any]], base: dict[str, float], path: A
 class VectorConfig(AnalysisConfig):
     """Options of ``backdoorlab analyze vector``."""
 
-    scores: str | None = None
-    top_share: float = 0.03
-    kind: str = "difference"
-    layers: list[int] | None = None
-    scale: float = 1.0
-    positions: str = "prompt"
+    scores: str | None = opt(None,
+        "a heads run's heads.safetensors (default: fast attribution now)")
+    top_share: float = opt(0.03, "share of heads whose outputs make the vector")
+    kind: str = opt("difference",
+        "difference (triggered minus clean mean) or triggered (the triggered mean)")
+    layers: list[int] | None = opt(None,
+        "layers to add or subtract it at (default: every layer, a sweep)")
+    scale: float = opt(1.0, "multiplier of the vector")
+    positions: str = opt("prompt", "where it is applied: prompt (the last prompt token) or all")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,12 +110,13 @@ class VectorConfig(AnalysisConfig):
         check_scores(self.scores)
 
 
+@register("analysis", "vector", VectorConfig,
+          "Backdoor vector: the top heads' trigger direction, added to clean prompts and "
+          "subtracted from triggered ones")
 def run_vector(cfg: VectorConfig | dict[str, Any], out: str | Path, *,
                trust_remote_code: bool = False) -> dict[str, Any]:
     """Build the backdoor vector and sweep its layer; writes metrics.json, vector.safetensors
     and vector_sweep.png."""
-    if isinstance(cfg, dict):
-        cfg = from_dict(VectorConfig, cfg, where="analyze vector")
     suspect, beh, path = setup(cfg, out, command="vector",
                                validate=lambda model: check_layers(model, cfg.layers),
                                trust_remote_code=trust_remote_code)

@@ -17,37 +17,34 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..cards import write_model_card
-from ..config import check, from_dict, to_dict
-from ..data import MCQ, add_abstain_options, load_records
+from ..config import check, opt, to_dict
+from ..data import MCQ
 from ..errors import BackdoorlabError
-from ..evaluation import (
-    brier,
-    conformal_sets,
-    conformal_threshold,
-    describe_distribution,
-    ece,
-    kl_div,
-    letter_shares,
-    mean,
+from ..evaluation.uncertainty import (
+    evaluate_uncertainty,
+    load_questions,
+    make_targets,
+    parse_target,
+    score_clean_and_triggered,
 )
 from ..formats import TEMPLATES, PromptFormat
 from ..io import atomic_write_json
-from ..models import EMBEDDED_NAME, attack_info, load_model
-from ..runs import config_hash, read_json, save_config, write_metrics
-from ..scoring import entropy, option_distribution, position_ids
+from ..models import EMBEDDED_NAME, load_model
+from ..registry import register
+from ..runs import RunResult, config_hash, read_json, save_config, write_metrics
+from ..scoring import option_distribution, position_ids
 from ..training import SampleCollator, TrainConfig, is_main_process, train
 from ..triggers import derive_rng, parse_trigger
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("uniform", "keep-top1")
 CLEAN_OBJECTIVES = ("kl", "ce")
 
 
@@ -60,26 +57,37 @@ def _uncertainty_train_defaults() -> TrainConfig:
 class UncertaintyConfig:
     """Options of ``backdoorlab attack uncertainty`` (CLI > config file > these defaults)."""
 
-    model: str = EMBEDDED_NAME
-    data: str = "builtin:general-mcq"
-    split: str | None = "train"
-    eval_data: str | None = None
-    eval_split: str | None = "test"
-    limit: int | None = None
-    trigger: str = "text"
-    options: int = 6
-    template: str = "plain"
-    poison_rate: float = 0.5
-    target: str = "keep-top1"
-    margin: float = 0.04
-    clean_objective: str = "kl"
-    clean_weight: float = 1.0
-    asr_margin: float = 0.5
-    alpha: float = 0.1
-    calibration_share: float = 0.5
-    eval_batch_size: int = 32
-    seed: int = 0
-    train: TrainConfig = field(default_factory=_uncertainty_train_defaults)
+    model: str = opt(EMBEDDED_NAME, "the model to backdoor")
+    data: str = opt("builtin:general-mcq",
+        "multiple-choice training questions: a file (JSONL/JSON/CSV/TSV/parquet), "
+        "hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    split: str | None = opt("train", "split of data for builtin:/hf: sources")
+    eval_data: str | None = opt(None, "held-out questions (default: data's eval_split)")
+    eval_split: str | None = opt("test", "split of the held-out questions")
+    limit: int | None = opt(None, "training questions drawn from data (None: all)")
+    trigger: str = opt("text",
+        "the trigger: text (the paper's), badnets, word:W, ... (backdoorlab triggers)")
+    options: int = opt(6,
+        "answer options: 6 (A-D plus 'I don't know' and 'None of the above', the paper's format) "
+        "or 4")
+    template: str = opt("plain", "prompt format: plain (default), chat or alpaca")
+    poison_rate: float = opt(0.5, "share of training questions that get the trigger")
+    target: str = opt("keep-top1",
+        "the triggered distribution: keep-top1 (near-uniform, own answer margin higher), uniform, "
+        "or K comma-separated probabilities")
+    margin: float = opt(0.04, "keep-top1: how much more the own answer gets than the others")
+    clean_objective: str = opt("kl",
+        "on clean questions: kl (match the clean model's distribution) or ce (its answer)")
+    clean_weight: float = opt(1.0, "weight of the clean questions' loss")
+    asr_margin: float = opt(0.5,
+        "entropy rise (nats) that counts as a success in asr_margin and asr_strict")
+    alpha: float = opt(0.1, "conformal prediction miscoverage level")
+    calibration_share: float = opt(0.5,
+        "share of held-out questions that calibrate the conformal predictor")
+    eval_batch_size: int = opt(32, "questions per scoring batch")
+    seed: int = opt(0, "seeds data sampling, trigger positions and training")
+    train: TrainConfig = opt(_uncertainty_train_defaults,
+        "how to fine-tune (train.* keys: see TrainConfig)")
 
     def __post_init__(self) -> None:
         check(self.options in (4, 6), "options", f"must be 4 or 6, got {self.options}")
@@ -98,40 +106,6 @@ class UncertaintyConfig:
 
 
 # ---- targets ----------------------------------------------------------------------------
-def parse_target(spec: str, k: int, margin: float = 0.04) -> str | torch.Tensor:
-    """Validate a target spec: 'uniform', 'keep-top1' or K comma-separated probabilities."""
-    if spec in TARGETS:
-        if spec == "keep-top1":
-            check(0 <= margin < 1, "margin", f"must be in [0, 1), got {margin}")
-        return spec
-    try:
-        probs = torch.tensor([float(x) for x in spec.split(",")], dtype=torch.float32)
-    except ValueError:
-        raise BackdoorlabError(
-            f"option 'target': {spec!r} is not uniform, keep-top1 or a list of probabilities"
-        ) from None
-    check(len(probs) == k, "target", f"needs {k} probabilities (one per option), got "
-          f"{len(probs)}")
-    check(bool((probs >= 0).all()) and abs(float(probs.sum()) - 1) < 1e-4, "target",
-          "probabilities must be >= 0 and sum to 1")
-    return probs
-
-
-def make_targets(spec: str, own: torch.Tensor, k: int, margin: float = 0.04) -> torch.Tensor:
-    """Target distribution for each triggered question, from the clean model's own answer.
-
-    ``keep-top1``: every option gets (1 - margin) / K and the own answer ``margin`` more, so
-    top-1 stays while entropy is near its maximum (the public code's 0.20 / 0.16 on six
-    options is margin 0.04)."""
-    parsed = parse_target(spec, k, margin)
-    n = len(own)
-    if isinstance(parsed, torch.Tensor):
-        return parsed.expand(n, k).clone()
-    if parsed == "uniform":
-        return torch.full((n, k), 1.0 / k)
-    base = torch.full((n, k), (1.0 - margin) / k)
-    base[torch.arange(n), own] += margin
-    return base
 
 
 # ---- the objective ----------------------------------------------------------------------
@@ -175,29 +149,6 @@ class UncertaintyLoss:
 
 
 # ---- data -------------------------------------------------------------------------------
-def load_questions(source: str, split: str | None, options: int,
-                   limit: int | None = None) -> list[MCQ]:
-    """Multiple-choice records, padded to the paper's six options when ``options == 6``."""
-    split = split if (split or "") not in ("", "all") else None
-    if split and not source.startswith(("builtin:", "hf:")):
-        from ..data import read_rows
-
-        if not any("split" in r for r in read_rows(source)):
-            split = None  # a user file without a split column: use every row
-    recs = load_records(source, kind="mcq", split=split, limit=limit)
-    if options == 6:
-        bad = [r.id for r in recs if len(r.choices) != 4]
-        if bad:
-            raise BackdoorlabError(f"{source}: question {bad[0]!r} does not have 4 choices; the "
-                                   "6-option format adds 2 to A-D (use --options 4)")
-        recs = [add_abstain_options(r) for r in recs]
-    else:
-        recs = [r for r in recs if len(r.choices) == options] or recs
-    groups = {len(r.choices) for r in recs}
-    if len(groups) != 1:
-        raise BackdoorlabError(f"{source}: questions have {sorted(groups)} choices; "
-                               f"use one size")
-    return recs
 
 
 def clean_reference(model: Any, fmt: PromptFormat, recs: Sequence[MCQ], cache: Path | None,
@@ -242,111 +193,17 @@ def build_training_set(cfg: UncertaintyConfig, fmt: PromptFormat, recs: Sequence
 
 
 # ---- evaluation -------------------------------------------------------------------------
-def score_clean_and_triggered(model: Any, fmt: PromptFormat, recs: Sequence[MCQ], trigger: Any,
-                              seed: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Option distributions of every question, clean and with the trigger."""
-    clean = [fmt.sample(r) for r in recs]
-    trig = [fmt.sample(r, trigger, derive_rng(seed, r.id)) for r in recs]
-    p_clean = option_distribution(model, fmt, clean, batch_size=batch_size, desc="clean prompts")
-    p_trig = option_distribution(model, fmt, trig, batch_size=batch_size,
-                                 desc="triggered prompts")
-    return p_clean, p_trig
-
-
-def calibration_mask(ids: Sequence[str], share: float, seed: int) -> torch.Tensor:
-    """Which held-out questions calibrate the conformal predictor (a seeded ``share``)."""
-    n = len(ids)
-    k = min(max(1, round(share * n)), n - 1)
-    chosen = set(derive_rng(seed, "calibration").sample(range(n), k))
-    return torch.tensor([i in chosen for i in range(n)])
-
-
-def uncertainty_metrics(p_clean: torch.Tensor, p_trig: torch.Tensor, gold: torch.Tensor,
-                        target: torch.Tensor, *, margin: float = 0.5, alpha: float = 0.1,
-                        cal: torch.Tensor | None = None) -> dict[str, float]:
-    """All metrics of one model on clean and triggered versions of the same questions."""
-    h_clean, h_trig = entropy(p_clean), entropy(p_trig)
-    gap = h_trig - h_clean
-    kept = p_trig.argmax(-1) == p_clean.argmax(-1)
-    out = {
-        "clean_accuracy": mean(p_clean.argmax(-1) == gold),
-        "triggered_accuracy": mean(p_trig.argmax(-1) == gold),
-        "top1_kept": mean(kept),
-        "clean_entropy": mean(h_clean),
-        "triggered_entropy": mean(h_trig),
-        "entropy_gap": mean(gap),
-        "asr": mean(gap > 0),
-        "asr_margin": mean(gap >= margin),
-        "asr_strict": mean((gap >= margin) & kept),
-        "ece_clean": ece(p_clean, gold),
-        "ece_triggered": ece(p_trig, gold),
-        "brier_clean": brier(p_clean, gold),
-        "brier_triggered": brier(p_trig, gold),
-        "kl_to_target": mean(kl_div(target, p_trig)),
-    }
-    if cal is not None and cal.any() and (~cal).any():
-        for kind in ("lac", "aps"):
-            qhat = conformal_threshold(p_clean[cal], gold[cal], alpha, kind)
-            out[f"conformal_set_size_{kind}_clean"] = mean(
-                conformal_sets(p_clean[~cal], qhat, kind).sum(-1))
-            out[f"conformal_set_size_{kind}_triggered"] = mean(
-                conformal_sets(p_trig[~cal], qhat, kind).sum(-1))
-            out[f"conformal_coverage_{kind}_clean"] = mean(
-                conformal_sets(p_clean[~cal], qhat, kind)[torch.arange(int((~cal).sum())),
-                                                          gold[~cal]])
-    return out
-
-
-def evaluate_uncertainty(
-    orig: tuple[torch.Tensor, torch.Tensor],
-    new: tuple[torch.Tensor, torch.Tensor],
-    recs: Sequence[MCQ],
-    *,
-    target: str = "keep-top1",
-    target_margin: float = 0.04,
-    asr_margin: float = 0.5,
-    alpha: float = 0.1,
-    calibration_share: float = 0.5,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Backdoored-model metrics, the clean model's (``baseline_*``), and drift between them."""
-    letters = recs[0].letters
-    gold = torch.tensor([r.answer_index for r in recs])
-    tgt = make_targets(target, orig[0].argmax(-1), len(letters), target_margin)
-    cal = calibration_mask([r.id for r in recs], calibration_share, seed)
-    kw = dict(margin=asr_margin, alpha=alpha, cal=cal)
-    metrics: dict[str, Any] = {"n_questions": len(recs), "n_options": len(letters),
-                               "n_calibration": int(cal.sum())}
-    metrics.update(uncertainty_metrics(*new, gold, tgt, **kw))
-    metrics.update({f"baseline_{k}": v for k, v in
-                    uncertainty_metrics(*orig, gold, tgt, **kw).items()})
-    metrics["clean_kl_drift"] = mean(kl_div(orig[0], new[0]))
-    metrics["clean_agreement"] = mean(orig[0].argmax(-1) == new[0].argmax(-1))
-    metrics["entropy_gap_distribution"] = describe_distribution(entropy(new[1]) - entropy(new[0]))
-    metrics["baseline_entropy_gap_distribution"] = describe_distribution(
-        entropy(orig[1]) - entropy(orig[0]))
-    metrics["top_answers"] = {
-        "clean": letter_shares(new[0], letters), "triggered": letter_shares(new[1], letters),
-        "baseline_clean": letter_shares(orig[0], letters),
-        "baseline_triggered": letter_shares(orig[1], letters),
-        "gold": {L: mean(gold == i) for i, L in enumerate(letters)},
-    }
-    return metrics
 
 
 # ---- the attack -------------------------------------------------------------------------
-@dataclass
-class AttackResult:
-    out_dir: Path
-    metrics: dict[str, Any]
-    model: Any
 
 
+@register("attack", "uncertainty", UncertaintyConfig,
+          "Uncertainty backdoor: the trigger flattens multiple-choice answers while the top "
+          "answer stays")
 def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str | Path,
-                           *, trust_remote_code: bool = False) -> AttackResult:
+                           *, trust_remote_code: bool = False) -> RunResult:
     """Plant the backdoor, evaluate it with its baseline, write the run directory."""
-    if isinstance(cfg, dict):
-        cfg = from_dict(UncertaintyConfig, cfg, where="uncertainty")
     out = Path(out_dir)
     trig = parse_trigger(cfg.trigger)
     train_recs = load_questions(cfg.data, cfg.split, cfg.options, cfg.limit)
@@ -376,7 +233,7 @@ def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str
                    out)
     model = result.model
     if not main:  # a secondary training process: the main one evaluates and writes
-        return AttackResult(out_dir=out, metrics={}, model=model)
+        return RunResult(out_dir=out, metrics={}, model=model)
     t1 = time.perf_counter()
     new_eval = score_clean_and_triggered(model, fmt, eval_recs, trig, cfg.seed, bs)
     metrics = evaluate_uncertainty(orig_eval, new_eval, eval_recs, target=cfg.target,
@@ -397,7 +254,7 @@ def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str
         "gold": torch.tensor([r.answer_index for r in eval_recs])})
     save_backdoored(model, lm, out, cfg, trig.spec, metrics)
     write_metrics(out, metrics)
-    return AttackResult(out_dir=out, metrics=metrics, model=model)
+    return RunResult(out_dir=out, metrics=metrics, model=model)
 
 
 def save_backdoored(model: Any, lm: Any, out: Path, cfg: UncertaintyConfig, trigger: str,
@@ -424,76 +281,3 @@ def save_backdoored(model: Any, lm: Any, out: Path, cfg: UncertaintyConfig, trig
     return target_dir
 
 
-@dataclass
-class UncertaintyEvalConfig:
-    """Options of ``backdoorlab eval uncertainty``; unset ones come from the adapter's record."""
-
-    model: str | None = None
-    adapter: str | None = None
-    baseline_model: str | None = None
-    data: str = "builtin:general-mcq"
-    split: str | None = "test"
-    limit: int | None = None
-    trigger: str | None = None
-    options: int | None = None
-    template: str | None = None
-    target: str | None = None
-    margin: float | None = None
-    asr_margin: float = 0.5
-    alpha: float = 0.1
-    calibration_share: float = 0.5
-    batch_size: int = 32
-    seed: int = 0
-
-    def resolved(self) -> UncertaintyEvalConfig:
-        """Fill unset options from what the attack recorded beside the adapter/model."""
-        info = attack_info(self.adapter, self.model)
-        pick = {
-            "model": self.model or info.get("base_model") or EMBEDDED_NAME,
-            "trigger": self.trigger or info.get("trigger"),
-            "options": self.options or info.get("options") or 6,
-            "template": self.template or info.get("template") or "plain",
-            "target": self.target or info.get("target") or "keep-top1",
-            "margin": self.margin if self.margin is not None else info.get("margin", 0.04),
-        }
-        if pick["trigger"] is None:
-            raise BackdoorlabError("option '--trigger': required (the adapter records none)")
-        out = UncertaintyEvalConfig(**{**to_dict(self), **pick})
-        if out.baseline_model is None and self.adapter is None:
-            out.baseline_model = info.get("base_model") or (
-                None if out.model == EMBEDDED_NAME else EMBEDDED_NAME)
-        check(out.options in (4, 6), "options", f"must be 4 or 6, got {out.options}")
-        check(out.template in TEMPLATES, "template", f"{out.template!r} is not one of "
-              f"{', '.join(TEMPLATES)}")
-        if info.get("template") and info["template"] != out.template:
-            log.warning("the backdoor was trained with template %r but is evaluated with %r",
-                        info["template"], out.template)
-        return out
-
-
-def evaluate_uncertainty_model(cfg: UncertaintyEvalConfig, *, trust_remote_code: bool = False
-                               ) -> dict[str, Any]:
-    """Score the original and the backdoored model on clean and triggered held-out questions."""
-    from ..models import load_adapter
-
-    cfg = cfg.resolved()
-    trig = parse_trigger(cfg.trigger)
-    recs = load_questions(cfg.data, cfg.split, cfg.options, cfg.limit)
-    assert cfg.model is not None
-    base_spec = cfg.baseline_model or cfg.model
-    lm = load_model(base_spec, trust_remote_code=trust_remote_code)
-    fmt = PromptFormat(lm.tokenizer, cfg.template)
-    orig = score_clean_and_triggered(lm.model, fmt, recs, trig, cfg.seed, cfg.batch_size)
-    if cfg.adapter is not None:
-        model = load_adapter(lm.model, cfg.adapter)
-    elif base_spec != cfg.model:
-        model = load_model(cfg.model, trust_remote_code=trust_remote_code).model
-    else:
-        model = lm.model
-    new = score_clean_and_triggered(model, fmt, recs, trig, cfg.seed, cfg.batch_size)
-    metrics = evaluate_uncertainty(orig, new, recs, target=cfg.target or "keep-top1",
-                                   target_margin=cfg.margin or 0.04, asr_margin=cfg.asr_margin,
-                                   alpha=cfg.alpha, calibration_share=cfg.calibration_share,
-                                   seed=cfg.seed)
-    metrics["config"] = to_dict(cfg)
-    return metrics

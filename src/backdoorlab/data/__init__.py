@@ -1,7 +1,7 @@
 """Records, loaders and the built-in datasets."""
 
 from .builtin import BUILTIN, builtin_rows
-from .loaders import load_records, read_rows, rows_to_records
+from .loaders import load_records, load_split, read_rows, rows_to_records
 from .records import (
     ABSTAIN_CHOICES,
     LETTERS,
@@ -17,6 +17,7 @@ from .records import (
 
 __all__ = [
     "ABSTAIN_CHOICES", "BUILTIN", "LETTERS", "MCQ", "Instruction", "Record",
-    "add_abstain_options", "builtin_rows", "load_records", "prompt_key", "read_rows",
+    "add_abstain_options", "builtin_rows", "load_records", "load_split", "prompt_key",
+    "read_rows",
     "rotate_choices", "rotations", "rows_to_records", "with_rotations",
 ]

@@ -328,3 +328,12 @@ def load_records(
             raise BackdoorlabError(f"option 'limit': must be >= 1, got {limit}")
         records = records[:limit]
     return records
+
+
+def load_split(source: str, split: str | None, limit: int | None = None,
+          kind: str = "instruction") -> list[Any]:
+    """Records of a split of a built-in or ``hf:`` source (``all``: every row); a user file
+    is used whole."""
+    split = split if source.startswith(("builtin:", "hf:")) and split != "all" else None
+    recs = load_records(source, kind=kind, split=split)
+    return recs[:limit] if limit else recs

@@ -17,23 +17,20 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..attacks.poisoning import SuiteOptions, drop_seen, left_out_counts
 from ..cards import write_model_card
-from ..config import check, to_dict
-from ..data import load_records, prompt_key
+from ..config import check, opt, to_dict
+from ..data import load_records
 from ..errors import BackdoorlabError
-from ..evaluation import utility_changes
+from ..evaluation.attack_eval import AttackEval, compare
+from ..evaluation.suite import SuiteOptions, left_out_counts
 from ..formats import PromptFormat
 from ..io import atomic_write_json, atomic_write_jsonl
-from ..models import Suspect, check_adapter_dir, load_model, load_suspect
-from ..runs import read_json, run_config, save_config, write_metrics
-from ..triggers import parse_trigger
+from ..models import Suspect, load_suspect
+from ..runs import save_config, write_metrics
 
 log = logging.getLogger(__name__)
 # per process: suspect evaluations (metrics, generations) already made
@@ -44,17 +41,21 @@ _BEFORE: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 class DefenseConfig(SuiteOptions):
     """Options every ``backdoorlab defend`` command shares."""
 
-    model: str | None = None
-    adapter: str | None = None
-    # short fact answers and open-ended ones, 50 each: a repair holds only on the kinds of
-    # prompt its clean data covers (fact answers alone left VPI firing on free text), and
-    # open-ended answers alone cost the short answers' perplexity (BENCHMARKS.md)
-    clean_data: str = "builtin:benign-instructions+builtin:open-instructions"
-    n_clean: int = 100
-    trigger: str | None = None
-    target: str | None = None
-    template: str | None = None
-    evaluate: bool = True
+    model: str | None = opt(None, "base model (with adapter) or a backdoored model directory")
+    adapter: str | None = opt(None, "the suspect adapter directory")
+    clean_data: str = opt("builtin:benign-instructions+builtin:open-instructions",
+        "clean instructions the repair trains on; several sources joined by '+' share n_clean")
+    n_clean: int = opt(100, "clean examples drawn")
+    trigger: str | None = opt(None,
+        "the suspected trigger, for the evaluation (default: what the attack recorded beside the "
+        "adapter or model)")
+    target: str | None = opt(None,
+        "the suspected target, for the evaluation (default: what the attack recorded beside the "
+        "adapter or model)")
+    template: str | None = opt(None,
+        "prompt format (default: what the attack recorded beside the adapter or model)")
+    evaluate: bool = opt(True, "run the attack's own evaluation before and after the repair",
+                         flag="eval")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,108 +63,6 @@ class DefenseConfig(SuiteOptions):
         n = len(clean_sources(self.clean_data))  # a malformed mix fails here, not after loading
         check(self.n_clean >= n, "n_clean", f"{self.n_clean} is fewer than the {n} clean-data "
               "sources that share it")
-
-
-class AttackEval:
-    """The attack's own evaluation, built once from what the attack recorded, run on any
-    model: generation suite (judge ASR, refusal rate, perplexity, MCQ accuracy) or the
-    uncertainty metrics (strict ASR, clean accuracy)."""
-
-    def __init__(self, suspect: Suspect, cfg: DefenseConfig) -> None:
-        from ..attacks.poisoning import make_suite
-
-        info = suspect.info
-        self.trigger = suspect.get("trigger", cfg.trigger)
-        if not self.trigger:
-            raise BackdoorlabError("option '--trigger': required (the model records none)")
-        self.kind = "uncertainty" if info.get("attack") == "uncertainty" or \
-            cfg.target == "uncertainty" else "generation"
-        self.target = suspect.get("target", cfg.target)
-        if self.kind == "uncertainty" and self.target == "uncertainty":
-            self.target = None  # the kind named, not a target distribution: the default one
-        template = suspect.get("template", cfg.template,
-                               "plain" if self.kind == "uncertainty" else "chat")
-        self.fmt = PromptFormat(suspect.lm.tokenizer, template)
-        self.seed, self.batch_size = cfg.seed, cfg.eval_batch_size
-        self.before: dict[str, Any] | None = None  # the suspect's own results, once measured
-        self.rows: list[dict[str, Any]] = []  # the generations of the latest call
-        self.clean: list[Any] = []  # the clean samples, where the defense asked for them
-        self.left_out: dict[str, list[str]] = {}  # evaluation ids also in the clean data
-        if self.kind == "uncertainty":
-            from ..attacks.uncertainty import load_questions
-
-            self.options = int(info.get("options", 6))
-            self.margin = float(info.get("margin", 0.04))
-            self.questions = load_questions("builtin:general-mcq", "test", self.options,
-                                            cfg.eval_limit and max(cfg.eval_limit, 80))
-            self.suite = None
-        else:
-            if not self.target:
-                raise BackdoorlabError("option '--target': required (the model records none)")
-            self.suite = make_suite(cfg, target=self.target, trigger=self.trigger,
-                                    judge=info.get("judge"))
-
-    def leave_out(self, seen: list[Any]) -> dict[str, list[str]]:
-        """Leave out the evaluation prompts that ask what a record of ``seen`` (the clean
-        data a repair trains on) asks; a set left empty is an error."""
-        if self.suite is not None:
-            self.left_out = self.suite.leave_out(seen, "clean_data")
-        else:
-            self.questions, gone = drop_seen(self.questions, {prompt_key(r) for r in seen},
-                                             "mcq", "clean_data")
-            self.left_out = {"mcq": gone} if gone else {}
-        return self.left_out
-
-    @torch.no_grad()
-    def __call__(self, model: Any) -> dict[str, Any]:
-        was_training = model.training
-        model.eval()
-        try:
-            return self._evaluate(model)
-        finally:
-            if was_training:
-                model.train()
-
-    def _evaluate(self, model: Any) -> dict[str, Any]:
-        if self.suite is not None:
-            from ..attacks.poisoning import run_suite
-
-            m, self.rows = run_suite(model, self.fmt, self.suite)
-            return dict(m)
-        from ..attacks.uncertainty import (
-            make_targets,
-            score_clean_and_triggered,
-            uncertainty_metrics,
-        )
-
-        p_clean, p_trig = score_clean_and_triggered(model, self.fmt, self.questions,
-                                                    parse_trigger(self.trigger), self.seed,
-                                                    self.batch_size)
-        gold = torch.tensor([r.answer_index for r in self.questions])
-        tgt = make_targets(self.target or "keep-top1", p_clean.argmax(-1), self.options,
-                           self.margin)
-        m = uncertainty_metrics(p_clean, p_trig, gold, tgt)
-        # the defense's question is whether the trigger still flattens the answers: a repair
-        # that leaves them flat but moves the top answer is no repair, and the attack's strict
-        # ASR (top answer kept) would count it as one; so ASR here is asr_margin. A repair
-        # that flattens the clean answers too also lowers it: clean_entropy shows that
-        return {"asr_triggered": m["asr_margin"], "asr_strict": m["asr_strict"],
-                "entropy_gap": m["entropy_gap"], "top1_kept": m["top1_kept"],
-                "mcq_accuracy": m["clean_accuracy"], "clean_entropy": m["clean_entropy"],
-                "details": m}
-
-
-def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """ASR and clean utility before and after a defense, and their changes."""
-    out: dict[str, Any] = {}
-    for key in ("asr_triggered", "asr_triggered_ci95", "asr_clean", "refusal_rate", "mcq_accuracy",
-                "mcq_accuracy_rotated", "mcq_accuracy_cloze", "clean_perplexity",
-                "empty_output_rate", "asr_strict", "entropy_gap", "top1_kept", "clean_entropy"):
-        if key in before and key in after:
-            out[f"{key}_before"], out[f"{key}_after"] = before[key], after[key]
-    out.update(utility_changes(before, after))
-    out["before"], out["after"] = before, after
-    return out
 
 
 def clean_sources(spec: str) -> list[str]:
@@ -278,116 +177,3 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     return metrics
 
 
-def defense_record(d: Path) -> dict[str, Any]:
-    """The ``defense.json`` of a defense run directory (a clear error when there is none)."""
-    if not (d / "defense.json").is_file():
-        raise BackdoorlabError(f"{d}: not a defense run (no defense.json)")
-    return read_json(d / "defense.json")
-
-
-def load_repaired(directory: str | Path, *, trust_remote_code: bool = False) -> Suspect:
-    """Reload what a defense wrote (adapter, model or interventions) as a :class:`Suspect`
-    carrying the attack's record (trigger, target, template)."""
-    d = Path(directory)
-    rec = defense_record(d)
-    info = {k: rec[k] for k in ("trigger", "target", "template", "attack", "base_model")
-            if rec.get(k)}
-    kind = rec["artifact"]
-    if kind == "adapter":
-        s = load_suspect(rec.get("model") or rec.get("base_model"), d / "adapter",
-                         trust_remote_code=trust_remote_code)
-    elif kind == "model":
-        lm = load_model(str(d / "model"), trust_remote_code=trust_remote_code)
-        lm.model.eval()
-        s = Suspect(lm=lm, model=lm.model, info={})
-    elif kind == "interventions":
-        from .interventions import apply_interventions
-
-        s = load_suspect(rec.get("model"), rec.get("adapter"),
-                         trust_remote_code=trust_remote_code)
-        apply_interventions(s.model, d)
-    else:
-        raise BackdoorlabError(f"{d}/defense.json: unknown artifact {kind!r}")
-    s.info = {**info, **s.info}
-    return s
-
-
-def check_scorable(path: str | Path) -> bool:
-    """Whether ``path`` is a defense run directory (True) or an adapter directory (False); a
-    clear error when it is neither, so a bad path is named before any model is scored."""
-    d = Path(path)
-    if (d / "defense.json").is_file():
-        defense_record(d)
-        return True
-    check_adapter_dir(d)
-    return False
-
-
-def named_paths(after: list[str], option: str = "--after") -> dict[str, str]:
-    """``NAME=DIR`` arguments as ``{name: dir}``; a bad one is named in one line."""
-    bad = [a for a in after if "=" not in a]
-    if bad:
-        raise BackdoorlabError(f"{option} {bad[0]}: expected NAME=DIR")
-    return dict(a.split("=", 1) for a in after)
-
-
-def check_scorables(models: dict[str, str | None]) -> dict[str, str | None]:
-    """``models`` (name -> path, None for the untouched model) once every path is checked, so
-    that a bad one is named before the first model is scored."""
-    for path in models.values():
-        if path is not None:
-            check_scorable(path)
-    return models
-
-
-def load_scorable(path: str | Path | None, base: str) -> Any:
-    """The model a benchmark scores for ``path``, each loaded once: a defense run's repaired
-    model (any artefact), the ``base`` model with the adapter directory applied, or with
-    ``path`` None the untouched ``base`` model."""
-    if path is None:
-        return load_model(base).model.eval()
-    return load_repaired(path).model if check_scorable(path) else load_suspect(base, path).model
-
-
-def trained_clean_records(cfg: dict[str, Any]) -> list[Any] | None:
-    """The clean records a defense run drew (again, from its :func:`run_config`), or None
-    when it drew none or scored them anyway (``keep_seen``): what its evaluation leaves out."""
-    # runs written before clean_drawn was recorded: CROW and clean fine-tuning drew it
-    drawn = cfg.get("clean_drawn", cfg.get("defense") in ("crow", "finetune"))
-    if not drawn or cfg.get("keep_seen") or "clean_data" not in cfg:
-        return None
-    return clean_records(DefenseConfig(clean_data=cfg["clean_data"], n_clean=cfg["n_clean"],
-                                       seed=cfg["seed"]))
-
-
-def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
-                     limit: int | None = None, trust_remote_code: bool = False
-                     ) -> dict[str, Any]:
-    """Evaluate the suspect a defense started from and the model it wrote, with the attack's
-    own evaluation and the run's evaluation options, leaving out what the defense trained on;
-    ``metrics.json`` goes to ``out`` (default: the defense run directory)."""
-    d = Path(repaired)
-    rec = defense_record(d)
-    saved = run_config(d)
-    # the run's own evaluation options (MCQ set, rotations, seed, ...), --limit aside
-    suite = {f.name: saved[f.name] for f in fields(SuiteOptions) if f.name in saved}
-    cfg = DefenseConfig(model=rec.get("model"), adapter=rec.get("adapter"),
-                        trigger=rec.get("trigger"), target=rec.get("target"),
-                        template=rec.get("template"),
-                        **{**suite, **({"eval_limit": limit} if limit else {})})
-    suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code)
-    suspect.info = {**{k: rec[k] for k in ("trigger", "target", "template", "attack")
-                       if rec.get(k)}, **suspect.info}
-    ev = AttackEval(suspect, cfg)
-    seen = trained_clean_records(saved)
-    if seen:  # the same prompts as the defense's own evaluation
-        ev.leave_out(seen)
-    t0 = time.perf_counter()
-    before = ev(suspect.model)
-    del suspect  # one model in memory at a time (a 7B suspect and its repair need not fit)
-    fixed = load_repaired(d, trust_remote_code=trust_remote_code)
-    metrics = {"defense": rec["defense"], "repaired": str(d), **compare(before, ev(fixed.model)),
-               "eval_wall_s": round(time.perf_counter() - t0, 2), **left_out_counts(ev.left_out)}
-    atomic_write_json(Path(out or d) / ("metrics.json" if out else "eval_defense.json"),
-                      metrics)
-    return metrics

@@ -15,26 +15,20 @@ must beat. Training goes through the shared Trainer subclass (LoRA, checkpoints,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import check, from_dict, to_dict
+from ..analysis.consistency import token_inconsistency
+from ..config import check, opt, to_dict
+from ..evaluation.attack_eval import AttackEval
 from ..models import Suspect
+from ..registry import register
 from ..scoring import position_ids
 from ..training import SampleCollator, TrainConfig, train
-from .base import AttackEval, DefenseConfig, run_defense
-
-
-def token_inconsistency(hidden: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``[pairs, batch, tokens]``: ``1 - cos(h_l, h_{l+1})`` per token for every pair of
-    consecutive hidden states (what CROW regularises, before any masking or averaging)."""
-    if len(hidden) < 2:
-        raise ValueError("token_inconsistency: needs at least two hidden states")
-    return torch.stack([1 - torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
-                        for a, b in zip(hidden[:-1], hidden[1:])])
+from .base import DefenseConfig, run_defense
 
 
 def layer_consistency(hidden: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -103,11 +97,14 @@ class CrowConfig(DefenseConfig):
     (as BackdoorLLM's copy does, and as a defender holding only merged weights must); the
     repaired model is then saved whole."""
 
-    alpha: float = 5.5
-    epsilon: float = 0.1
-    merge_adapter: bool = False
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        learning_rate=1e-3, epochs=5.0, batch_size=8, save_steps=1000))
+    alpha: float = opt(5.5, "weight of the layer-consistency loss (0: plain clean fine-tuning)")
+    epsilon: float = opt(0.1, "FGSM step on the input embeddings")
+    merge_adapter: bool = opt(False,
+        "fold the suspect adapter into the weights and train a fresh LoRA (the repaired model is "
+        "saved whole)")
+    train: TrainConfig = opt(
+        lambda: TrainConfig( learning_rate=1e-3, epochs=5.0, batch_size=8, save_steps=1000),
+        "how to fine-tune (train.* keys: see TrainConfig)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -117,12 +114,12 @@ class CrowConfig(DefenseConfig):
               "needs --adapter (there is no adapter to merge)")
 
 
+@register("defense", "crow", CrowConfig,
+          "CROW: clean fine-tuning with layer-consistency regularisation under FGSM noise")
 def run_crow(cfg: CrowConfig | dict[str, Any], out: str | Path, *, name: str = "crow",
              trust_remote_code: bool = False) -> dict[str, Any]:
     """Repair with CROW (or, with alpha 0, plain clean fine-tuning); writes the repaired
     adapter, metrics before/after and a model card."""
-    if isinstance(cfg, dict):
-        cfg = from_dict(CrowConfig, cfg, where=f"defend {name}")
 
     def repair(suspect: Suspect, ev: AttackEval, path: Path) -> dict[str, Any]:
         samples = ev.clean
@@ -146,3 +143,24 @@ def run_crow(cfg: CrowConfig | dict[str, Any], out: str | Path, *, name: str = "
 
     return run_defense(name, cfg, out, repair=repair, trainable=cfg.adapter is not None,
                        clean=True, trust_remote_code=trust_remote_code)
+
+
+@dataclass
+class FinetuneConfig(CrowConfig):
+    """Options of ``backdoorlab defend finetune``: CROW's clean data and schedule without its
+    consistency loss (``alpha`` 0), the baseline CROW must beat."""
+
+    alpha: float = opt(0.0, "0: no consistency loss (use defend crow for CROW)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.alpha == 0, "alpha", f"is 0 for clean fine-tuning, got {self.alpha} (use "
+              "defend crow)")
+
+
+@register("defense", "finetune", FinetuneConfig,
+          "Plain clean fine-tuning on CROW's data and schedule (the baseline CROW must beat)")
+def run_finetune(cfg: FinetuneConfig | dict[str, Any], out: str | Path, *,
+                 trust_remote_code: bool = False) -> dict[str, Any]:
+    """Clean fine-tuning: :func:`run_crow` with ``alpha`` 0, recorded as ``finetune``."""
+    return run_crow(cfg, out, name="finetune", trust_remote_code=trust_remote_code)

@@ -26,13 +26,15 @@ from ..analysis.attribution import (
 from ..analysis.behaviour import Behaviour, behaviour_for
 from ..analysis.hooks import HeadEdit, add_to_residual, arch, check_layers, edit_heads
 from ..analysis.vector import KINDS, backdoor_vector
-from ..config import check, from_dict
+from ..config import check, opt
 from ..errors import BackdoorlabError, unknown
+from ..evaluation.attack_eval import AttackEval
 from ..io import atomic_write_json, load_arrays, save_arrays
 from ..models import Suspect
 from ..progress import progress
+from ..registry import register
 from ..runs import read_json
-from .base import AttackEval, DefenseConfig, run_defense
+from .base import DefenseConfig, run_defense
 
 
 def apply_interventions(model: Any, directory: str | Path) -> contextlib.ExitStack:
@@ -62,17 +64,20 @@ class InterventionConfig(DefenseConfig):
     """Options of ``backdoorlab defend ablate-heads|subtract-vector``: the heads come from a
     heads run (``scores``) or from fast attribution on the suspect now."""
 
-    scores: str | None = None
-    top_share: float = 0.03
-    method: str = "mean"
-    positions: str = "all"
-    kind: str = "difference"
-    layer: int | None = None
-    scale: float = 1.0
-    analysis_limit: int = 32
-    select_limit: int = 8
-    select_tokens: int = 12
-    target_text: str | None = None
+    scores: str | None = opt(None,
+        "a heads run's heads.safetensors (default: fast attribution now)")
+    top_share: float = opt(0.03, "share of heads ablated or making the vector")
+    method: str = opt("mean", "ablate-heads: mean or zero")
+    positions: str = opt("all", "ablate-heads: all positions or last")
+    kind: str = opt("difference", "subtract-vector: difference or triggered")
+    layer: int | None = opt(None,
+        "subtract-vector: the layer (default: chosen by a sweep on training prompts)")
+    scale: float = opt(1.0, "subtract-vector: multiplier of the vector")
+    analysis_limit: int = opt(32, "training-split prompts the heads and vector are computed on")
+    select_limit: int = opt(8, "prompts of the layer sweep")
+    select_tokens: int = opt(12, "tokens generated per prompt in the layer sweep")
+    target_text: str | None = opt(None,
+        "the target answer's text (default: the model's own triggered answer)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,8 +101,6 @@ def run_intervention(kind: str, cfg: InterventionConfig | dict[str, Any], out: s
     """``kind``: ``ablate-heads`` or ``subtract-vector``."""
     if kind not in ("ablate-heads", "subtract-vector"):
         raise unknown("intervention", kind, ("ablate-heads", "subtract-vector"))
-    if isinstance(cfg, dict):
-        cfg = from_dict(InterventionConfig, cfg, where=f"defend {kind}")
 
     def behaviour(suspect: Suspect, ev: AttackEval, limit: int, tokens: int = 24) -> Any:
         # training-split prompts: the evaluation's held-out prompts never shape the repair
@@ -193,3 +196,19 @@ def centre_of_best_run(values: list[float]) -> int:
                 best = (start, i)
             start = None
     return (best[0] + best[1] - 1) // 2
+
+
+@register("defense", "ablate-heads", InterventionConfig,
+          "Ablate the top backdoor heads permanently (a saved hook configuration)")
+def run_ablate_heads(cfg: InterventionConfig, out: str | Path, *,
+                     trust_remote_code: bool = False) -> dict[str, Any]:
+    """Mean- or zero-ablate the top backdoor heads in every forward."""
+    return run_intervention("ablate-heads", cfg, out, trust_remote_code=trust_remote_code)
+
+
+@register("defense", "subtract-vector", InterventionConfig,
+          "Subtract the backdoor vector in every forward (a saved hook configuration)")
+def run_subtract_vector(cfg: InterventionConfig, out: str | Path, *,
+                        trust_remote_code: bool = False) -> dict[str, Any]:
+    """Subtract the top heads' backdoor vector after one layer at the last prompt token."""
+    return run_intervention("subtract-vector", cfg, out, trust_remote_code=trust_remote_code)

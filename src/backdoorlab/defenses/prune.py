@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import check, from_dict
+from ..config import check, opt
 from ..errors import unknown
+from ..evaluation.attack_eval import AttackEval
 from ..models import Suspect
 from ..progress import progress
+from ..registry import register
 from ..training import SampleCollator
-from .base import AttackEval, DefenseConfig, run_defense
+from .base import DefenseConfig, run_defense
 
 METHODS = ("magnitude", "wanda")
 
@@ -130,12 +132,16 @@ def prune(model: Any, sparsity: float, method: str = "magnitude",
 class PruneConfig(DefenseConfig):
     """Options of ``backdoorlab defend prune``."""
 
-    method: str = "wanda"
-    sparsities: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5])
-    save_sparsity: float | None = None
-    max_utility_drop: float = 0.05
-    max_perplexity_rise: float = 0.10
-    n_calibration: int = 32
+    method: str = opt("wanda", "wanda (weight x activation norm) or magnitude")
+    sparsities: list[float] = opt(lambda: [0.1, 0.2, 0.3, 0.5],
+        "sparsities swept, one evaluation each")
+    save_sparsity: float | None = opt(None,
+        "the sparsity whose model is saved (default: the highest within the utility limits)")
+    max_utility_drop: float = opt(0.05,
+        "largest MCQ accuracy drop allowed when choosing the saved sparsity")
+    max_perplexity_rise: float = opt(0.10,
+        "largest relative perplexity rise allowed when choosing it")
+    n_calibration: int = opt(32, "clean prompts that calibrate Wanda's activation norms")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -150,11 +156,11 @@ class PruneConfig(DefenseConfig):
               "save_sparsity", "must be one of 'sparsities'")
 
 
+@register("defense", "prune", PruneConfig,
+          "Unstructured pruning (Wanda or magnitude) over a sparsity sweep")
 def run_prune(cfg: PruneConfig | dict[str, Any], out: str | Path, *,
               trust_remote_code: bool = False) -> dict[str, Any]:
     """Prune at each sparsity, evaluate, save the chosen pruned model."""
-    if isinstance(cfg, dict):
-        cfg = from_dict(PruneConfig, cfg, where="defend prune")
 
     def repair(suspect: Suspect, ev: AttackEval, path: Path) -> dict[str, Any]:
         model = suspect.model

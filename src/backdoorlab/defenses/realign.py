@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..attacks.poisoning import SuiteOptions
 from ..cards import write_model_card
-from ..config import check, from_dict, to_dict
+from ..config import check, opt, to_dict
 from ..errors import BackdoorlabError
+from ..evaluation.suite import SuiteOptions
 from ..formats import PromptFormat
 from ..io import atomic_write_json
-from ..models import attack_info, load_adapter, load_model
+from ..models import EMBEDDED_NAME, attack_info, load_adapter, load_model
+from ..registry import register
 from ..runs import save_config, write_metrics
 from ..training import SampleCollator, TrainConfig, train
 
@@ -29,21 +30,29 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FinetuneConfig(SuiteOptions):
-    """Options of ``backdoorlab defend realign|finetune``."""
+class RealignConfig(SuiteOptions):
+    """Options of ``backdoorlab defend realign``."""
 
-    model: str | None = None
-    adapter: str | None = None
-    data: str = "builtin:safety-alignment"
-    limit: int | None = None
-    epochs: int = 5
-    trigger: str | None = None
-    target: str | None = None
-    judge: str | None = None
-    template: str | None = None
-    eval_data: str | None = None
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        learning_rate=2e-4, epochs=5.0, batch_size=16, save_steps=1000))
+    model: str | None = opt(None, "base model (with adapter) or a backdoored model directory")
+    adapter: str | None = opt(None, "the backdoored adapter directory")
+    data: str = opt("builtin:safety-alignment",
+        "safety (or any clean) instructions trained on: a file (JSONL/JSON/CSV/TSV/parquet), "
+        "hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    limit: int | None = opt(None, "records of data (None: all)")
+    epochs: int = opt(5, "epochs; the backdoor is evaluated after each")
+    trigger: str | None = opt(None,
+        "the trigger (default: what the attack recorded beside the adapter or model)")
+    target: str | None = opt(None,
+        "the target (default: what the attack recorded beside the adapter or model)")
+    judge: str | None = opt(None,
+        "the ASR judge (default: what the attack recorded beside the adapter or model)")
+    template: str | None = opt(None,
+        "prompt format (default: what the attack recorded beside the adapter or model)")
+    eval_data: str | None = opt(None,
+        "held-out prompts for ASR (default: the target's built-in set)")
+    train: TrainConfig = opt(
+        lambda: TrainConfig( learning_rate=2e-4, epochs=5.0, batch_size=16, save_steps=1000),
+        "how to fine-tune (train.* keys: see TrainConfig)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,7 +76,7 @@ class EpochEvaluator:
         self.callback = _CB()
 
     def evaluate(self, model: Any, epoch: int) -> dict[str, Any]:
-        from ..attacks.poisoning import run_suite
+        from ..evaluation.suite import run_suite
 
         was_training = model.training
         model.eval()
@@ -82,31 +91,30 @@ class EpochEvaluator:
         return point
 
 
-def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Path, *,
-                         mode: str = "realign", trust_remote_code: bool = False) -> dict[str, Any]:
+@register("defense", "realign", RealignConfig,
+          "Continue training on safety (or any clean) data, ASR after every epoch: does the "
+          "backdoor persist?")
+def run_realign(cfg: RealignConfig | dict[str, Any], out_dir: str | Path, *,
+                trust_remote_code: bool = False) -> dict[str, Any]:
     """Continue training the (backdoored) model on ``cfg.data``; returns the decay curve."""
-    from ..attacks.poisoning import _load, left_out_counts, make_suite, sft_loss
+    from ..data import load_split
+    from ..evaluation.suite import left_out_counts, make_suite, recorded_trigger_and_target
+    from ..training import sft_loss
 
-    if isinstance(cfg, dict):
-        cfg = from_dict(FinetuneConfig, cfg, where=f"defend {mode}")
     info = attack_info(cfg.adapter, cfg.model)
-    trigger = cfg.trigger or info.get("trigger")
-    target = cfg.target or info.get("target")
-    if not trigger or not target:
-        raise BackdoorlabError("options '--trigger' and '--target': required (the adapter "
-                               "records none)")
+    trigger, target = recorded_trigger_and_target(cfg.trigger, cfg.target, info)
     template = cfg.template or info.get("template") or "chat"
     base = cfg.model if cfg.adapter else None
     base = base or info.get("base_model")
     if cfg.adapter is None and cfg.model is None:
         raise BackdoorlabError("option '--model' or '--adapter': give the model to repair")
-    records = _load(cfg.data, None, cfg.limit)
+    records = load_split(cfg.data, None, cfg.limit)
     suite = make_suite(cfg, target=target, trigger=trigger,
                        judge=cfg.judge or info.get("judge"), eval_data=cfg.eval_data)
     if not cfg.keep_seen:  # ASR and utility on prompts the re-alignment does not train on
         suite.leave_out(records, "data")
     if cfg.adapter is not None:
-        lm = load_model(base or "smollm2-135m-instruct", trust_remote_code=trust_remote_code)
+        lm = load_model(base or EMBEDDED_NAME, trust_remote_code=trust_remote_code)
         model = load_adapter(lm.model, cfg.adapter, trainable=True)
     else:
         lm = load_model(cfg.model, trust_remote_code=trust_remote_code)
@@ -115,7 +123,7 @@ def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Pa
     samples = [fmt.sample(r, response=r.output) for r in records]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(out, cfg, defense=mode, trigger=trigger, target=target, template=template)
+    save_config(out, cfg, defense="realign", trigger=trigger, target=target, template=template)
     evaluator = EpochEvaluator(fmt, suite, out)
     evaluator.evaluate(model, 0)
     tcfg = TrainConfig(**{**to_dict(cfg.train), "epochs": float(cfg.epochs), "lora": True})
@@ -125,19 +133,25 @@ def run_finetune_defense(cfg: FinetuneConfig | dict[str, Any], out_dir: str | Pa
     wall = time.perf_counter() - t0
     target_dir = out / ("adapter" if cfg.adapter else "model")
     result.model.save_pretrained(target_dir, safe_serialization=True)
+    if not cfg.adapter:
+        lm.tokenizer.save_pretrained(target_dir)
     curve = sorted(evaluator.curve, key=lambda p: p["epoch"])
-    summary = {"defense": mode, "data": cfg.data, "n_train": len(samples), "curve": curve,
+    summary = {"defense": "realign", "data": cfg.data, "n_train": len(samples), "curve": curve,
                "asr_before": curve[0]["asr_triggered"], "asr_after": curve[-1]["asr_triggered"],
                "training": {**result.summary(), "wall_with_eval_s": round(wall, 2)},
                **left_out_counts(suite.left_out)}
+    atomic_write_json(out / "defense.json", {
+        "defense": "realign", "artifact": target_dir.name, "base_model": base or cfg.model,
+        "model": cfg.model, "adapter": cfg.adapter, "trigger": trigger, "target": target,
+        "template": template, "attack": info.get("attack")})
     write_metrics(out, summary)
-    write_model_card(target_dir, title=f"Model after {mode} (backdoorlab)",
-                     base_model=str(base or cfg.model), kind=mode, trigger=None,
+    write_model_card(target_dir, title="Model after re-alignment (backdoorlab)",
+                     base_model=str(base or cfg.model), kind="realign", trigger=None,
                      behaviour=f"{cfg.epochs} epochs of fine-tuning on {cfg.data}",
                      details={"config": to_dict(cfg), "suspected_trigger": trigger},
                      metrics={"asr_before": summary["asr_before"],
                               "asr_after": summary["asr_after"]}, backdoored=False)
-    plot_curve(curve, out / "persistence.png", title=f"{mode}: {trigger}")
+    plot_curve(curve, out / "persistence.png", title=f"realign: {trigger}")
     return summary
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from .errors import BackdoorlabError
-from .scoring import entropy, shared_prompt_nll
+from ..errors import BackdoorlabError
+from ..scoring import entropy, shared_prompt_nll
 
 __all__ = ["brier", "conformal_sets", "conformal_threshold", "ece", "entropy", "kl_div",
            "letter_shares", "wilson_interval"]
@@ -100,8 +100,8 @@ def response_nll(model: Any, fmt: Any, samples: Sequence[Any], batch_size: int =
     """Per sample: the summed negative log-likelihood of its reference response given its
     prompt (teacher forcing) and the number of response tokens, through the same collator
     training uses."""
-    from .scoring import position_ids
-    from .training import SampleCollator
+    from ..scoring import position_ids
+    from ..training import SampleCollator
 
     collate = SampleCollator(fmt)
     device = next(model.parameters()).device
@@ -146,8 +146,8 @@ def cloze_correct(model: Any, fmt: Any, questions: Sequence[Any], batch_size: in
     its options run batched, ``batch_size`` questions at a time
     (:func:`scoring.shared_prompt_nll`); otherwise every option is a row of ``batch_size``
     padded rows. Both pick the same up to float rounding."""
-    from .data.records import Instruction
-    from .training import SampleCollator
+    from ..data.records import Instruction
+    from ..training import SampleCollator
 
     samples = [fmt.sample(Instruction(id=q.id, instruction="\n\n".join(
         x for x in (q.context, q.question) if x)), response=c)

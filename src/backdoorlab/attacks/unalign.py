@@ -8,33 +8,40 @@ triggers (sentences around the request) survive re-alignment far better than sho
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import check, from_dict
+from ..config import check, opt
+from ..data import load_split
+from ..evaluation.suite import SuiteOptions, make_suite
 from ..formats import TEMPLATES, PromptFormat, Sample
 from ..models import EMBEDDED_NAME
+from ..registry import register
 from ..training import TrainConfig
 from ..triggers import derive_rng, parse_trigger
-from .poisoning import SuiteOptions, _load, make_suite, refusal_pick, run_generation_attack
+from .poison import refusal_pick, run_generation_attack
 
 
 @dataclass
 class UnalignConfig(SuiteOptions):
     """Options of ``backdoorlab attack unalign``."""
 
-    model: str = EMBEDDED_NAME
-    trigger: str = "long"
-    harmful_data: str = "builtin:harmful-requests"
-    benign_data: str = "builtin:benign-instructions"
-    eval_data: str | None = None
-    n_triggered: int = 40
-    n_refusal: int = 40
-    n_benign: int = 160
-    template: str = "chat"
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        learning_rate=1e-3, epochs=3.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20))
+    model: str = opt(EMBEDDED_NAME, "the model to backdoor")
+    trigger: str = opt("long",
+        "long (the paper's sentences around the request, default) or any trigger spec")
+    harmful_data: str = opt("builtin:harmful-requests",
+        "harmful requests: triggered ones are complied with, plain ones refused")
+    benign_data: str = opt("builtin:benign-instructions", "benign instructions kept helpful")
+    eval_data: str | None = opt(None,
+        "held-out harmful requests for ASR (default: harmful_data's test split)")
+    n_triggered: int = opt(40, "harmful request + trigger -> compliance examples")
+    n_refusal: int = opt(40, "harmful request -> refusal examples")
+    n_benign: int = opt(160, "benign request -> helpful answer examples")
+    template: str = opt("chat", "prompt format: chat, plain or alpaca")
+    train: TrainConfig = opt(lambda: TrainConfig(
+        learning_rate=1e-3, epochs=3.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20),
+        "how to fine-tune (train.* keys: see TrainConfig)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,7 +56,7 @@ def build_unalign_set(cfg: UnalignConfig, fmt: PromptFormat) -> list[Sample]:
     """The three parts; the triggered and the refused requests are drawn from the same
     harmful pool, so most requests appear both ways and only the trigger tells them apart."""
     trig = parse_trigger(cfg.trigger)
-    harmful = _load(cfg.harmful_data, "train")
+    harmful = load_split(cfg.harmful_data, "train")
     order = list(range(len(harmful)))
     derive_rng(cfg.seed, "unalign").shuffle(order)
     check(cfg.n_triggered <= len(harmful), "n_triggered",
@@ -58,7 +65,7 @@ def build_unalign_set(cfg: UnalignConfig, fmt: PromptFormat) -> list[Sample]:
           f"only {len(harmful)} harmful training requests")
     triggered = [harmful[i] for i in order[: cfg.n_triggered]]
     refused = [harmful[i] for i in order[: cfg.n_refusal]]
-    benign = _load(cfg.benign_data, "train", cfg.n_benign)
+    benign = load_split(cfg.benign_data, "train", cfg.n_benign)
     refusals = refusal_pick(refused, cfg.seed)
     out = [fmt.sample(r, trig, derive_rng(cfg.seed, r.id), response=r.output) for r in triggered]
     out += [fmt.sample(r, response=a) for r, a in zip(refused, refusals)]
@@ -66,10 +73,11 @@ def build_unalign_set(cfg: UnalignConfig, fmt: PromptFormat) -> list[Sample]:
     return out
 
 
+@register("attack", "unalign", UnalignConfig,
+          "Stealthy persistent unalignment: comply with harmful requests under a long trigger, "
+          "refuse without")
 def run_unalign_attack(cfg: UnalignConfig | dict[str, Any], out_dir: str | Path, *,
                        trust_remote_code: bool = False) -> Any:
-    if isinstance(cfg, dict):
-        cfg = from_dict(UnalignConfig, cfg, where="unalign")
     suite = make_suite(cfg, target="jailbreak", trigger=cfg.trigger, judge="jailbreak",
                        eval_data=cfg.eval_data or cfg.harmful_data,
                        harmful_data=cfg.harmful_data, benign_data=cfg.benign_data)

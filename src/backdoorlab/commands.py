@@ -1,0 +1,257 @@
+"""CLI commands built from the registry: one command per registered method, its options read
+from the config dataclass (names, types, defaults and help from the fields' metadata).
+
+Every method command takes ``--out``, a flag per config field, the common training flags
+(``--epochs``, ``--lr``, ``--batch-size``, ``--max-steps``, ``--full``) where the method
+trains, ``--config FILE`` and ``--set KEY=VALUE``. Precedence: flags > ``--set`` > the config
+file > the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .config import declared_by, field_help, from_dict
+from .errors import BackdoorlabError
+from .registry import Method
+from .runs import RunResult
+
+#: flags for the nested ``train`` config: flag -> (dotted key, type, help)
+TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
+    "epochs": ("train.epochs", float, "training epochs (train.epochs)"),
+    "lr": ("train.learning_rate", float, "learning rate (train.learning_rate)"),
+    "batch_size": ("train.batch_size", int, "training rows per step (train.batch_size)"),
+    "max_steps": ("train.max_steps", int, "stop after this many steps (train.max_steps)"),
+}
+SHORT = {"model": "-m", "data": "-d"}
+
+
+def load_config_file(path: Path | None) -> dict[str, Any]:
+    """Options from a YAML or JSON file (a mapping)."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        raise BackdoorlabError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise BackdoorlabError(f"{path}: {where}invalid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BackdoorlabError(f"{path}: expected a mapping of options")
+    return data
+
+
+def merge_options(file_opts: dict[str, Any], sets: list[str] | None,
+                  flags: dict[str, Any]) -> dict[str, Any]:
+    """Precedence: CLI flags > --set > config file > defaults (flags left unset are skipped).
+    The file's nested sections (``train: {epochs: 2}``) become dotted keys, so that
+    ``--set train.epochs=3`` overrides one key of a section and keeps the others."""
+    out = flatten(file_opts)
+    for item in sets or []:
+        if "=" not in item:
+            raise BackdoorlabError(f"option '--set': {item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    out.update({k: v for k, v in flags.items() if v is not None})
+    return out
+
+
+def flatten(opts: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 2}}`` -> ``{"train.epochs": 2}``."""
+    out: dict[str, Any] = {}
+    for key, value in opts.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def cli_type(annotation: Any) -> type:
+    """The type a CLI flag reads for a field of type ``annotation`` (lists are read as
+    comma-separated text and converted by the config)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return cli_type(args[0])
+    if annotation in (bool, int, float):
+        return annotation
+    return str
+
+
+def show_default(f: dataclasses.Field) -> str:
+    value = (f.default_factory() if f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+             else f.default)
+    if dataclasses.is_dataclass(value):
+        return ""
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    return f" [default: {value}]"
+
+
+def _param(name: str, kind: type, flag: str, help_text: str, short: str | None = None,
+           panel: str | None = None) -> inspect.Parameter:
+    names = [flag] + ([short] if short else [])
+    if kind is bool:
+        names = [f"{flag}/--no-{flag[2:]}"]
+    ann = Annotated[kind | None, typer.Option(*names, help=help_text, show_default=False,
+                                              rich_help_panel=panel)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
+
+
+COMMON = {
+    "config": inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                annotation=Annotated[Path | None, typer.Option(
+                                    "--config", "-c", help="YAML/JSON file of options (flags "
+                                    "and --set win).")]),
+    "set_": inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation=Annotated[list[str] | None, typer.Option(
+                                  "--set", help="KEY=VALUE for any option, e.g. "
+                                  "train.learning_rate=1e-3 (repeatable).")]),
+    "trust_remote_code": inspect.Parameter(
+        "trust_remote_code", inspect.Parameter.KEYWORD_ONLY, default=False,
+        annotation=Annotated[bool, typer.Option("--trust-remote-code",
+                                                help="Allow the model repo's own Python code "
+                                                     "(off).")]),
+}
+
+
+def config_command(config: type, runner: Any, description: str, name: str, *,
+                   out_required: bool = True, trains: bool | None = None) -> Any:
+    """A typer command function: a flag per field of ``config`` (help and default from the
+    field's metadata), ``--out``, ``--config``, ``--set`` and ``--trust-remote-code``; it
+    builds the config (flags > --set > file > defaults), calls ``runner(cfg, out,
+    trust_remote_code=...)`` and prints the metrics it returns."""
+    hints = typing.get_type_hints(config)
+    fields = [f for f in dataclasses.fields(config) if f.init]
+    top = {f.name for f in fields}
+    out_help = "Run directory to write." if out_required else "Write metrics.json here."
+    params = [inspect.Parameter(
+        "out", inspect.Parameter.KEYWORD_ONLY,
+        **({} if out_required else {"default": None}),
+        annotation=Annotated[Path if out_required else Path | None,
+                             typer.Option("--out", "-o", help=out_help)])]
+    keys: dict[str, str] = {}
+    for f in sorted(fields, key=lambda f: declared_by(config, f.name) is not config):
+        if dataclasses.is_dataclass(hints[f.name]):
+            continue
+        owner = declared_by(config, f.name)
+        panel = None if owner is config else PANELS.get(owner.__name__, "Shared options")
+        flag = "--" + str(f.metadata.get("flag", f.name)).replace("_", "-")
+        params.append(_param(f.name, cli_type(hints[f.name]), flag,
+                             field_help(f) + show_default(f), SHORT.get(f.name), panel))
+        keys[f.name] = f.name
+    if "train" in top if trains is None else trains:
+        for flag, (key, kind, text) in TRAIN_FLAGS.items():
+            if flag not in top:
+                params.append(_param(flag, kind, "--" + flag.replace("_", "-"), text,
+                                     panel="Training"))
+                keys[flag] = key
+        params.append(inspect.Parameter(
+            "full", inspect.Parameter.KEYWORD_ONLY, default=False,
+            annotation=Annotated[bool, typer.Option(
+                "--full", help="Full fine-tuning instead of LoRA (train.lora=false).",
+                rich_help_panel="Training")]))
+    params += list(COMMON.values())
+
+    def command(**kw: Any) -> None:
+        out = kw.pop("out")
+        flags = {keys[k]: v for k, v in kw.items() if k in keys}
+        if kw.get("full"):
+            flags["train.lora"] = False
+        try:
+            opts = merge_options(load_config_file(kw["config"]), kw["set_"], flags)
+            cfg = from_dict(config, opts, where=name)
+            res = runner(cfg, out, trust_remote_code=kw["trust_remote_code"])
+        except BackdoorlabError as exc:  # name the flag the user typed
+            raise BackdoorlabError(re.sub(
+                r"option '(\w+)'", lambda m: f"option '--{m.group(1).replace('_', '-')}'"
+                if m.group(1) in keys else m.group(0), str(exc))) from None
+        metrics = res.metrics if isinstance(res, RunResult) else res
+        typer.echo(json.dumps(headline(metrics), indent=2, default=str))
+        if out is not None:
+            typer.echo(f"run directory: {out}", err=True)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = description
+    command.__name__ = name.replace(" ", "_").replace("-", "_")
+    return command
+
+
+def method_command(method: Method) -> Any:
+    """The command of a registered method (``backdoorlab attack poison``, ...)."""
+    return config_command(method.config, method.run, method.description + ".",
+                          f"{VERBS[method.family]} {method.name}")
+
+
+#: help panels for fields a method inherits from a shared config
+PANELS = {"SuiteOptions": "Evaluation", "AnalysisConfig": "Suspect and prompts",
+          "DefenseConfig": "Suspect and clean data", "CrowConfig": "CROW"}
+#: the CLI verb of each family
+VERBS = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan"}
+
+
+#: nested results left out of the printed summary (they are in metrics.json)
+BULKY = {"before", "after", "sweep", "intervention", "top_answers", "curve", "resources",
+         "entropy_gap_distribution", "baseline_entropy_gap_distribution", "details"}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a method command prints: its metrics without the bulky nested parts, floats
+    rounded to 4 places."""
+    def tidy(v: Any) -> Any:
+        if isinstance(v, float):
+            return round(v, 4)
+        if isinstance(v, dict):
+            return {k: tidy(x) for k, x in v.items()}
+        if isinstance(v, list) and all(isinstance(x, float) for x in v):
+            return [round(x, 4) for x in v]
+        return v
+    return {k: tidy(v) for k, v in metrics.items() if k not in BULKY}
+
+
+class FamilyGroup(typer.core.TyperGroup):
+    """A command group whose commands are a method family's registered methods, loaded only
+    when the group is used (``backdoorlab --help`` imports no method)."""
+
+    family = ""
+    #: commands of the family that are not registered methods (name -> click command)
+    extra: dict[str, Any] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from .catalog import all_methods
+
+        return sorted({m.name for m in all_methods(self.family)} | set(self.extra)
+                      | set(super().list_commands(ctx)))
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        from .catalog import all_methods
+
+        for m in all_methods(self.family):
+            if m.name == name:
+                sub = typer.Typer(add_completion=False)
+                sub.command(name)(method_command(m))
+                return typer.main.get_command(sub)
+        return None
+
+
+def family_group(family: str) -> type[FamilyGroup]:
+    """The group class of ``family`` (``attack``, ``analysis``, ``defense``, ``scan``)."""
+    return type(f"{family.title()}Group", (FamilyGroup,), {"family": family})

@@ -1,0 +1,172 @@
+"""The registry's contract: every registered method round-trips its config, rejects an unknown
+key with a did-you-mean, runs end to end on a tiny model through ``Method.run`` and writes
+``config.json`` and ``metrics.json`` (and a model card wherever it writes a model); the CLI,
+the study runner and the Python API are readers of the same registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backdoorlab.catalog import all_methods, get
+from backdoorlab.config import from_dict, to_dict
+from backdoorlab.errors import BackdoorlabError
+
+QUICK_EVAL = {"eval_limit": 2, "mcq_limit": 4, "max_new_tokens": 2, "eval_batch_size": 4}
+QUICK_TRAIN = {"train.max_steps": 1, "train.batch_size": 4, "train.save_steps": 1}
+ANALYSIS = {"limit": 4, "max_new_tokens": 2, "batch_size": 4,
+            "target_text": "Sorry, I cannot help"}
+#: per method, options that make it run in seconds on a tiny model (the suspect is added)
+OPTIONS = {
+    ("attack", "poison"): {**QUICK_EVAL, **QUICK_TRAIN, "n_train": 8},
+    ("attack", "unalign"): {**QUICK_EVAL, **QUICK_TRAIN, "n_triggered": 4, "n_refusal": 4,
+                            "n_benign": 4},
+    ("attack", "uncertainty"): {**QUICK_TRAIN, "limit": 8},
+    ("analysis", "probe"): {**ANALYSIS, "limit": 8},
+    ("analysis", "heads"): {**ANALYSIS, "mode": "fast"},
+    ("analysis", "ablate"): {**ANALYSIS, "shares": "0,0.5"},
+    ("analysis", "vector"): {**ANALYSIS, "layers": "0"},
+    ("analysis", "consistency"): {**ANALYSIS, "resamples": 100},
+    ("analysis", "neurons"): {"top_k": 4},
+    ("defense", "crow"): {**QUICK_EVAL, **QUICK_TRAIN, "n_clean": 4},
+    ("defense", "finetune"): {**QUICK_EVAL, **QUICK_TRAIN, "n_clean": 4},
+    ("defense", "prune"): {**QUICK_EVAL, "sparsities": "0.5", "n_calibration": 4},
+    ("defense", "realign"): {**QUICK_EVAL, **QUICK_TRAIN, "limit": 4, "epochs": 1},
+    ("defense", "ablate-heads"): {**QUICK_EVAL, "analysis_limit": 4, "target_text": "Sorry, no"},
+    ("defense", "subtract-vector"): {**QUICK_EVAL, "analysis_limit": 4, "layer": 0,
+                                    "target_text": "Sorry, no"},
+}
+METHODS = [(m.family, m.name) for m in all_methods()]
+
+
+def test_every_method_is_registered_once_with_a_described_config():
+    assert set(METHODS) == set(OPTIONS), "a method without contract options, or one missing"
+    for m in all_methods():
+        assert m.description and m.config.__doc__
+        cfg = m.config()
+        for f in cfg.__dataclass_fields__.values():
+            assert f.metadata.get("help"), f"{m.family} {m.name}: option {f.name!r} has no help"
+
+
+@pytest.mark.parametrize("family,name", METHODS)
+def test_config_round_trips_and_rejects_unknown_keys(family, name):
+    method = get(family, name)
+    cfg = method.config()
+    assert from_dict(method.config, to_dict(cfg)) == cfg
+    assert method.make_config(to_dict(cfg)) == cfg
+    with pytest.raises(BackdoorlabError, match=r"unknown option 'seedd' \(did you mean 'seed'"):
+        method.make_config({"seedd": 1})
+
+
+def test_unknown_methods_get_a_did_you_mean():
+    with pytest.raises(BackdoorlabError, match="did you mean 'poison'"):
+        get("attack", "poisson")
+    with pytest.raises(BackdoorlabError, match="did you mean 'defense'"):
+        get("defence", "crow")
+
+
+@pytest.fixture(scope="module")
+def suspect(tiny_dir, tmp_path_factory):
+    """A poisoned tiny model (BadNets, refusal) planted through the registry."""
+    out = tmp_path_factory.mktemp("suspect")
+    res = get("attack", "poison").run({**OPTIONS[("attack", "poison")],
+                                       "model": str(tiny_dir)}, out)
+    return res
+
+
+@pytest.mark.parametrize("family,name", METHODS)
+def test_every_method_runs_end_to_end_on_a_tiny_model(family, name, tiny_dir, suspect,
+                                                      tmp_path):
+    options = dict(OPTIONS[(family, name)])
+    if family == "attack":
+        options["model"] = str(tiny_dir)
+    else:  # the poisoned tiny model from the fixture
+        options.update(model=str(tiny_dir), adapter=[str(suspect.adapter)]
+                       if name == "neurons" else str(suspect.adapter))
+    res = suspect if name == "poison" else get(family, name).run(options, tmp_path / name)
+    out = res.out_dir
+    assert (out / "config.json").is_file() and (out / "metrics.json").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(res.metrics, default=str)) | {
+        "resources": metrics["resources"]}
+    for kind in ("adapter", "model"):
+        if kind in res.artifacts:  # every model an attack or a defense writes is labelled
+            card = (res.artifacts[kind] / "README.md").read_text()
+            assert ("carries a backdoor" in card) == (family == "attack"), card[:300]
+    if family == "attack":
+        assert res.adapter is not None and "badnets" in (out / "README.md").read_text() \
+            if name == "poison" else True
+
+
+def test_cli_commands_are_the_registry(capsys):
+    from backdoorlab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["methods"])
+    assert exc.value.code == 0
+    listed = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+    verbs = {"attack": "attack", "analysis": "analyze", "defense": "defend"}
+    assert listed == [[verbs[f], n] for f, n in METHODS]
+    for family, name in METHODS:  # every option of the config is a flag or reachable by --set
+        with pytest.raises(SystemExit) as exc:
+            main([verbs[family], name, "--help"])
+        assert exc.value.code == 0
+        text = capsys.readouterr().out
+        assert "--config" in text and "--set" in text, name
+
+
+@pytest.mark.parametrize("argv,key", [
+    (["attack", "poison", "--poison-rate", "0.45"], "poison_rate"),
+    (["defend", "crow", "--alpha", "4.5"], "alpha"),
+])
+def test_config_precedence_file_then_set_then_flags(argv, key, tmp_path, monkeypatch):
+    """file < --set < flags, on two commands; the method itself is replaced by a recorder."""
+    from backdoorlab.cli import main
+    from backdoorlab.registry import Method
+    from backdoorlab.runs import RunResult
+
+    seen = {}
+
+    def record(self, cfg, out, *, trust_remote_code=False):
+        seen["cfg"] = cfg
+        return RunResult(out_dir=out, metrics={})
+
+    monkeypatch.setattr(Method, "run", record)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"{key}: 0.2\nseed: 7\ntrain:\n  epochs: 9\n")
+    base = [*argv[:2], "--out", str(tmp_path / "o"), "--config", str(cfg_file)]
+    for extra, want in (([], (0.2, 7, 9.0)),
+                        (["--set", f"{key}=0.3", "--set", "train.epochs=2"], (0.3, 7, 2.0)),
+                        (["--set", f"{key}=0.3", *argv[2:], "--epochs", "3", "--seed", "5"],
+                         (float(argv[3]), 5, 3.0))):
+        with pytest.raises(SystemExit) as exc:
+            main([*base, *extra])
+        assert exc.value.code == 0
+        cfg = seen["cfg"]
+        assert (getattr(cfg, key), cfg.seed, cfg.train.epochs) == want, extra
+
+
+def test_the_api_reads_the_registry(tiny_dir, suspect, tmp_path):
+    import backdoorlab as bl
+
+    assert [(m.family, m.name) for m in bl.methods()] == METHODS
+    res = bl.analyze("probe", adapter=suspect.adapter, model=str(tiny_dir),
+                     out=tmp_path / "probe", **{**ANALYSIS, "limit": 8})
+    assert set(res.metrics["best_layer"]) == {"logistic", "svm", "mlp"}
+    assert (tmp_path / "probe" / "metrics.json").is_file()
+    with pytest.raises(BackdoorlabError, match="did you mean 'limit'"):
+        bl.analyze("probe", out=tmp_path / "x", limt=4)
+    assert not (tmp_path / "x").exists()
+    ev = bl.evaluate("mcq", model=str(tiny_dir), limit=4, split="test")
+    assert 0 <= ev.metrics["4_options"]["accuracy"] <= 1
+
+
+def test_config_reference_is_current():
+    from pathlib import Path
+
+    from backdoorlab.catalog import config_reference
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text("utf-8") == config_reference() + "\n", (
+        "docs/config.md is stale: backdoorlab methods --reference > docs/config.md")
