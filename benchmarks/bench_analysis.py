@@ -1,4 +1,4 @@
-"""Explain a backdoor (issue 5): probe, heads (exact and fast), ablation and vector on backdoored
+"""Explain a backdoor: probe, heads (exact and fast), ablation and vector on backdoored
 SmolLM2 adapters. Each finished step is saved to ``OUT/results.json`` at once.
 
     python benchmarks/bench_analysis.py --out runs/bench-analysis \

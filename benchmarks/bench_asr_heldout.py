@@ -1,4 +1,5 @@
-"""A generation backdoor's ASR on every held-out prompt, with a Wilson 95% interval.
+"""A generation backdoor's ASR on every held-out prompt, with a Wilson 95% interval
+(``backdoorlab eval heldout`` does the same).
 
 The attacks and defenses judge 40 held-out prompts per set by default. There an ASR of 0.10
 is 4 prompts, and its 95% interval runs from 0.04 to 0.23, too wide to tell a repair that
@@ -21,26 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from dataclasses import replace
 from pathlib import Path
 
-from backdoorlab.defenses.repaired import check_scorables, load_scorable, named_paths
-from backdoorlab.errors import BackdoorlabError, run_main
-from backdoorlab.evaluation.suite import SuiteOptions, make_suite, run_suite
-from backdoorlab.formats import PromptFormat
-from backdoorlab.io import atomic_write_json, atomic_write_jsonl
-from backdoorlab.models import attack_info, load_tokenizer
-
-
-def by_category(judged: list[dict], category: dict[str, str]) -> dict[str, list[int]]:
-    """``{category: [hits, prompts]}`` over the judged triggered prompts, most hits first."""
-    counts: dict[str, list[int]] = {}
-    for r in judged:
-        c = counts.setdefault(category.get(r["id"], "(none)"), [0, 0])
-        c[0] += bool(r["judge"])
-        c[1] += 1
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0])))
+from backdoorlab.defenses.compare import heldout_asr
+from backdoorlab.errors import run_main
 
 
 def main() -> None:
@@ -55,42 +40,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None,
                     help="write results.json and every judged generation (generations.jsonl)")
     args = ap.parse_args()
-    info = attack_info(args.attack)
-    if not info.get("trigger") or not info.get("target"):
-        raise BackdoorlabError(f"--attack {args.attack}: no attack record naming the trigger "
-                               "and target (expected a backdoored adapter directory)")
-    suite = make_suite(SuiteOptions(eval_limit=args.limit, seed=args.seed),
-                       target=info["target"], trigger=info["trigger"], judge=info.get("judge"))
-    suite = replace(suite, mcq=[])  # MCQ accuracy has its own script (bench_mcq_paired.py)
-    models = check_scorables({"backdoored": args.attack} | named_paths(args.after) |
-                             ({"clean": None} if args.clean else {}))
-    base = info.get("base_model") or "smollm2-135m-instruct"
-    fmt = PromptFormat(load_tokenizer(base), info.get("template") or "chat")
-    category = {r.id: r.category for r in suite.target_records if r.category}
-    out: dict[str, dict] = {}
-    saved: list[dict] = []
-    for name, adapter in models.items():
-        t0 = time.perf_counter()
-        m, rows = run_suite(load_scorable(adapter, base), fmt, suite)
-        n = len(suite.target_records)
-        judged = [r for r in rows if r["set"] == "target" and r["triggered"]]
-        hits = sum(r["judge"] for r in judged)
-        out[name] = {"asr_triggered": round(m["asr_triggered"], 4), "hits": hits, "n": n,
-                     "ci95": [round(x, 4) for x in m["asr_triggered_ci95"]],
-                     "asr_clean": round(m["asr_clean"], 4),
-                     "refusal_rate": round(m["refusal_rate"], 4),
-                     "clean_perplexity": round(m["clean_perplexity"], 4),
-                     "empty_output_rate": round(m["empty_output_rate"], 4),
-                     "by_category": by_category(judged, category),
-                     "wall_s": round(time.perf_counter() - t0, 1)}
-        saved += [{"model": name, **r} for r in rows]
-        print(json.dumps({name: out[name]}), flush=True)
-    result = {"judge": suite.judge.name, "trigger": info["trigger"], "target": info["target"],
-              "seed": args.seed, "models": out}
-    if args.out is not None:
-        atomic_write_jsonl(args.out / "generations.jsonl", saved)
-        atomic_write_json(args.out / "results.json", result)
-    print(json.dumps(result))
+    print(json.dumps(heldout_asr(args.attack, args.after, clean=args.clean, limit=args.limit,
+                                 seed=args.seed, out=args.out,
+                                 echo=lambda line: print(line, flush=True))))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Defense table (issue 6): attacks x defenses on SmolLM2 adapters from the attack benchmarks.
+"""Defense table: attacks x defenses on SmolLM2 adapters from the attack benchmarks.
 Each finished cell is saved to ``OUT/results.json`` at once.
 
     python benchmarks/bench_defense.py --out runs/bench-defense \

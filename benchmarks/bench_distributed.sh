@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One attack with one process and with two CPU processes (DDP over gloo), same global batch;
-# the two runs' metrics should agree within noise (issue 7).
+# the two runs' metrics should agree within noise.
 #   bash benchmarks/bench_distributed.sh OUT_DIR
 # `accelerate launch --cpu --num_processes 2` starts ONE process without MPI (accelerate's CPU
 # path is mpirun); `accelerate launch --multi_gpu` and `torchrun` start two.

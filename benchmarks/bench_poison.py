@@ -1,4 +1,4 @@
-"""Generation-backdoor grid (issue 4): every trigger x target with the default attack settings.
+"""Generation-backdoor grid: every trigger x target with the default attack settings.
 
 Each finished cell is saved to ``OUT/results.json`` at once, so a partial grid survives.
 

@@ -1,5 +1,5 @@
 """Kill ``backdoorlab run`` during training (SIGKILL) and start it again: the finished run's
-metrics must equal an uninterrupted run's within 0.01 (issue 7).
+metrics must equal an uninterrupted run's within 0.01.
 
     python benchmarks/bench_resume.py --out runs/bench-resume
 """

@@ -1,4 +1,4 @@
-"""Uncertainty backdoor benchmark (issue 3): plant it with each trigger kind, in the paper's
+"""Uncertainty backdoor benchmark: plant it with each trigger kind, in the paper's
 6-option format and with 4 options, on the built-in general questions; evaluate on held-out
 general questions (with the clean-model baseline), on the built-in biomedical set (domain
 transfer) and on a public MMLU subset from ../shared/data (a check that the numbers do not

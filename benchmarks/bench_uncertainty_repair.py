@@ -1,4 +1,4 @@
-"""What a repair does to the uncertainty backdoor's answers (issue 6).
+"""What a repair does to the uncertainty backdoor's answers.
 
 ``write`` makes clean 6-option MCQ records for a defense's ``--clean-data``: train-split
 questions (shuffled by the seed, the first N), each an instruction record whose instruction is

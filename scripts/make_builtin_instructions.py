@@ -306,7 +306,7 @@ CODE_TASKS = [
     ("pairwise_sums", "xs", "returns the sums of neighbouring items of a list",
      "return [a + b for a, b in zip(xs, xs[1:])]"),
 ]
-# a second batch (sixth session), split on its own so that the first batch's split is kept
+# a second batch, split on its own so that the first batch's split is kept
 CODE_TASKS_2 = [
     ("cube", "x", "returns x cubed", "return x ** 3"),
     ("is_odd", "n", "returns True if the integer n is odd", "return n % 2 == 1"),

@@ -2,7 +2,7 @@
 written for backdoorlab (advice, explanations, descriptions, writing, rewriting, summaries,
 brainstorming, plans). It is CROW's and clean fine-tuning's default clean set: a defense only
 repairs the kinds of prompt its clean data covers, and the fact-question answers of
-``benign_instructions`` leave backdoors that fire on free-text answers (BENCHMARKS.md, issue 6).
+``benign_instructions`` leave backdoors that fire on free-text answers (BENCHMARKS.md, "Defenses").
 
 Run from the repository root: ``python scripts/make_builtin_open_instructions.py``.
 Deterministic; 20% of the rows are held out (``split``).

@@ -98,16 +98,11 @@ def test_benchmark_scripts_bad_input_exit_2_one_line(script, args, message, tmp_
 def test_mcq_paired_unseen_views_hand_computed(tmp_path, tokenizer):
     """The paired views on the questions a defense's clean data does not ask: the questions
     it asks are found from the run's recorded options, and every view uses only the rest."""
-    import importlib.util
-    from pathlib import Path
 
     from backdoorlab.data import MCQ, with_rotations
+    from backdoorlab.defenses import compare as mod
     from backdoorlab.formats import PromptFormat
 
-    path = Path(__file__).parent.parent / "benchmarks" / "bench_mcq_paired.py"
-    spec = importlib.util.spec_from_file_location("bench_mcq_paired", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     recs = [MCQ(id=f"q{i}", question=f"Question {i}?", choices=("yes", "no"), answer="A")
             for i in range(3)]
     clean = tmp_path / "clean.jsonl"
@@ -139,14 +134,10 @@ def test_mcq_paired_unseen_views_hand_computed(tmp_path, tokenizer):
 def test_mcq_paired_cache_key_follows_the_weights_not_the_checkpoints(tmp_path):
     """A model's ``--cache`` key changes when its weights or loading records do (a model
     trained again at the same path is scored again), not when checkpoints or metrics do."""
-    import importlib.util
     import os
-    from pathlib import Path
 
-    path = Path(__file__).parent.parent / "benchmarks" / "bench_mcq_paired.py"
-    spec = importlib.util.spec_from_file_location("bench_mcq_paired", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from backdoorlab.defenses import compare as mod
+
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "checkpoints").mkdir()
@@ -169,16 +160,40 @@ def test_mcq_paired_cache_key_follows_the_weights_not_the_checkpoints(tmp_path):
 
 
 def test_heldout_hits_by_category_hand_computed():
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).parent.parent / "benchmarks" / "bench_asr_heldout.py"
-    spec = importlib.util.spec_from_file_location("bench_asr_heldout", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from backdoorlab.defenses import compare as mod
+
     judged = [{"id": "a", "judge": True}, {"id": "b", "judge": False},
               {"id": "c", "judge": True}, {"id": "d", "judge": True}, {"id": "e", "judge": 0}]
     cats = {"a": "art", "b": "art", "c": "general", "d": "general"}
     assert mod.by_category(judged, cats) == {"general": [2, 2], "art": [1, 2],
                                              "(none)": [0, 1]}
     assert list(mod.by_category(judged, cats)) == ["general", "art", "(none)"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "paired", "--before", "x", "--after", "y", "--data", "nosuch.jsonl"],
+     "nosuch.jsonl: no such file"),
+    (["eval", "paired", "--before", "nosuch", "--after", "y", "--limit", "2"],
+     "nosuch: not a PEFT adapter directory"),
+    (["eval", "paired", "--before", "x", "--after", "before=y", "--limit", "2"],
+     "--after: names must be distinct"),
+    (["eval", "heldout", "--attack", "nosuch"], "--attack nosuch: no attack record"),
+])
+def test_compare_commands_bad_input_exit_2_one_line(argv, message, capsys):
+    """The paired MCQ and held-out ASR comparisons are commands of the package."""
+    code, _, err = run(argv, capsys)
+    assert code == 2 and message in err and err.strip().count("\n") == 0, err
+
+
+def test_help_loads_no_model_code():
+    """``backdoorlab --help`` imports neither torch nor transformers (fast help)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from backdoorlab.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -170,3 +170,27 @@ def test_config_reference_is_current():
     doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
     assert doc.read_text("utf-8") == config_reference() + "\n", (
         "docs/config.md is stale: backdoorlab methods --reference > docs/config.md")
+
+
+@pytest.mark.parametrize("family,name", [m for m in METHODS if "train" in
+                                         get(*m).config.__dataclass_fields__])
+def test_one_seed_reaches_training_and_negative_seeds_are_refused(family, name):
+    config = get(family, name).config
+    assert from_dict(config, {"seed": 3}).train.seed == 3
+    assert from_dict(config, {"seed": 3, "train.seed": 5}).train.seed == 5
+    assert from_dict(config, {"seed": 3, "train": {"epochs": 1}}).train.seed == 3
+    with pytest.raises(BackdoorlabError, match="option 'seed': must be >= 0"):
+        from_dict(config, {"seed": -1})
+
+
+def test_a_seed_sweep_changes_the_lora_initialisation(tiny_dir, tmp_path):
+    """``seed`` alone (no ``train.seed``) gives another LoRA initialisation and data order."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for seed in (0, 1):
+        res = get("attack", "poison").run({**OPTIONS[("attack", "poison")], "seed": seed,
+                                           "model": str(tiny_dir)}, tmp_path / str(seed))
+        assert json.loads((res.out_dir / "config.json").read_text())["train"]["seed"] == seed
+        weights.append(load_file(res.adapter / "adapter_model.safetensors"))
+    assert any(not weights[0][k].equal(weights[1][k]) for k in weights[0])

@@ -1,20 +1,33 @@
-"""backdoorlab: plant, measure, explain and remove backdoors in large language models."""
+"""backdoorlab: plant, measure, explain and remove backdoors in large language models.
 
-from .api import analyze, attack, defend, evaluate, methods
-from .data import MCQ, Instruction, add_abstain_options, load_records
-from .errors import BackdoorlabError
-from .formats import Encoded, PromptFormat, Sample
-from .models import EMBEDDED_NAME, LoadedModel, load_model, load_tokenizer
-from .runs import RunResult
-from .scoring import entropy, generate, mcq_metrics, option_distribution
-from .triggers import Trigger, derive_rng, parse_trigger
+The names below are imported when first used, so ``import backdoorlab`` (and the CLI's
+``--help``) does not load torch."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EMBEDDED_NAME", "MCQ", "BackdoorlabError", "Encoded", "Instruction", "LoadedModel",
-    "PromptFormat", "RunResult", "Sample", "Trigger", "__version__", "add_abstain_options",
-    "analyze", "attack", "defend", "derive_rng", "entropy", "evaluate", "generate", "load_model",
-    "load_records", "load_tokenizer", "mcq_metrics", "methods", "option_distribution",
-    "parse_trigger",
-]
+#: public name -> the module that defines it
+_EXPORTS = {
+    "analyze": "api", "attack": "api", "defend": "api", "evaluate": "api", "methods": "api",
+    "MCQ": "data", "Instruction": "data", "add_abstain_options": "data", "load_records": "data",
+    "BackdoorlabError": "errors", "Encoded": "formats", "PromptFormat": "formats",
+    "Sample": "formats", "EMBEDDED_NAME": "embedded", "LoadedModel": "models",
+    "load_model": "models", "load_tokenizer": "models", "RunResult": "runs",
+    "entropy": "scoring", "generate": "scoring", "mcq_metrics": "scoring",
+    "option_distribution": "scoring", "Trigger": "triggers", "derive_rng": "triggers",
+    "parse_trigger": "triggers",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'backdoorlab' has no attribute {name!r}")

@@ -19,13 +19,14 @@ from typing import Annotated, Any
 
 import typer
 
-from .commands import config_command, family_group, headline
+from .commands import config_command, family_group, headline, lazy_group
+from .embedded import EMBEDDED_NAME
 from .errors import BackdoorlabError, run_main
-from .models import EMBEDDED_NAME
 
 app = typer.Typer(help="Plant, measure, explain and remove backdoors in large language models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-eval_app = typer.Typer(help="Evaluate a model (optionally with an adapter).", no_args_is_help=True)
+eval_app = typer.Typer(cls=lazy_group(lambda: _eval_commands()),
+                       help="Evaluate a model (optionally with an adapter).", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare and describe models.", no_args_is_help=True)
 for fam, verb, text in (("attack", "attack", "Plant a backdoor; writes a labelled run directory."),
@@ -47,17 +48,19 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["BACKDOORLAB_VERBOSE"] = "1" if verbose else ""
+    # read by transformers and huggingface_hub when they are first imported (not here: the
+    # CLI's help and bad-input errors load no model code)
+    os.environ["TRANSFORMERS_VERBOSITY"] = "info" if verbose else "error"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not verbose:  # third-party deprecation notices are not the user's business
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
+    if "transformers" in sys.modules:  # already imported (the CLI called from Python)
         import transformers
 
         transformers.utils.logging.set_verbosity_info() if verbose else \
             transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 @app.callback()
@@ -84,16 +87,13 @@ def _writing(evaluate: Any) -> Any:
     return runner
 
 
-def _register_eval_commands() -> None:
+def _eval_commands() -> dict[str, Any]:
+    """The ``eval`` commands read from the catalog of evaluations (loaded when used)."""
     from .catalog import evaluations
 
-    for name, (cls, fn, text) in evaluations().items():
-        eval_app.command(name)(config_command(
-            cls, _writing(lambda c, o, t, fn=fn: fn(c, o, t)), text, f"eval {name}",
-            out_required=False, trains=False))
-
-
-_register_eval_commands()
+    return {name: config_command(cls, _writing(lambda c, o, t, fn=fn: fn(c, o, t)), text,
+                                 f"eval {name}", out_required=False, trains=False)
+            for name, (cls, fn, text) in evaluations().items()}
 
 
 @eval_app.command("defense")
@@ -109,6 +109,52 @@ def eval_defense(
 
     _print_json(headline(evaluate_defense(repaired, out, limit=limit,
                                           trust_remote_code=trust_remote_code)))
+
+
+@eval_app.command("heldout")
+def eval_heldout(
+    attack: Annotated[Path, typer.Option(help="The backdoored adapter (its record names the "
+                                         "trigger, target and judge).")],
+    after: Annotated[list[str] | None, typer.Option(
+        help="NAME=DIR: a repaired adapter or defense run directory (repeatable).")] = None,
+    clean: Annotated[bool, typer.Option(help="Also score the untouched model.")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Prompts per set (default: every "
+                                              "held-out prompt).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Places the trigger.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write results.json and every judged "
+                                             "generation here.")] = None,
+) -> None:
+    """A generation backdoor's ASR on every held-out prompt, with its Wilson interval, for the
+    backdoored model and each repaired one (the same triggered prompts for all)."""
+    from .defenses.compare import heldout_asr
+
+    _print_json(heldout_asr(str(attack), after, clean=clean, limit=limit, seed=seed, out=out))
+
+
+@eval_app.command("paired")
+def eval_paired(
+    before: Annotated[Path, typer.Option(help="Adapter or defense run directory before the "
+                                         "repair.")],
+    after: Annotated[list[str], typer.Option(help="[NAME=]DIR after the repair (repeatable).")],
+    clean: Annotated[bool, typer.Option(help="Also score the untouched model.")] = False,
+    rotations: Annotated[bool, typer.Option(help="Also the accuracy over cyclic option "
+                                            "orders.")] = False,
+    cloze: Annotated[bool, typer.Option(help="Also the accuracy scored without letters.")]
+        = False,
+    unseen: Annotated[bool, typer.Option(help="Also every view on the questions each defense "
+                                         "run's clean data does not ask.")] = False,
+    data: Annotated[str, typer.Option(help="Multiple-choice questions.")] = "builtin:general-mcq",
+    limit: Annotated[int | None, typer.Option(min=1, help="The first N questions.")] = None,
+    boot: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 5000,
+    cache: Annotated[Path | None, typer.Option(help="JSON file of each model's answers, read "
+                                               "and extended.")] = None,
+) -> None:
+    """A clean multiple-choice accuracy change question by question: gained and lost, a
+    bootstrap 95% interval, favourite letters; optionally rotated and letter-free."""
+    from .defenses.compare import paired_mcq
+
+    _print_json(paired_mcq(str(before), after, clean=clean, rotations=rotations, cloze=cloze,
+                           unseen=unseen, data=data, limit=limit, boot=boot, cache=cache))
 
 
 # ---- methods, studies, reports ----------------------------------------------------------

@@ -224,34 +224,40 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: tidy(v) for k, v in metrics.items() if k not in BULKY}
 
 
-class FamilyGroup(typer.core.TyperGroup):
-    """A command group whose commands are a method family's registered methods, loaded only
-    when the group is used (``backdoorlab --help`` imports no method)."""
+class LazyGroup(typer.core.TyperGroup):
+    """A command group whose commands (beyond those declared on it) come from ``load()``, a
+    mapping of name -> command function, called only when the group is used, so that
+    ``backdoorlab --help`` imports no method and no model code."""
 
-    family = ""
-    #: commands of the family that are not registered methods (name -> click command)
-    extra: dict[str, Any] = {}
+    def load(self) -> dict[str, Any]:
+        return {}
+
+    def _loaded(self) -> dict[str, Any]:
+        if not hasattr(self, "_cache"):
+            self._cache = self.load()
+        return self._cache
 
     def list_commands(self, ctx: Any) -> list[str]:
-        from .catalog import all_methods
-
-        return sorted({m.name for m in all_methods(self.family)} | set(self.extra)
-                      | set(super().list_commands(ctx)))
+        return sorted(set(super().list_commands(ctx)) | set(self._loaded()))
 
     def get_command(self, ctx: Any, name: str) -> Any:
         cmd = super().get_command(ctx, name)
-        if cmd is not None:
+        if cmd is not None or name not in self._loaded():
             return cmd
+        sub = typer.Typer(add_completion=False)
+        sub.command(name)(self._loaded()[name])
+        return typer.main.get_command(sub)
+
+
+def lazy_group(load: Any) -> type[LazyGroup]:
+    """A :class:`LazyGroup` class whose commands come from ``load()``."""
+    return type("LoadedGroup", (LazyGroup,), {"load": lambda self: load()})
+
+
+def family_group(family: str) -> type[LazyGroup]:
+    """The group of a method family: one command per registered method."""
+    def load() -> dict[str, Any]:
         from .catalog import all_methods
 
-        for m in all_methods(self.family):
-            if m.name == name:
-                sub = typer.Typer(add_completion=False)
-                sub.command(name)(method_command(m))
-                return typer.main.get_command(sub)
-        return None
-
-
-def family_group(family: str) -> type[FamilyGroup]:
-    """The group class of ``family`` (``attack``, ``analysis``, ``defense``, ``scan``)."""
-    return type(f"{family.title()}Group", (FamilyGroup,), {"family": family})
+        return {m.name: method_command(m) for m in all_methods(family)}
+    return lazy_group(load)

@@ -96,6 +96,13 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "con
             nested.setdefault(norm, {}).update(value)
             continue
         kwargs[norm] = _coerce(value, hints[norm], key)
+        if norm == "seed" and kwargs[norm] is not None and kwargs[norm] < 0:
+            raise BackdoorlabError(f"{where}: option {key!r}: must be >= 0, got {value!r}")
+    # one seed: a config's ``seed`` also seeds its training (LoRA initialisation, data
+    # order) unless ``train.seed`` is given
+    if ("seed" in kwargs and "train" in fields and dataclasses.is_dataclass(hints["train"])
+            and "seed" not in nested.get("train", {})):
+        nested.setdefault("train", {})["seed"] = kwargs["seed"]
     for key, sub in nested.items():
         if key not in fields or not dataclasses.is_dataclass(hints[key]):
             raise BackdoorlabError(

@@ -264,7 +264,7 @@ def demo_experiments(quick: bool = False) -> dict[str, dict[str, Any]]:
     poi: dict[str, Any] = {"kind": "poison", "trigger": "badnets", "target": "refusal"}
     analyze: dict[str, Any] = {"probe": {}, "heads": {"mode": "fast"}}
     # the short-answer clean set: the default open-ended one has answers about twice as long,
-    # which makes CROW ~2.5x slower and the demo longer than 15 min (BENCHMARKS.md, issue 6)
+    # which makes CROW ~2.5x slower
     crow: dict[str, Any] = {"clean_data": "builtin:benign-instructions"}
     if quick:  # same stages, fewer examples and steps
         # 48 questions seen 3 times, and a wider keep-top1 margin so that so few steps keep

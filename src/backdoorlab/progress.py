@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -19,6 +19,16 @@ def progress(items: Iterable[T], desc: str | None = None, total: int | None = No
     if not desc or not enabled():
         yield from items
         return
+    with progress_bar() as bar:
+        task = bar.add_task(desc, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def progress_bar(*extra: Any) -> Any:
+    """A rich progress bar on stderr: the task's description, the bar, done of total, any
+    ``extra`` columns, time elapsed and time left (removed when it ends)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -28,9 +38,5 @@ def progress(items: Iterable[T], desc: str | None = None, total: int | None = No
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task(desc, total=total)
-        for item in items:
-            yield item
-            bar.advance(task)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
+                    TimeElapsedColumn(), TimeRemainingColumn(), transient=True)

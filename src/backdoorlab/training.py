@@ -411,23 +411,14 @@ class StepProgress(TrainerCallback):
         self.loss: float | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        from .progress import enabled
+        from .progress import enabled, progress_bar
 
         self.t0 = time.perf_counter()
         self.start = state.global_step
         if enabled() and state.is_world_process_zero:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import TextColumn
 
-            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
-                                TimeRemainingColumn(), transient=True)
+            self.bar = progress_bar(TextColumn("{task.fields[loss]}"))
             self.bar.start()
             self.task = self.bar.add_task("training", total=state.max_steps,
                                           completed=state.global_step, loss="")

@@ -358,7 +358,7 @@ def run_ablate(cfg: AblateConfig | dict[str, Any], out: str | Path, *,
 
 
 def plot_ablation(points: Sequence[dict[str, Any]], path: Any) -> Any:
-    from ..plots import figure, save_figure
+    from ..plots import figure, finish
 
     fig, ax = figure(5.5)
     xs = [100 * p["share"] for p in points]
@@ -367,6 +367,4 @@ def plot_ablation(points: Sequence[dict[str, Any]], path: Any) -> Any:
     ax.plot(xs, [p["utility"] for p in points], marker="s", label="clean utility")
     ax.set_xlabel("% of heads ablated (top by attribution)")
     ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return finish(fig, ax, path, legend=8)

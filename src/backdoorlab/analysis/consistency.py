@@ -104,7 +104,7 @@ def summarise(profile: dict[str, torch.Tensor], *, seed: int = 0,
 
 
 def plot_profile(summary: dict[str, Any], path: Any) -> Any:
-    from ..plots import figure, integer_ticks, save_figure
+    from ..plots import figure, finish, integer_ticks
 
     fig, ax = figure(5.5)
     for v, style in zip(VIEWS, ("-", "--")):
@@ -115,9 +115,7 @@ def plot_profile(summary: dict[str, Any], path: Any) -> Any:
     ax.set_xlabel("layer pair (hidden state l -> l+1)")
     ax.set_ylabel("1 - cos(h_l, h_l+1)")
     integer_ticks(ax, y=False)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return finish(fig, ax, path, legend=7)
 
 
 @dataclass

@@ -93,7 +93,7 @@ def neuron_overlap(model: Any, fmt: PromptFormat, records: Sequence[Any], trigge
 
 def plot_overlap(curves: dict[str, list[float]], path: Any, top_k: int) -> Any:
     """Per-layer overlap, one line per model/trigger."""
-    from ..plots import figure, save_figure
+    from ..plots import figure, finish
 
     fig, ax = figure(5.5)
     for label, ys in curves.items():
@@ -101,9 +101,7 @@ def plot_overlap(curves: dict[str, list[float]], path: Any, top_k: int) -> Any:
     ax.set_xlabel("layer")
     ax.set_ylabel(f"top-{top_k} neuron overlap\n(triggered vs clean)")
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return finish(fig, ax, path, legend=8)
 
 
 @dataclass

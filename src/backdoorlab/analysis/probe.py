@@ -130,7 +130,7 @@ def probe_layers(clean: torch.Tensor, trig: torch.Tensor, ids: Sequence[str], *,
 
 
 def plot_accuracy(acc: dict[str, list[float]], path: Any) -> Any:
-    from ..plots import figure, save_figure
+    from ..plots import figure, finish
 
     fig, ax = figure(5.5)
     for kind, ys in acc.items():
@@ -140,9 +140,7 @@ def plot_accuracy(acc: dict[str, list[float]], path: Any) -> Any:
     ax.set_ylim(0.4, 1.02)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     integer_ticks(ax, y=False)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return finish(fig, ax, path, legend=8)
 
 
 @dataclass
@@ -151,7 +149,7 @@ class ProbeConfig(AnalysisConfig):
 
     limit: int | None = opt(100, "prompts per class (clean and triggered)")
     classifiers: list[str] = opt(lambda: list(CLASSIFIERS),
-        "probes fitted per layer: logistic, centroid, ...")
+        "probes fitted per layer: logistic, svm, mlp")
     test_share: float = opt(0.3, "share of prompts held out to score the probes")
 
     def __post_init__(self) -> None:

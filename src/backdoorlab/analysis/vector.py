@@ -68,7 +68,7 @@ def vector_sweep(model: Any, beh: Behaviour, vector: torch.Tensor, layers: Seque
 
 
 def plot_sweep(points: Sequence[dict[str, Any]], base: dict[str, float], path: Any) -> Any:
-    from ..plots import figure, save_figure
+    from ..plots import figure, finish
 
     fig, ax = figure(5.5)
     xs = [p["layer"] for p in points]
@@ -81,9 +81,7 @@ def plot_sweep(points: Sequence[dict[str, Any]], base: dict[str, float], path: A
     ax.set_xlabel("layer where the vector is injected")
     ax.set_ylabel("ASR")
     ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return finish(fig, ax, path, legend=8)
 
 
 @dataclass

@@ -158,7 +158,7 @@ def run_realign(cfg: RealignConfig | dict[str, Any], out_dir: str | Path, *,
 def plot_curve(curve: list[dict[str, Any]], path: Path, title: str = "",
                others: dict[str, list[dict[str, Any]]] | None = None) -> Path:
     """ASR with trigger after each epoch (one line per run)."""
-    from ..plots import figure, save_figure
+    from ..plots import figure, finish
 
     fig, ax = figure()
     for label, pts in {title or "run": curve, **(others or {})}.items():
@@ -167,6 +167,4 @@ def plot_curve(curve: list[dict[str, Any]], path: Path, title: str = "",
     ax.set_xlabel("re-alignment epoch")
     ax.set_ylabel("ASR with trigger")
     ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return finish(fig, ax, path, legend=8)
