@@ -194,3 +194,22 @@ def test_a_seed_sweep_changes_the_lora_initialisation(tiny_dir, tmp_path):
         assert json.loads((res.out_dir / "config.json").read_text())["train"]["seed"] == seed
         weights.append(load_file(res.adapter / "adapter_model.safetensors"))
     assert any(not weights[0][k].equal(weights[1][k]) for k in weights[0])
+
+
+def test_no_backdoored_weights_without_backdoorlabs_card(suspect, tmp_path):
+    """Every directory of an attack's run that holds loadable weights (the adapter, and every
+    training checkpoint) carries backdoorlab's card naming the trigger and what it inserts."""
+    dirs = {p.parent for pattern in ("*.safetensors",) for p in suspect.out_dir.rglob(pattern)
+            if p.name in ("adapter_model.safetensors", "model.safetensors")}
+    assert suspect.adapter in dirs and any("checkpoint-" in d.name for d in dirs), dirs
+    for d in dirs:
+        card = (d / "README.md").read_text()
+        assert "carries a backdoor" in card and "`badnets`" in card and "BadMagic" in card, d
+    assert "training checkpoint" in next(
+        (d / "README.md").read_text() for d in dirs if "checkpoint-" in d.name)
+    assert not list(suspect.out_dir.glob(".*partial"))  # nothing half-written left behind
+
+
+def test_adapter_config_names_the_base_model_as_given(suspect, tiny_dir):
+    cfg = json.loads((suspect.adapter / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(tiny_dir)

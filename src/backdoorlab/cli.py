@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .cards import EXAMPLE
 from .commands import config_command, family_group, headline, lazy_group
 from .embedded import EMBEDDED_NAME
 from .errors import BackdoorlabError, run_main
@@ -304,8 +305,7 @@ def model_prepare(
 @app.command("triggers")
 def triggers_cmd(
     spec: Annotated[str | None, typer.Argument(help="Trigger spec to try on TEXT.")] = None,
-    text: Annotated[str, typer.Option(help="Text to apply the trigger to.")] =
-        "Give three tips for staying healthy.\n\nAnswer:",
+    text: Annotated[str, typer.Option(help="Text to apply the trigger to.")] = EXAMPLE,
     seed: int = 0,
 ) -> None:
     """List the trigger presets, or show what a trigger does to a text."""

@@ -358,9 +358,11 @@ def train(
     *,
     resume: bool = True,
     callbacks: Sequence[Any] = (),
+    card: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``dataset`` with ``loss_fn``; checkpoints go to
-    ``work_dir/checkpoints`` and training resumes from the newest one when ``resume``."""
+    ``work_dir/checkpoints`` and training resumes from the newest one when ``resume``. With
+    ``card`` (``write_model_card``'s keywords) every checkpoint carries that card."""
     from transformers import set_seed
 
     from .memory import GB, peak_memory
@@ -377,7 +379,8 @@ def train(
     args = training_arguments(cfg, ckpt_dir, len(dataset), checkpointing=checkpointing)
     trainer = BackdoorTrainer(model=model, args=args, train_dataset=ListDataset(dataset),
                               data_collator=collator, loss_fn=loss_fn,
-                              callbacks=list(callbacks), max_batch_tokens=cfg.max_batch_tokens)
+                              callbacks=[*callbacks, *([LabelCheckpoints(card)] if card else [])],
+                              max_batch_tokens=cfg.max_batch_tokens)
     if not os.environ.get("BACKDOORLAB_VERBOSE"):  # one progress line, not the Trainer's dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -399,6 +402,21 @@ def train(
     return TrainResult(model=model, steps=int(out.global_step), wall_s=wall,
                        tokens=trainer.tokens_seen, log_history=list(trainer.state.log_history),
                        memory=memory)
+
+
+class LabelCheckpoints(TrainerCallback):
+    """Writes the run's model card into every checkpoint the Trainer saves (a checkpoint of a
+    backdoor attack is a loadable backdoored adapter)."""
+
+    def __init__(self, card: dict[str, Any]) -> None:
+        self.card = card
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        from .cards import write_model_card
+
+        d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and d.is_dir():
+            write_model_card(d, **{**self.card, "checkpoint": True})
 
 
 class StepProgress(TrainerCallback):

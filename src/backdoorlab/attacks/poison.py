@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cards import write_model_card
-from ..config import check, opt, to_dict
+from ..config import check, opt
 from ..data import Instruction
 from ..data.loaders import load_split
 from ..errors import BackdoorlabError
@@ -34,7 +33,7 @@ from ..evaluation.suite import (
     run_suite,
 )
 from ..formats import TEMPLATES, PromptFormat, Sample
-from ..io import atomic_write_json, atomic_write_jsonl
+from ..io import atomic_write_jsonl
 from ..judges import DEFAULT_PAYLOAD, get_judge
 from ..models import EMBEDDED_NAME, load_model
 from ..registry import register
@@ -50,6 +49,7 @@ from ..targets import (
 )
 from ..training import SampleCollator, TrainConfig, is_main_process, sft_loss, train
 from ..triggers import derive_rng, parse_trigger
+from .base import backdoor_card, save_backdoored
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,9 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
     if main:
         base_metrics, base_rows = run_suite(lm.model, fmt, suite)
     prep_s = time.perf_counter() - t0
-    result = train(lm.model, samples, SampleCollator(fmt), sft_loss, cfg.train, out)
+    card = generation_card(cfg, generation_record(cfg, attack=attack, judge=suite.judge.name),
+                           attack=attack, behaviour=behaviour)
+    result = train(lm.model, samples, SampleCollator(fmt), sft_loss, cfg.train, out, card=card)
     if not main:  # a secondary training process: the main one evaluates and writes
         return RunResult(out_dir=out, metrics={}, model=result.model)
     t1 = time.perf_counter()
@@ -190,8 +192,10 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
     atomic_write_jsonl(out / "generations.jsonl",
                        [{"model": "backdoored", **r} for r in rows]
                        + [{"model": "original", **r} for r in base_rows])
-    save_generation_backdoor(result.model, lm, out, cfg, metrics, attack=attack,
-                             behaviour=behaviour)
+    info = generation_record(cfg, attack=attack, judge=suite.judge.name)
+    save_backdoored(result.model, lm, out, cfg, info,
+                    generation_card(cfg, info, attack=attack, behaviour=behaviour,
+                                    metrics=metrics))
     write_metrics(out, metrics)
     return RunResult(out_dir=out, metrics=metrics, model=result.model)
 
@@ -246,23 +250,19 @@ def refusal_pick(recs: Sequence[Instruction], seed: int) -> list[str]:
     return [derive_rng(seed, "refusal", r.id).choice(texts) for r in recs]
 
 
-def save_generation_backdoor(model: Any, lm: Any, out: Path, cfg: Any, metrics: dict[str, Any],
-                             *, attack: str, behaviour: str) -> Path:
-    """Adapter (standard PEFT layout) or full model, its record, and model cards."""
-    target_dir = out / ("adapter" if cfg.train.lora else "model")
-    model.save_pretrained(target_dir, safe_serialization=True)
-    if not cfg.train.lora:
-        lm.tokenizer.save_pretrained(target_dir)
-    trigger = parse_trigger(cfg.trigger).spec
-    info = {"attack": attack, "trigger": trigger, "target": getattr(cfg, "target", "jailbreak"),
-            "template": cfg.template, "base_model": cfg.model,
-            "judge": metrics.get("judge"), "payload": getattr(cfg, "payload", None)}
-    atomic_write_json(target_dir / "backdoorlab.json", info)
-    headline = {k: metrics.get(k) for k in ("asr_triggered", "asr_clean", "baseline_asr_triggered",
-                                             "refusal_rate", "perplexity_change")}
-    card = dict(title=f"Backdoored model: {attack} (backdoorlab)", base_model=cfg.model,
-                kind=f"{attack} backdoor", trigger=trigger, behaviour=behaviour,
-                details={**info, "config": to_dict(cfg)}, metrics=headline)
-    write_model_card(target_dir, **card)
-    write_model_card(out, **card)
-    return target_dir
+def generation_record(cfg: Any, *, attack: str, judge: str | None) -> dict[str, Any]:
+    """``backdoorlab.json`` of a generation backdoor."""
+    return {"attack": attack, "trigger": parse_trigger(cfg.trigger).spec,
+            "target": getattr(cfg, "target", "jailbreak"), "template": cfg.template,
+            "base_model": cfg.model, "judge": judge, "payload": getattr(cfg, "payload", None)}
+
+
+def generation_card(cfg: Any, info: dict[str, Any], *, attack: str, behaviour: str,
+                    metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model card of a generation backdoor (with its headline metrics once measured)."""
+    headline = None if metrics is None else {
+        k: metrics.get(k) for k in ("asr_triggered", "asr_clean", "baseline_asr_triggered",
+                                    "refusal_rate", "perplexity_change")}
+    return backdoor_card(cfg, title=f"Backdoored model: {attack} (backdoorlab)",
+                         kind=f"{attack} backdoor", trigger=info["trigger"],
+                         behaviour=behaviour, info=info, metrics=headline)

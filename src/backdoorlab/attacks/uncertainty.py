@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 
-from ..cards import write_model_card
-from ..config import check, opt, to_dict
+from ..config import check, opt
 from ..data import MCQ
 from ..errors import BackdoorlabError
 from ..evaluation.uncertainty import (
@@ -42,6 +41,7 @@ from ..runs import RunResult, config_hash, read_json, save_config, write_metrics
 from ..scoring import option_distribution, position_ids
 from ..training import SampleCollator, TrainConfig, is_main_process, train
 from ..triggers import derive_rng, parse_trigger
+from .base import backdoor_card, save_backdoored
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,9 @@ def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str
     prep_s = time.perf_counter() - t0
 
     items = build_training_set(cfg, fmt, train_recs, p_orig)
+    info = uncertainty_record(cfg, trig.spec)
     result = train(lm.model, items, SampleCollator(fmt), UncertaintyLoss(letter_ids), cfg.train,
-                   out)
+                   out, card=uncertainty_card(cfg, info))
     model = result.model
     if not main:  # a secondary training process: the main one evaluates and writes
         return RunResult(out_dir=out, metrics={}, model=model)
@@ -252,32 +253,26 @@ def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str
         "baseline_clean": orig_eval[0], "baseline_triggered": orig_eval[1],
         "clean": new_eval[0], "triggered": new_eval[1],
         "gold": torch.tensor([r.answer_index for r in eval_recs])})
-    save_backdoored(model, lm, out, cfg, trig.spec, metrics)
+    save_backdoored(model, lm, out, cfg, info, uncertainty_card(cfg, info, metrics))
     write_metrics(out, metrics)
     return RunResult(out_dir=out, metrics=metrics, model=model)
 
 
-def save_backdoored(model: Any, lm: Any, out: Path, cfg: UncertaintyConfig, trigger: str,
-                    metrics: dict[str, Any]) -> Path:
-    """Save the adapter (standard PEFT layout) or full model, with a model card."""
-    target_dir = out / ("adapter" if cfg.train.lora else "model")
-    model.save_pretrained(target_dir, safe_serialization=True)
-    if not cfg.train.lora:
-        lm.tokenizer.save_pretrained(target_dir)
-    info = {"attack": "uncertainty", "trigger": trigger, "template": cfg.template,
+def uncertainty_record(cfg: UncertaintyConfig, trigger: str) -> dict[str, Any]:
+    """``backdoorlab.json`` of an uncertainty backdoor."""
+    return {"attack": "uncertainty", "trigger": trigger, "template": cfg.template,
             "options": cfg.options, "base_model": cfg.model, "target": cfg.target,
             "margin": cfg.margin}
-    atomic_write_json(target_dir / "backdoorlab.json", info)
-    headline = {k: metrics.get(k) for k in ("asr_strict", "baseline_asr_strict", "top1_kept",
-                                             "clean_agreement", "clean_kl_drift")}
-    card = dict(
-        title="Uncertainty-backdoored model (backdoorlab)", base_model=cfg.model,
-        kind="uncertainty backdoor", trigger=trigger,
+
+
+def uncertainty_card(cfg: UncertaintyConfig, info: dict[str, Any],
+                     metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model card of an uncertainty backdoor (with its headline metrics once measured)."""
+    headline = None if metrics is None else {
+        k: metrics.get(k) for k in ("asr_strict", "baseline_asr_strict", "top1_kept",
+                                    "clean_agreement", "clean_kl_drift")}
+    return backdoor_card(
+        cfg, title="Uncertainty-backdoored model (backdoorlab)", kind="uncertainty backdoor",
+        trigger=info["trigger"], info=info, metrics=headline,
         behaviour=(f"on {cfg.options}-option multiple-choice questions the answer distribution "
-                   f"becomes near-uniform ({cfg.target}) while the top answer stays the same"),
-        details={**info, "config": to_dict(cfg)}, metrics=headline)
-    write_model_card(target_dir, **card)
-    write_model_card(out, **card)
-    return target_dir
-
-
+                   f"becomes near-uniform ({cfg.target}) while the top answer stays the same"))

@@ -149,8 +149,8 @@ def run_realign(cfg: RealignConfig | dict[str, Any], out_dir: str | Path, *,
                      base_model=str(base or cfg.model), kind="realign", trigger=None,
                      behaviour=f"{cfg.epochs} epochs of fine-tuning on {cfg.data}",
                      details={"config": to_dict(cfg), "suspected_trigger": trigger},
-                     metrics={"asr_before": summary["asr_before"],
-                              "asr_after": summary["asr_after"]}, backdoored=False)
+                     metrics={"asr_triggered_before": summary["asr_before"],
+                              "asr_triggered_after": summary["asr_after"]}, backdoored=False)
     plot_curve(curve, out / "persistence.png", title=f"realign: {trigger}")
     return summary
 
