@@ -74,6 +74,16 @@ def test_run_experiment_stages_skip_and_redo(tiny_dir, tmp_path, capsys):
     changed = run_experiment(spec, run, text=text)
     assert changed["defend.crow"]["hash"] != stages["defend.crow"]["hash"]
     assert changed["analyze.probe"] == stages["analyze.probe"]
+    # an interrupted stage run again with another config starts afresh: its checkpoints are
+    # another run's (recorded as running before it ran)
+    record = json.loads((run / "stages.json").read_text())
+    record["defend.crow"] = {"hash": "another config", "running": True}
+    (run / "stages.json").write_text(json.dumps(record))
+    stale = run / "defend" / "crow" / "checkpoints" / "checkpoint-99"
+    stale.mkdir(parents=True)
+    (stale / "trainer_state.json").write_text("{}")
+    again = run_experiment(spec, run, text=text)
+    assert not stale.exists() and "running" not in again["defend.crow"]
 
 
 @pytest.mark.parametrize("edit, line, words", [

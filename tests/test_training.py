@@ -65,3 +65,32 @@ def test_same_seed_gives_the_same_weights_whatever_ran_before(tokenizer, fmt, tm
     b, _ = _run(tokenizer, fmt, tmp_path / "b", cfg, draws=1000)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_refuses_checkpoints_of_another_run_or_changed_files(tokenizer, fmt, tmp_path):
+    """A run directory resumed with other data (another trigger, target or data) or other
+    training options is refused in one line, before any training; so is a checkpoint whose
+    files changed after they were saved (the Trainer unpickles what it resumes)."""
+    from backdoorlab.errors import BackdoorlabError
+
+    cfg = TrainConfig(epochs=1, batch_size=4, save_steps=2, learning_rate=1e-2)
+    with pytest.raises(_Killed):
+        _run(tokenizer, fmt, tmp_path / "k", cfg, kill_at=3)
+    ckpt = tmp_path / "k" / "checkpoints" / "checkpoint-2"
+    assert (ckpt / "backdoorlab-files.json").is_file()
+    with pytest.raises(BackdoorlabError, match="come from another run"):
+        _run(tokenizer, fmt, tmp_path / "k", TrainConfig(epochs=1, batch_size=4, save_steps=2,
+                                                          learning_rate=2e-2))
+    recs = load_records("builtin:benign-instructions", split="train", limit=24)
+    other = [fmt.sample(r, response="Sure.") for r in recs]  # other targets, same prompts
+    with pytest.raises(BackdoorlabError, match="come from another run"):
+        train(tiny_model("llama", vocab_size=len(tokenizer)), other, SampleCollator(fmt),
+              sft_loss, cfg, tmp_path / "k")
+    blob = ckpt / "optimizer.pt"
+    blob.write_bytes(blob.read_bytes() + b"\0")  # changed after saving
+    with pytest.raises(BackdoorlabError, match="differ from those this run saved"):
+        _run(tokenizer, fmt, tmp_path / "k", cfg)
+    blob.unlink()
+    (ckpt / "rng_state.pth").write_bytes(b"not ours")  # a file the run did not write
+    with pytest.raises(BackdoorlabError, match="differ from those this run saved"):
+        _run(tokenizer, fmt, tmp_path / "k", cfg)

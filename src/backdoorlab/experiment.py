@@ -215,12 +215,16 @@ def run_experiment(spec: dict[str, Any], run_dir: str | Path, *, text: str = "",
     for stage in stages:
         h = _stage_hash(stage, done)
         prev = done.get(stage.name)
-        if prev and prev.get("hash") == h and (stage.out / "metrics.json").is_file():
+        if (prev and prev.get("hash") == h and not prev.get("running")
+                and (stage.out / "metrics.json").is_file()):
             log.info("stage %s: done already (config unchanged), skipped", stage.name)
             continue
-        if prev and prev.get("hash") != h:  # config changed: start this stage afresh
-            shutil.rmtree(stage.out, ignore_errors=True)
-        done.pop(stage.name, None)
+        if prev and prev.get("hash") != h:  # config changed (finished or interrupted stage):
+            shutil.rmtree(stage.out, ignore_errors=True)  # its outputs and checkpoints go
+        # recorded before it runs, so that an interrupted stage run again with another config
+        # starts afresh instead of resuming another run's checkpoints
+        done[stage.name] = {"hash": h, "running": True}
+        atomic_write_json(record_path, done)
         log.info("stage %s: running", stage.name)
         t0 = time.perf_counter()
         reset_peak()  # each stage's peak memory is its own

@@ -265,7 +265,7 @@ def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
         stages = _read(run / "stages.json") or {}
         if stages:
             line = "Stage wall time and peak memory: " + ", ".join(
-                _stage_cost(run, k, v) for k, v in stages.items())
+                _stage_cost(run, k, v) for k, v in stages.items() if not v.get("running"))
             parts.append(f"<p>{html.escape(line)}</p>")
             md += [line, ""]
         plots = collect_plots(run)

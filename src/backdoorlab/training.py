@@ -11,7 +11,9 @@ tokens a model is trained on are exactly those it is evaluated on.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import json
 import logging
 import math
 import os
@@ -25,6 +27,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from .config import check, opt
+from .errors import BackdoorlabError
 from .formats import PromptFormat, Sample
 from .scoring import position_ids
 
@@ -348,6 +351,80 @@ def last_checkpoint(ckpt_dir: Path) -> str | None:
     return str(found[-1][1]) if found else None
 
 
+#: options that change what training computes (not how often it saves, logs or splits passes)
+RUN_KEY_OPTIONS = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
+                   "learning_rate", "epochs", "max_steps", "batch_size", "grad_accum",
+                   "warmup_ratio", "weight_decay", "lr_scheduler", "max_grad_norm", "bf16", "seed")
+RUN_RECORD = "backdoorlab-run.json"
+FILES_RECORD = "backdoorlab-files.json"
+
+
+def run_key(cfg: TrainConfig, encoded: Sequence[Sequence[int]], loss_fn: Any) -> str:
+    """What a checkpoint belongs to: the training options that change the result, the loss
+    and every training sample's token ids (a changed trigger, target or data changes it)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: getattr(cfg, k) for k in RUN_KEY_OPTIONS}, sort_keys=True,
+                        default=str).encode())
+    h.update(getattr(loss_fn, "__qualname__", type(loss_fn).__name__).encode())
+    for ids in encoded:
+        h.update(b"|" + ",".join(map(str, ids)).encode())
+    return h.hexdigest()
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file a checkpoint holds (backdoorlab's own records aside)."""
+    out = {}
+    for f in sorted(directory.rglob("*")):
+        if f.is_file() and f.name not in (FILES_RECORD, "README.md"):
+            out[str(f.relative_to(directory))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def verified_checkpoint(ckpt_dir: Path, key: str) -> str | None:
+    """The newest complete checkpoint to resume from, once it is known to be this run's: the
+    run record names the same :func:`run_key`, and every file matches the hashes recorded when
+    it was saved (the Trainer unpickles the optimizer and RNG state it resumes). Anything else
+    is refused in one line."""
+    ckpt = last_checkpoint(ckpt_dir)
+    if ckpt is None:
+        return None
+    record = ckpt_dir / RUN_RECORD
+    stored = json.loads(record.read_text("utf-8")).get("key") if record.is_file() else None
+    if stored != key:
+        raise BackdoorlabError(
+            f"{ckpt_dir}: its checkpoints come from another run (other data, trigger, target or "
+            "training options) or were not written by backdoorlab; delete that folder or use "
+            "another --out")
+    files = Path(ckpt) / FILES_RECORD
+    recorded = json.loads(files.read_text("utf-8")) if files.is_file() else None
+    if recorded != file_hashes(Path(ckpt)):
+        raise BackdoorlabError(f"{ckpt}: its files differ from those this run saved (changed "
+                               "or added after saving); delete the checkpoint to start again")
+    return ckpt
+
+
+class RecordCheckpoints(TrainerCallback):
+    """Records which run the checkpoints belong to, and the hash of every file of each
+    checkpoint as it is saved, so that a resume loads only what this run wrote."""
+
+    def __init__(self, ckpt_dir: Path, key: str) -> None:
+        self.ckpt_dir, self.key = ckpt_dir, key
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.is_world_process_zero:
+            from .io import atomic_write_json
+
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.ckpt_dir / RUN_RECORD, {"key": self.key})
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and d.is_dir():
+            from .io import atomic_write_json
+
+            atomic_write_json(d / FILES_RECORD, file_hashes(d))
+
+
 def train(
     model: Any,
     dataset: Sequence[Any],
@@ -368,18 +445,22 @@ def train(
     from .memory import GB, peak_memory
 
     encode = getattr(collator, "encode", None)
-    lengths = ([len(encode(it["sample"] if isinstance(it, dict) else it)[0]) for it in dataset]
+    encoded = ([encode(it["sample"] if isinstance(it, dict) else it)[0] for it in dataset]
                if encode is not None else [])
+    lengths = [len(ids) for ids in encoded]
+    ckpt_dir = Path(work_dir) / "checkpoints"
+    key = run_key(cfg, encoded, loss_fn)
+    ckpt = verified_checkpoint(ckpt_dir, key) if resume else None  # before any training
     checkpointing, est, budget = plan_memory(model, lengths, cfg, loss_fn)
     set_seed(cfg.seed)  # the LoRA initialisation draws from the global generator
     if cfg.lora and not hasattr(model, "peft_config"):
         model = wrap_lora(model, cfg)
     model.train()
-    ckpt_dir = Path(work_dir) / "checkpoints"
     args = training_arguments(cfg, ckpt_dir, len(dataset), checkpointing=checkpointing)
     trainer = BackdoorTrainer(model=model, args=args, train_dataset=ListDataset(dataset),
                               data_collator=collator, loss_fn=loss_fn,
-                              callbacks=[*callbacks, *([LabelCheckpoints(card)] if card else [])],
+                              callbacks=[*callbacks, RecordCheckpoints(ckpt_dir, key),
+                                         *([LabelCheckpoints(card)] if card else [])],
                               max_batch_tokens=cfg.max_batch_tokens)
     if not os.environ.get("BACKDOORLAB_VERBOSE"):  # one progress line, not the Trainer's dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -387,7 +468,6 @@ def train(
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(StepProgress())
-    ckpt = last_checkpoint(ckpt_dir) if resume else None
     if ckpt:
         log.info("resuming from %s", ckpt)
     t0 = time.perf_counter()
