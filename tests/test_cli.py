@@ -197,3 +197,30 @@ def test_help_loads_no_model_code():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["attack", "poison", "--out", "OUT", "--set", "train.weight_decay=nan"],
+     "option 'train.weight_decay': expected a finite number"),
+    (["attack", "poison", "--out", "OUT", "--set", "train.epochs=inf"], "a finite number"),
+    (["attack", "poison", "--out", "OUT", "--set", "train.lr_scheduler=linearr"],
+     "did you mean 'linear'"),
+    (["attack", "poison", "--out", "OUT", "--set", "train.logging_steps=0"],
+     "'train.logging_steps': must be >= 1"),
+    (["attack", "poison", "--out", "OUT", "--seed", "-1"], "'--seed': must be >= 0"),
+    (["attack", "poison", "--out", "OUT", "--trigger", "word:X@before:"], "names no anchor"),
+    (["eval", "uncertainty", "--asr-margin", "nan"], "a finite number"),
+    (["run", "SCALAR_YAML"], "attack: expected a mapping of options"),
+    (["run", "TWICE_YAML"], "given twice"),
+    (["report", "EMPTY_DIR"], "not a run directory"),
+])
+def test_more_bad_inputs_are_refused_before_any_work(argv, message, tmp_path, capsys):
+    """Bad option values, files and folders: one line, exit 2, nothing written."""
+    (tmp_path / "scalar.yaml").write_text("attack: poison\n")
+    (tmp_path / "twice.yaml").write_text("attack: {kind: poison}\nattack: {kind: unalign}\n")
+    (tmp_path / "empty").mkdir()
+    swap = {"OUT": str(tmp_path / "out"), "SCALAR_YAML": str(tmp_path / "scalar.yaml"),
+            "TWICE_YAML": str(tmp_path / "twice.yaml"), "EMPTY_DIR": str(tmp_path / "empty")}
+    code, _, err = run([swap.get(a, a) for a in argv], capsys)
+    assert code == 2 and message in err and err.strip().count("\n") == 0, err
+    assert not (tmp_path / "out").exists()

@@ -130,7 +130,7 @@ def test_config_validation_names_the_bad_value():
         UncertaintyConfig(options=5)
     with pytest.raises(BackdoorlabError, match="did you mean 'poison_rate'"):
         from_dict(UncertaintyConfig, {"poison_rte": 0.3})
-    with pytest.raises(BackdoorlabError, match="option 'learning_rate': must be > 0"):
+    with pytest.raises(BackdoorlabError, match="option 'train.learning_rate': must be > 0"):
         from_dict(UncertaintyConfig, {"train.learning_rate": -1})
     cfg = from_dict(UncertaintyConfig, {"train": {"epochs": "2"}, "trigger": "syntactic"})
     assert cfg.train.epochs == 2.0 and cfg.train.lora is True

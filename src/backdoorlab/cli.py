@@ -235,6 +235,8 @@ def report_cmd(
     for r in runs:
         if not r.is_dir():
             raise BackdoorlabError(f"{r}: no such run directory")
+        if not any(r.rglob("metrics.json")):
+            raise BackdoorlabError(f"{r}: not a run directory (no metrics.json in it)")
     html_path, md_path = write_report(runs, out or runs[0])
     typer.echo(f"{html_path}\n{md_path}")
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import declared_by, field_help, from_dict
+from .config import declared_by, field_help, from_dict, load_yaml, yaml_error
 from .errors import BackdoorlabError
 from .registry import Method
 from .runs import RunResult
@@ -42,13 +42,11 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text("utf-8"))
+        data = load_yaml(Path(path).read_text("utf-8"))
     except FileNotFoundError:
         raise BackdoorlabError(f"{path}: no such config file") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise BackdoorlabError(f"{path}: {where}invalid YAML") from None
+        raise BackdoorlabError(f"{path}:{yaml_error(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

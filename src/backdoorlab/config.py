@@ -7,7 +7,9 @@ one); :func:`from_dict` adds the check for unknown keys with a did-you-mean.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -53,6 +55,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             ) from None
         if annotation is int and isinstance(value, float) and value != out:
             raise BackdoorlabError(f"option {key!r}: expected an integer, got {value!r}")
+        if annotation is float and not math.isfinite(out):
+            raise BackdoorlabError(f"option {key!r}: expected a finite number, got {value!r}")
         return out
     if annotation is str:
         if isinstance(value, os.PathLike):
@@ -115,7 +119,11 @@ def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "con
         base = (f.default_factory() if f.default_factory is not dataclasses.MISSING
                 else f.default if f.default is not dataclasses.MISSING else None)
         start = to_dict(base) if dataclasses.is_dataclass(base) else {}
-        kwargs[key] = from_dict(hints[key], {**start, **sub}, where=f"{where}.{key}")
+        try:
+            kwargs[key] = from_dict(hints[key], {**start, **sub}, where=f"{where}.{key}")
+        except BackdoorlabError as exc:  # name the option as the user writes it: train.epochs
+            raise BackdoorlabError(re.sub(r"option '(\w+)'", f"option '{key}.\\1'", str(exc),
+                                          count=1)) from None
     try:
         return cls(**kwargs)
     except TypeError as exc:  # missing required fields
@@ -168,3 +176,40 @@ def declared_by(cls: type, name: str) -> type:
         if name in getattr(klass, "__annotations__", {}):
             return klass
     return cls
+
+
+def _unique_key_loader() -> type:
+    """A YAML SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the
+    last one silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
+
+
+def load_yaml(text: str) -> Any:
+    """YAML (or JSON) text as data, with a key given twice in one mapping refused."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+
+
+def yaml_error(exc: Exception) -> str:
+    """``LINE: invalid YAML (what)`` for a YAML error, as the one-line messages use it."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    return (f"{mark.line + 1 if mark else '?'}: invalid YAML"
+            + (f" ({problem})" if problem else ""))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import from_dict, to_dict
+from .config import from_dict, load_yaml, to_dict, yaml_error
 from .errors import BackdoorlabError, unknown
 from .io import atomic_write_json
 from .memory import peak_memory, reset_peak
@@ -120,6 +120,10 @@ def plan(spec: dict[str, Any], run_dir: Path, *, where: str = "experiment",
     resolved: dict[str, Any] = {"name": spec.get("name") or run_dir.name, "model": model,
                                 "seed": seed}
     adapter = None
+    for section in ("attack", "evaluate"):
+        if spec.get(section) is not None and not isinstance(spec[section], dict):
+            raise BackdoorlabError(f"{where}:{lines.lines.get(section, '?')}: {section}: "
+                                   f"expected a mapping of options, got {spec[section]!r}")
     if spec.get("attack") is not None:
         att = dict(spec["attack"])
         kind = att.pop("kind", None)
@@ -251,10 +255,9 @@ def load_experiment(path: str | Path) -> tuple[dict[str, Any], str]:
     except FileNotFoundError:
         raise BackdoorlabError(f"{p}: no such experiment file") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise BackdoorlabError(f"{p}:{mark.line + 1 if mark else '?'}: invalid YAML") from None
+        raise BackdoorlabError(f"{p}:{yaml_error(exc)}") from None
     if not isinstance(data, dict):
         raise BackdoorlabError(f"{p}: expected a mapping of stages")
     return data, text

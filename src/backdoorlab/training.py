@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .config import check, opt
+from .config import check, check_choice, opt
 from .errors import BackdoorlabError
 from .formats import PromptFormat, Sample
 from .scoring import position_ids
@@ -153,6 +153,14 @@ class TrainConfig:
               f"{self.gradient_checkpointing!r} is not one of {', '.join(CHECKPOINTING)}")
         check(self.memory_budget_gb is None or self.memory_budget_gb > 0, "memory_budget_gb",
               f"must be > 0, got {self.memory_budget_gb}")
+        check(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
+        check(self.max_steps == -1 or self.max_steps >= 1, "max_steps",
+              f"must be >= 1 (or -1: by epochs), got {self.max_steps}")
+        from transformers.trainer_utils import SchedulerType
+
+        check_choice(self.lr_scheduler, [s.value for s in SchedulerType], "lr_scheduler")
 
 
 LossFn = Callable[[Any, dict[str, Any]], torch.Tensor]

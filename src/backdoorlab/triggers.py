@@ -98,6 +98,9 @@ class WordTrigger(Trigger):
             raise BackdoorlabError(
                 f"trigger: position {position!r} is not random, start, end, before:X or after:X"
             )
+        if position.startswith(("before:", "after:")) and not position.split(":", 1)[1]:
+            raise BackdoorlabError(f"trigger: position {position!r} names no anchor text "
+                                   "(before:X or after:X)")
         self.word, self.position = word, position
         self.spec = spec or f"word:{word}" + ("" if position == "random" else f"@{position}")
 
