@@ -224,3 +224,45 @@ def test_more_bad_inputs_are_refused_before_any_work(argv, message, tmp_path, ca
     code, _, err = run([swap.get(a, a) for a in argv], capsys)
     assert code == 2 and message in err and err.strip().count("\n") == 0, err
     assert not (tmp_path / "out").exists()
+
+
+def test_damaged_files_and_a_file_as_out_are_named_in_one_line(tiny_dir, tmp_path, capsys):
+    """Weights, records and arrays that a library would trip over, and an --out that cannot
+    hold a run: one line naming the file, exit 2, nothing written."""
+    import shutil
+
+    bad_model = tmp_path / "bad-model"
+    shutil.copytree(tiny_dir, bad_model)
+    (bad_model / "model.safetensors").write_bytes(b"\x10\x00\x00\x00garbage")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "lora_alpha": 8,
+         "task_type": "CAUSAL_LM"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"not safetensors at all")
+    record = tmp_path / "rec"
+    shutil.copytree(adapter, record)
+    (record / "backdoorlab.json").write_text("{broken")
+    scores = tmp_path / "heads.safetensors"
+    scores.write_text("not safetensors")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    out = tmp_path / "out"
+    for argv, message in (
+        (["eval", "mcq", "--model", str(bad_model), "--limit", "2"], "cannot load model"),
+        (["eval", "mcq", "--model", str(tiny_dir), "--adapter", str(adapter), "--limit", "2"],
+         "cannot apply this adapter"),
+        (["analyze", "probe", "--model", str(tiny_dir), "--adapter", str(record), "--out",
+          str(out)], "backdoorlab.json: not a valid JSON record"),
+        (["analyze", "ablate", "--model", str(tiny_dir), "--trigger", "badnets", "--target",
+          "refusal", "--target-text", "Sorry, I cannot help", "--scores", str(scores),
+          "--out", str(out)],
+         "not a readable safetensors file"),
+        (["attack", "poison", "--model", str(tiny_dir), "--out", str(a_file)],
+         "is a file, not a directory"),
+        (["eval", "mcq", "--model", str(tiny_dir), "--out", str(a_file)],
+         "is a file, not a directory"),
+    ):
+        code, _, err = run(argv, capsys)
+        assert code == 2 and message in err and err.strip().count("\n") == 0, (argv, err)
+        assert not out.exists() and a_file.read_text() == "x"

@@ -79,8 +79,10 @@ def _print_json(obj: Any) -> None:
 def _writing(evaluate: Any) -> Any:
     """An evaluation as a command runner: metrics.json goes to --out when given."""
     def runner(cfg: Any, out: Path | None, *, trust_remote_code: bool = False) -> Any:
-        from .runs import write_metrics
+        from .runs import check_out, write_metrics
 
+        if out is not None:
+            check_out(out)
         metrics = evaluate(cfg, out, trust_remote_code)
         if out is not None:
             write_metrics(out, metrics)

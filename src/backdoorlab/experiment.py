@@ -31,7 +31,7 @@ from .config import from_dict, load_yaml, to_dict, yaml_error
 from .errors import BackdoorlabError, unknown
 from .io import atomic_write_json
 from .memory import peak_memory, reset_peak
-from .runs import config_hash, read_json, write_metrics
+from .runs import check_out, config_hash, read_json, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def run_experiment(spec: dict[str, Any], run_dir: str | Path, *, text: str = "",
                    where: str = "experiment", from_stage: str | None = None,
                    trust_remote_code: bool = False) -> dict[str, Any]:
     """Run every stage not already done; returns ``stages.json``'s content."""
-    run = Path(run_dir)
+    run = check_out(run_dir)
     stages, resolved = plan(spec, run, where=where, text=text)
     names = [s.name for s in stages]
     if from_stage is not None:

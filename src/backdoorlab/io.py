@@ -72,4 +72,7 @@ def load_arrays(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise BackdoorlabError(f"{p}: no such file")
-    return load_file(str(p))
+    try:
+        return load_file(str(p))
+    except Exception as exc:  # not safetensors, or truncated
+        raise BackdoorlabError(f"{p}: not a readable safetensors file ({exc})") from None

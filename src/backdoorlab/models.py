@@ -274,9 +274,8 @@ def load_model(
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
         )
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackdoorlabError(f"{spec}: cannot load model ({first})") from None
+    except Exception as exc:  # a library's error (bad weights, config) said in one line
+        raise BackdoorlabError(f"{spec}: cannot load model ({first_line(exc)})") from None
     tok = load_tokenizer(spec if spec not in EMBEDDED_ALIASES else EMBEDDED_NAME,
                          trust_remote_code=trust_remote_code)
     if adapter is not None:
@@ -305,7 +304,17 @@ def load_adapter(model: Any, adapter: str | os.PathLike, trainable: bool = False
     from peft import PeftModel
 
     adir = check_adapter_dir(adapter)
-    return PeftModel.from_pretrained(model, str(adir), is_trainable=trainable)
+    try:
+        return PeftModel.from_pretrained(model, str(adir), is_trainable=trainable)
+    except Exception as exc:  # unreadable weights, another architecture's adapter, ...
+        raise BackdoorlabError(f"{adir}: cannot apply this adapter to the model "
+                               f"({first_line(exc)})") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (its type when it has no message), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def describe(model: Any) -> dict[str, Any]:
@@ -339,7 +348,12 @@ def attack_info(*dirs: str | os.PathLike | None) -> dict[str, Any]:
     """What an attack wrote in ``backdoorlab.json`` beside its adapter or model (first found)."""
     for d in dirs:
         if d and (Path(d) / "backdoorlab.json").is_file():
-            return json.loads((Path(d) / "backdoorlab.json").read_text("utf-8"))
+            from .runs import read_json
+
+            info = read_json(Path(d) / "backdoorlab.json")
+            if not isinstance(info, dict):
+                raise BackdoorlabError(f"{Path(d) / 'backdoorlab.json'}: expected an object")
+            return info
     return {}
 
 

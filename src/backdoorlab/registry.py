@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import from_dict
 from .errors import BackdoorlabError, unknown
-from .runs import RunResult
+from .runs import RunResult, check_out
 
 #: the method families, as the CLI names them (``backdoorlab attack|analyze|defend|scan``)
 FAMILIES = ("attack", "analysis", "defense", "scan")
@@ -64,6 +64,7 @@ class Method:
         """Run the method into the directory ``out``; every method returns a
         :class:`~backdoorlab.runs.RunResult`."""
         cfg = self.make_config(cfg)
+        check_out(out)
         res = self.runner(cfg, out, trust_remote_code=trust_remote_code)
         if isinstance(res, RunResult):
             res.artifacts = {**collect_artifacts(res.out_dir), **res.artifacts}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,19 @@ from .io import atomic_write_json
 def config_hash(obj: Any) -> str:
     data = to_dict(obj) if not isinstance(obj, dict) else obj
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """``out`` as a Path once it can hold a run: not an existing file, and inside a folder
+    this process may write to (checked before any work, so a bad ``--out`` is not found after
+    minutes of scoring)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise BackdoorlabError(f"option '--out': {path} is a file, not a directory")
+    parent = next((q for q in [path, *path.parents] if q.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BackdoorlabError(f"option '--out': {parent} is not writable")
+    return path
 
 
 def save_config(out: Path, cfg: Any, **extra: Any) -> Path:

@@ -291,10 +291,16 @@ def run_heads(cfg: HeadsConfig | dict[str, Any], out: str | Path, *,
 
 
 def check_scores(scores: str | None) -> None:
-    """Config check: a given ``scores`` file must exist (before any work starts)."""
-    if scores is not None and not Path(scores).is_file():
+    """Config check, before any work starts: a given ``scores`` file must be a heads run's
+    ``heads.safetensors`` (readable, with the heads' effects)."""
+    if scores is None:
+        return
+    if not Path(scores).is_file():
         raise BackdoorlabError(f"{scores}: no such file (expected the heads.safetensors of "
                                "an 'analyze heads' run)")
+    if not {"effects_exact", "effects_fast"} & set(load_arrays(scores)):
+        raise BackdoorlabError(f"{scores}: no head effects in it (expected the "
+                               "heads.safetensors of an 'analyze heads' run)")
 
 
 def head_ranking(model: Any, beh: Behaviour, scores: str | None) -> tuple[list, str]:
