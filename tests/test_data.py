@@ -166,3 +166,41 @@ def test_hf_source_split_is_the_datasets_own(monkeypatch):
     assert len(load_split("hf:some/set", "test", kind="mcq")) == 1 and calls[-1][2] == "test"
     with pytest.raises(BackdoorlabError, match="expected hf:"):
         load_records("hf:a:b:c:d")
+
+
+@pytest.mark.parametrize("row,message", [
+    ({"question": "Q?", "choices": ["a", "b"], "answer": True}, "field 'answer': expected text"),
+    ({"question": ["Q", "?"], "choices": ["a", "b"], "answer": "A"},
+     "field 'question': expected text"),
+    ({"question": "Q?", "choices": [["a"], ["b"]], "answer": "A"},
+     "field 'choices': every choice must be text"),
+    ({"instruction": {"text": "do"}, "output": "ok"}, "field 'instruction': expected text"),
+])
+def test_fields_of_the_wrong_type_are_named_with_their_row(row, message, tmp_path):
+    import json
+
+    from backdoorlab.data import load_records
+    from backdoorlab.errors import BackdoorlabError
+
+    f = tmp_path / "rows.jsonl"
+    f.write_text(json.dumps({"question": "fine?", "choices": ["a", "b"], "answer": "A"}
+                            if "question" in row else {"instruction": "fine", "output": "ok"})
+                 + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(BackdoorlabError, match=f"rows.jsonl: row 2: {message}"):
+        load_records(str(f))
+
+
+def test_a_misspelt_column_mapping_and_abstain_options_past_the_limit(tmp_path):
+    import json
+
+    from backdoorlab.data import add_abstain_options, load_records
+    from backdoorlab.errors import BackdoorlabError
+
+    f = tmp_path / "q.jsonl"
+    f.write_text(json.dumps({"stem": "Q?", "choices": list("abcdefghij"), "answer": "A"}) + "\n")
+    with pytest.raises(BackdoorlabError, match="unknown field 'questoin' .did you mean "
+                                               "'question'"):
+        load_records(str(f), columns="questoin=stem")
+    (rec,) = load_records(str(f), columns="question=stem")
+    with pytest.raises(BackdoorlabError, match="10 choices leave no room"):
+        add_abstain_options(rec)

@@ -322,3 +322,23 @@ def test_fp32_head_reads_only_requested_rows(tiny_models, fmt, mcqs):
                 assert model(input_ids=x).logits.shape[-1] == full.shape[-1]
         finally:
             head.__class__ = torch.nn.Linear
+
+
+def test_prompts_past_the_context_are_refused(tiny_models, fmt):
+    """A prompt longer than the model's position table is refused in one line, for scoring,
+    generation and training alike, instead of being scored silently wrong."""
+    from backdoorlab.data import Instruction
+    from backdoorlab.errors import BackdoorlabError
+    from backdoorlab.scoring import generate, last_token_logits
+    from backdoorlab.training import SampleCollator, TrainConfig, sft_loss, train
+
+    model = tiny_models["llama"]
+    limit = model.config.max_position_embeddings
+    long = Instruction(id="long", instruction="word " * (limit + 10), output="ok")
+    with pytest.raises(BackdoorlabError, match=f"longer than the model's context of {limit}"):
+        last_token_logits(model, [[1] * (limit + 1)], 0)
+    with pytest.raises(BackdoorlabError, match="plus 8 generated"):
+        generate(model, fmt, [fmt.sample(long)], max_new_tokens=8)
+    with pytest.raises(BackdoorlabError, match="a training row of"):
+        train(model, [fmt.sample(long, response="ok")], SampleCollator(fmt), sft_loss,
+              TrainConfig(max_steps=1), "/nonexistent/never-written")

@@ -72,11 +72,38 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def context_length(model: Any) -> int | None:
+    """The longest sequence ``model`` was built for (its position table), if it says."""
+    cfg = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_context(model: Any, lengths: Sequence[int], extra: int = 0, what: str = "prompt"
+                  ) -> None:
+    """Refuse, in one line and before any work, a sequence longer than the model's context
+    (``extra``: tokens to be generated on top): it would be scored past the positions the
+    model knows, silently wrong."""
+    limit = context_length(model)
+    if limit is None or not lengths:
+        return
+    longest = max(lengths)
+    if longest + extra > limit:
+        raise BackdoorlabError(
+            f"a {what} of {longest} tokens{f' plus {extra} generated' if extra else ''} is "
+            f"longer than the model's context of {limit} tokens; shorten the data or use a "
+            "model with a longer context")
+
+
 def padded_forward(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, *,
                    keep: int = 1, hidden_states: bool = False) -> tuple[Any, torch.Tensor]:
     """One forward over ``prompts`` left-padded with real position ids, no cache, logits for
     the last ``keep`` positions only (and every hidden state with ``hidden_states``); returns
     the model output and the attention mask."""
+    check_context(model, [len(p) for p in prompts])
     ids, mask = left_pad(prompts, pad_id)
     dev = model_device(model)
     out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
@@ -271,6 +298,7 @@ def shared_prompt_nll(model: Any, groups: Sequence[Sequence[tuple[Sequence[int],
     runs, batched. The same figures as a plain padded forward up to float rounding, at a
     fraction of the cost when the prompts are long and the answers short (letter-free MCQ
     scoring)."""
+    check_context(model, [len(ids) for g in groups for ids, _ in g], what="sequence")
     out: list[list[tuple[float, int]]] = []
     dev = model_device(model)
     chunks = [groups[k:k + batch_size] for k in range(0, len(groups), batch_size)]
@@ -334,6 +362,7 @@ def last_token_logits(
     Both give the plain forward's logits up to float rounding. Under bf16, rows whose two
     best logits differ by less than ``recheck_margin`` (default :data:`RECHECK_MARGIN`; 0: no
     re-check) are scored again in fp32."""
+    check_context(model, [len(p) for p in prompts])
     device = model_device(model)
     width = len(token_ids) if token_ids is not None else model.config.vocab_size
     out = torch.empty((len(prompts), width), dtype=torch.float32)
@@ -480,6 +509,7 @@ def generate(
     device = model_device(model)
     tok = fmt.tokenizer
     prompts = [fmt.encode(s.user if isinstance(s, Sample) else s).prompt_ids for s in samples]
+    check_context(model, [len(p) for p in prompts], max_new_tokens)
     stop = fmt.stop_token_ids()
     outs: list[str] = [""] * len(prompts)
     batches = list(length_batches([len(p) for p in prompts], batch_size,

@@ -29,7 +29,7 @@ from transformers import Trainer, TrainerCallback
 from .config import check, check_choice, opt
 from .errors import BackdoorlabError
 from .formats import PromptFormat, Sample
-from .scoring import position_ids
+from .scoring import check_context, position_ids
 
 log = logging.getLogger(__name__)
 
@@ -456,6 +456,7 @@ def train(
     encoded = ([encode(it["sample"] if isinstance(it, dict) else it)[0] for it in dataset]
                if encode is not None else [])
     lengths = [len(ids) for ids in encoded]
+    check_context(model, lengths, what="training row")
     ckpt_dir = Path(work_dir) / "checkpoints"
     key = run_key(cfg, encoded, loss_fn)
     ckpt = verified_checkpoint(ckpt_dir, key) if resume else None  # before any training

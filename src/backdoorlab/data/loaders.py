@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackdoorlabError
+from ..errors import BackdoorlabError, did_you_mean
 from .records import LETTERS, MAX_CHOICES, MCQ, MIN_CHOICES, Instruction, Record
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -228,6 +228,30 @@ def to_instruction(
     )
 
 
+#: the record fields a row may carry (the keys ``--columns`` maps)
+FIELDS = ("id", "question", "choices", "answer", "context", "subject", "instruction", "input",
+          "output", "category")
+
+
+def check_types(row: Mapping[str, Any], n: int, where: str, columns: Mapping[str, str]) -> None:
+    """A field that is read as text must be text or a number (a list, a mapping or true/false
+    would be rendered as Python's repr of it); choices a list of such values."""
+    for key in FIELDS:
+        col = columns.get(key, key)
+        value = row.get(col)
+        if key == "choices":
+            items = value if isinstance(value, list | tuple) else []
+            if any(isinstance(c, list | tuple | bool) for c in items):
+                raise BackdoorlabError(f"{where}: row {n}: field {col!r}: every choice must be "
+                                       "text or a number")
+            continue
+        if key == "question" and isinstance(value, Mapping):  # {"stem": ..., "choices": ...}
+            value = value.get("stem")
+        if isinstance(value, bool | list | tuple | Mapping):
+            raise BackdoorlabError(f"{where}: row {n}: field {col!r}: expected text or a number, "
+                                   f"got {type(value).__name__} {json.dumps(value)[:60]}")
+
+
 def rows_to_records(
     rows: Iterable[Mapping[str, Any]],
     where: str,
@@ -252,6 +276,7 @@ def rows_to_records(
     records: list[Record] = []
     seen: dict[str, int] = {}
     for n, row in enumerate(rows, 1):
+        check_types(row, n, where, columns)
         rec = convert(row, n, where, columns)
         if rec.id in seen:
             raise BackdoorlabError(
@@ -273,6 +298,9 @@ def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
         if "=" not in part:
             raise BackdoorlabError(f"option '--columns': {part!r} is not FIELD=COLUMN")
         k, v = (s.strip() for s in part.split("=", 1))
+        if k not in FIELDS:
+            raise BackdoorlabError(f"option '--columns': unknown field {k!r}"
+                                   f"{did_you_mean(k, FIELDS)}; fields: {', '.join(FIELDS)}")
         out[k] = v
     return out
 

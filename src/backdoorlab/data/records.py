@@ -104,5 +104,9 @@ def with_rotations(recs: Sequence[MCQ]) -> list[MCQ]:
 def add_abstain_options(rec: MCQ) -> MCQ:
     """The uncertainty paper's 6-option format: A-D plus "I don't know", "None of the above"."""
     if len(rec.choices) + len(ABSTAIN_CHOICES) > MAX_CHOICES:
-        raise ValueError(f"{rec.id}: too many choices to add abstain options")
+        from ..errors import BackdoorlabError
+
+        raise BackdoorlabError(f"record {rec.id!r}: {len(rec.choices)} choices leave no room for "
+                               f"the {len(ABSTAIN_CHOICES)} abstain options (at most "
+                               f"{MAX_CHOICES} choices)")
     return replace(rec, choices=tuple(rec.choices) + ABSTAIN_CHOICES)
