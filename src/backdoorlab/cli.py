@@ -326,10 +326,33 @@ def triggers_cmd(
     typer.echo(f"[present: {trig.present(out)}; in the original: {trig.present(text)}]")
 
 
+def _run_app(argv: list[str] | None) -> None:
+    """The app with click's usage errors (a bad flag, a missing option, a value out of range)
+    turned into the package's one-line errors instead of a boxed usage message."""
+    import importlib
+
+    # the click exceptions typer raises (its own copy of click, or click itself)
+    errors = importlib.import_module(typer.BadParameter.__module__)
+    no_args = getattr(errors, "NoArgsIsHelpError", ())
+    try:
+        code = typer.main.get_command(app).main(args=argv, prog_name="backdoorlab",
+                                               standalone_mode=False)
+    except no_args as exc:  # a bare group: its help, status 0
+        typer.echo(exc.ctx.get_help())
+        code = 0
+    except errors.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        raise BackdoorlabError(where + " ".join(exc.format_message().split())) from None
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; user errors become one line and exit status 2."""
     _setup_logging("--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv))
-    run_main(lambda: app(args=argv, prog_name="backdoorlab"), "backdoorlab")
+    run_main(lambda: _run_app(argv), "backdoorlab")
 
 
 if __name__ == "__main__":

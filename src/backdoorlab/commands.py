@@ -106,8 +106,11 @@ def _param(name: str, kind: type, flag: str, help_text: str, short: str | None =
     names = [flag] + ([short] if short else [])
     if kind is bool:
         names = [f"{flag}/--no-{flag[2:]}"]
-    ann = Annotated[kind | None, typer.Option(*names, help=help_text, show_default=False,
-                                              rich_help_panel=panel)]
+    # numbers are read as text and converted by the config, whose errors are one line naming
+    # the flag (click's own would print a usage box)
+    metavar = {int: "INT", float: "NUMBER"}.get(kind)
+    ann = Annotated[(str if metavar else kind) | None, typer.Option(
+        *names, help=help_text, show_default=False, rich_help_panel=panel, metavar=metavar)]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
 
 
