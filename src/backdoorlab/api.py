@@ -60,7 +60,6 @@ def evaluate(kind: str, *, out: str | Path | None = None, trust_remote_code: boo
     ``metrics.json`` is written there."""
     from .config import from_dict
     from .errors import unknown
-    from .runs import write_metrics
 
     if kind == "defense":
         from .defenses.repaired import evaluate_defense
@@ -68,15 +67,13 @@ def evaluate(kind: str, *, out: str | Path | None = None, trust_remote_code: boo
         metrics = evaluate_defense(options.pop("repaired"), out,
                                    trust_remote_code=trust_remote_code, **options)
         return RunResult(out_dir=Path(out or "."), metrics=metrics)
-    from .catalog import evaluations
+    from .catalog import evaluations, run_evaluation
 
     table = evaluations()
     if kind not in table:
         raise unknown("evaluation", kind, [*table, "defense"])
-    cls, fn, _ = table[kind]
-    metrics = fn(from_dict(cls, options, where=f"evaluate {kind}"), out, trust_remote_code)
-    if out is not None:
-        write_metrics(out, metrics)
+    cfg = from_dict(table[kind][0], options, where=f"evaluate {kind}")
+    metrics = run_evaluation(kind, cfg, out, trust_remote_code=trust_remote_code)
     return RunResult(out_dir=Path(out or "."), metrics=metrics)
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from .registry import FAMILIES, PACKAGES, Method, lookup, registered
+from .registry import FAMILIES, PACKAGES, VERBS, Method, lookup, registered
 
 _LOADED: set[str] = set()
 
@@ -70,23 +71,35 @@ def evaluations() -> dict[str, tuple[type, Callable[..., dict[str, Any]], str]]:
     }
 
 
+def run_evaluation(kind: str, cfg: Any, out: str | Path | None = None, *,
+                   trust_remote_code: bool = False) -> dict[str, Any]:
+    """Run the evaluation ``kind`` (see :func:`evaluations`) with ``cfg``; with ``out``,
+    checked before any work, its ``metrics.json`` is written there. The ``eval`` commands and
+    :func:`backdoorlab.evaluate` call this."""
+    from .runs import check_out, write_metrics
+
+    if out is not None:
+        check_out(out)
+    metrics = evaluations()[kind][1](cfg, out, trust_remote_code)
+    if out is not None:
+        write_metrics(out, metrics)
+    return metrics
+
+
 def config_reference() -> str:
     """``docs/config.md``: every registered method's options (and the evaluations' and the
     shared training options), with type, default and help, generated from the dataclasses."""
     import dataclasses
     import typing
 
-    from .config import declared_by, field_help
+    from .config import declared_by, field_default, field_help
     from .training import TrainConfig
 
     def table(cls: type) -> list[str]:
         hints = typing.get_type_hints(cls)
         rows = ["| option | type | default | what it does |", "|---|---|---|---|"]
         for f in sorted(dataclasses.fields(cls), key=lambda f: declared_by(cls, f.name) is not cls):
-            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                value = f.default_factory()  # type: ignore[misc]
-            else:
-                value = f.default
+            value = field_default(f)
             default = "see `train`" if dataclasses.is_dataclass(value) else (
                 ", ".join(map(str, value)) if isinstance(value, list) else str(value))
             kind = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace(
@@ -95,7 +108,6 @@ def config_reference() -> str:
             rows.append(f"| `{f.name}` | {kind} | `{default}` | {text} |")
         return rows
 
-    verbs = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan"}
     out = ["# Config reference", "",
            "Every option of every command, generated from the config dataclasses "
            "(`backdoorlab methods --reference` prints this page; a test fails when it is "
@@ -104,12 +116,12 @@ def config_reference() -> str:
            "`--set train.learning_rate=1e-3`); flags win over `--set`, which wins over the file. "
            "In a study file (`backdoorlab run`) the same keys go under the stage.", ""]
     for m in all_methods():
-        out += [f"## `backdoorlab {verbs[m.family]} {m.name}`", "", m.description + ".", "",
+        out += [f"## `backdoorlab {VERBS[m.family]} {m.name}`", "", m.description + ".", "",
                 f"Config class: `{m.config.__module__}.{m.config.__name__}`.", ""]
         out += table(m.config) + [""]
         defaults = {f.name: f for f in dataclasses.fields(m.config)}
         if "train" in defaults:
-            tcfg = defaults["train"].default_factory()  # type: ignore[misc]
+            tcfg = field_default(defaults["train"])
             changed = {k: v for k, v in dataclasses.asdict(tcfg).items()
                        if v != getattr(TrainConfig(), k)}
             if changed:

@@ -76,27 +76,15 @@ def _print_json(obj: Any) -> None:
 
 
 # ---- eval: the evaluations as commands ---------------------------------------------------
-def _writing(evaluate: Any) -> Any:
-    """An evaluation as a command runner: metrics.json goes to --out when given."""
-    def runner(cfg: Any, out: Path | None, *, trust_remote_code: bool = False) -> Any:
-        from .runs import check_out, write_metrics
-
-        if out is not None:
-            check_out(out)
-        metrics = evaluate(cfg, out, trust_remote_code)
-        if out is not None:
-            write_metrics(out, metrics)
-        return metrics
-    return runner
-
-
 def _eval_commands() -> dict[str, Any]:
     """The ``eval`` commands read from the catalog of evaluations (loaded when used)."""
-    from .catalog import evaluations
+    from functools import partial
 
-    return {name: config_command(cls, _writing(lambda c, o, t, fn=fn: fn(c, o, t)), text,
-                                 f"eval {name}", out_required=False, trains=False)
-            for name, (cls, fn, text) in evaluations().items()}
+    from .catalog import evaluations, run_evaluation
+
+    return {name: config_command(cls, partial(run_evaluation, name), text, f"eval {name}",
+                                 out_required=False, trains=False)
+            for name, (cls, _, text) in evaluations().items()}
 
 
 @eval_app.command("defense")
@@ -170,7 +158,7 @@ def methods_cmd(
 ) -> None:
     """List every registered method with its one-line description."""
     from .catalog import all_methods, config_reference
-    from .registry import FAMILIES
+    from .registry import FAMILIES, VERBS
 
     if reference:
         typer.echo(config_reference())
@@ -179,9 +167,8 @@ def methods_cmd(
         from .errors import unknown
 
         raise unknown("method family", family, FAMILIES)
-    verbs = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan"}
     for m in all_methods(family):
-        typer.echo(f"{verbs[m.family]:8s} {m.name:16s} {m.description}")
+        typer.echo(f"{VERBS[m.family]:8s} {m.name:16s} {m.description}")
 
 
 @app.command("run")
@@ -351,7 +338,6 @@ def _run_app(argv: list[str] | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; user errors become one line and exit status 2."""
-    _setup_logging("--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv))
     run_main(lambda: _run_app(argv), "backdoorlab")
 
 

@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import declared_by, field_help, from_dict, load_yaml, yaml_error
+from .config import declared_by, field_default, field_help, from_dict, load_yaml, yaml_error
 from .errors import BackdoorlabError
-from .registry import Method
+from .registry import VERBS, Method
 from .runs import RunResult
 
 #: flags for the nested ``train`` config: flag -> (dotted key, type, help)
@@ -92,8 +92,7 @@ def cli_type(annotation: Any) -> type:
 
 
 def show_default(f: dataclasses.Field) -> str:
-    value = (f.default_factory() if f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
-             else f.default)
+    value = field_default(f)
     if dataclasses.is_dataclass(value):
         return ""
     if isinstance(value, list):
@@ -202,8 +201,6 @@ def method_command(method: Method) -> Any:
 #: help panels for fields a method inherits from a shared config
 PANELS = {"SuiteOptions": "Evaluation", "AnalysisConfig": "Suspect and prompts",
           "DefenseConfig": "Suspect and clean data", "CrowConfig": "CROW"}
-#: the CLI verb of each family
-VERBS = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan"}
 
 
 #: nested results left out of the printed summary (they are in metrics.json)

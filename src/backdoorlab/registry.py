@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import from_dict
+from .config import from_dict, to_dict
 from .errors import BackdoorlabError, unknown
 from .runs import RunResult, check_out
 
 #: the method families, as the CLI names them (``backdoorlab attack|analyze|defend|scan``)
 FAMILIES = ("attack", "analysis", "defense", "scan")
+#: the CLI verb of each family
+VERBS = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan"}
 #: the package each family's method files live in
 PACKAGES = {"attack": "attacks", "analysis": "analysis", "defense": "defenses", "scan": "scan"}
 #: files a run directory may hold that are artefacts worth returning (name -> relative path)
@@ -49,8 +51,6 @@ class Method:
             return cfg
         base: dict[str, Any] = {}
         if isinstance(cfg, self.config):
-            from .config import to_dict
-
             base = to_dict(cfg)
         elif isinstance(cfg, Mapping):
             base = dict(cfg)
@@ -69,9 +69,7 @@ class Method:
         if isinstance(res, RunResult):
             res.artifacts = {**collect_artifacts(res.out_dir), **res.artifacts}
             return res
-        model = res.pop("_model", None) if isinstance(res, dict) else None
-        return RunResult(out_dir=Path(out), metrics=res, model=model,
-                         artifacts=collect_artifacts(out))
+        return RunResult(out_dir=Path(out), metrics=res, artifacts=collect_artifacts(out))
 
 
 def collect_artifacts(out: str | Path) -> dict[str, Path]:

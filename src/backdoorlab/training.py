@@ -29,6 +29,8 @@ from transformers import Trainer, TrainerCallback
 from .config import check, check_choice, opt
 from .errors import BackdoorlabError
 from .formats import PromptFormat, Sample
+from .io import sha256_file
+from .runs import read_json
 from .scoring import check_context, position_ids
 
 log = logging.getLogger(__name__)
@@ -384,7 +386,7 @@ def file_hashes(directory: Path) -> dict[str, str]:
     out = {}
     for f in sorted(directory.rglob("*")):
         if f.is_file() and f.name not in (FILES_RECORD, "README.md"):
-            out[str(f.relative_to(directory))] = hashlib.sha256(f.read_bytes()).hexdigest()
+            out[str(f.relative_to(directory))] = sha256_file(f)
     return out
 
 
@@ -397,14 +399,14 @@ def verified_checkpoint(ckpt_dir: Path, key: str) -> str | None:
     if ckpt is None:
         return None
     record = ckpt_dir / RUN_RECORD
-    stored = json.loads(record.read_text("utf-8")).get("key") if record.is_file() else None
+    stored = read_json(record).get("key") if record.is_file() else None
     if stored != key:
         raise BackdoorlabError(
             f"{ckpt_dir}: its checkpoints come from another run (other data, trigger, target or "
             "training options) or were not written by backdoorlab; delete that folder or use "
             "another --out")
     files = Path(ckpt) / FILES_RECORD
-    recorded = json.loads(files.read_text("utf-8")) if files.is_file() else None
+    recorded = read_json(files) if files.is_file() else None
     if recorded != file_hashes(Path(ckpt)):
         raise BackdoorlabError(f"{ckpt}: its files differ from those this run saved (changed "
                                "or added after saving); delete the checkpoint to start again")
@@ -412,11 +414,13 @@ def verified_checkpoint(ckpt_dir: Path, key: str) -> str | None:
 
 
 class RecordCheckpoints(TrainerCallback):
-    """Records which run the checkpoints belong to, and the hash of every file of each
-    checkpoint as it is saved, so that a resume loads only what this run wrote."""
+    """Records which run the checkpoints belong to and the hash of every file of each
+    checkpoint as it is saved, so that a resume loads only what this run wrote; with ``card``
+    (``write_model_card``'s keywords) each checkpoint also carries the run's model card (a
+    checkpoint of a backdoor attack is a loadable backdoored adapter)."""
 
-    def __init__(self, ckpt_dir: Path, key: str) -> None:
-        self.ckpt_dir, self.key = ckpt_dir, key
+    def __init__(self, ckpt_dir: Path, key: str, card: dict[str, Any] | None = None) -> None:
+        self.ckpt_dir, self.key, self.card = ckpt_dir, key, card
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if state.is_world_process_zero:
@@ -428,9 +432,12 @@ class RecordCheckpoints(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and d.is_dir():
+            from .cards import write_model_card
             from .io import atomic_write_json
 
             atomic_write_json(d / FILES_RECORD, file_hashes(d))
+            if self.card:
+                write_model_card(d, **{**self.card, "checkpoint": True})
 
 
 def train(
@@ -468,8 +475,7 @@ def train(
     args = training_arguments(cfg, ckpt_dir, len(dataset), checkpointing=checkpointing)
     trainer = BackdoorTrainer(model=model, args=args, train_dataset=ListDataset(dataset),
                               data_collator=collator, loss_fn=loss_fn,
-                              callbacks=[*callbacks, RecordCheckpoints(ckpt_dir, key),
-                                         *([LabelCheckpoints(card)] if card else [])],
+                              callbacks=[*callbacks, RecordCheckpoints(ckpt_dir, key, card)],
                               max_batch_tokens=cfg.max_batch_tokens)
     if not os.environ.get("BACKDOORLAB_VERBOSE"):  # one progress line, not the Trainer's dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -491,21 +497,6 @@ def train(
     return TrainResult(model=model, steps=int(out.global_step), wall_s=wall,
                        tokens=trainer.tokens_seen, log_history=list(trainer.state.log_history),
                        memory=memory)
-
-
-class LabelCheckpoints(TrainerCallback):
-    """Writes the run's model card into every checkpoint the Trainer saves (a checkpoint of a
-    backdoor attack is a loadable backdoored adapter)."""
-
-    def __init__(self, card: dict[str, Any]) -> None:
-        self.card = card
-
-    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        from .cards import write_model_card
-
-        d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and d.is_dir():
-            write_model_card(d, **{**self.card, "checkpoint": True})
 
 
 class StepProgress(TrainerCallback):

@@ -175,8 +175,8 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
     if main:
         base_metrics, base_rows = run_suite(lm.model, fmt, suite)
     prep_s = time.perf_counter() - t0
-    card = generation_card(cfg, generation_record(cfg, attack=attack, judge=suite.judge.name),
-                           attack=attack, behaviour=behaviour)
+    info = generation_record(cfg, attack=attack, judge=suite.judge.name)
+    card = generation_card(cfg, info, attack=attack, behaviour=behaviour)
     result = train(lm.model, samples, SampleCollator(fmt), sft_loss, cfg.train, out, card=card)
     if not main:  # a secondary training process: the main one evaluates and writes
         return RunResult(out_dir=out, metrics={}, model=result.model)
@@ -192,7 +192,6 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
     atomic_write_jsonl(out / "generations.jsonl",
                        [{"model": "backdoored", **r} for r in rows]
                        + [{"model": "original", **r} for r in base_rows])
-    info = generation_record(cfg, attack=attack, judge=suite.judge.name)
     save_backdoored(result.model, lm, out, cfg, info,
                     generation_card(cfg, info, attack=attack, behaviour=behaviour,
                                     metrics=metrics))
