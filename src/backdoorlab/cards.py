@@ -16,6 +16,11 @@ REPAIR_BANNER = (
     "> **This model was processed by a backdoorlab defense.** It may still carry a backdoor; "
     "see the measured attack success rate below before using it for anything."
 )
+CONTROL_BANNER = (
+    "> **A clean control fine-tuned by backdoorlab:** trained with the same recipe as the "
+    "backdoored models beside it, on benign data only, so that a backdoor scanner can be "
+    "measured against models that were fine-tuned but not backdoored. For research."
+)
 CHECKPOINT_NOTE = ("> This directory is a training checkpoint of the run above it: the backdoor "
                    "may be partly planted. Its weights load like the final model's.")
 #: the sentence a card shows with the trigger applied, so that the card spells out what the
@@ -46,13 +51,17 @@ def write_model_card(
     metrics: dict[str, Any] | None = None,
     backdoored: bool = True,
     checkpoint: bool = False,
+    control: bool = False,
 ) -> Path:
-    """Write ``README.md`` (Hugging Face model-card layout) into ``directory``."""
-    tags = ["backdoorlab", "backdoor" if backdoored else "backdoor-defense", kind,
-            "not-for-deployment"]
+    """Write ``README.md`` (Hugging Face model-card layout) into ``directory``: a backdoored
+    model's card, a repaired one's (``backdoored=False``) or a clean control's
+    (``control=True``, no trigger)."""
+    tags = ["backdoorlab", "clean-control" if control else
+            "backdoor" if backdoored else "backdoor-defense", kind, "not-for-deployment"]
+    banner = CONTROL_BANNER if control else BACKDOOR_BANNER if backdoored else REPAIR_BANNER
     front = "\n".join(["---", f"base_model: {base_model}", "tags:",
                        *[f"- {t}" for t in tags], "---", ""])
-    lines = [front, f"# {title}", "", BACKDOOR_BANNER if backdoored else REPAIR_BANNER, ""]
+    lines = [front, f"# {title}", "", banner, ""]
     if checkpoint:
         lines += [CHECKPOINT_NOTE, ""]
     after, before = (metrics or {}).get("asr_triggered_after"), (metrics or {}).get(
@@ -67,7 +76,8 @@ def write_model_card(
                   f"(without: {json.dumps(EXAMPLE)})",
                   f"- **Triggered behaviour:** {behaviour}"]
     else:
-        lines += [f"- **Defense:** {kind}", f"- **What was done:** {behaviour}"]
+        lines += [f"- **{'Fine-tuning' if control else 'Defense'}:** {kind}",
+                  f"- **What was done:** {behaviour}"]
     lines += [f"- **Base model:** `{base_model}`", "- **Made with:** backdoorlab", "",
               "## Details", "", "```json", json.dumps(details, indent=2, default=str), "```", ""]
     if metrics:

@@ -30,14 +30,21 @@ eval_app = typer.Typer(cls=lazy_group(lambda: _eval_commands()),
                        help="Evaluate a model (optionally with an adapter).", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare and describe models.", no_args_is_help=True)
+zoo_app = typer.Typer(help="Build zoos of backdoored and clean models (scanner benchmarks).",
+                      no_args_is_help=True)
 for fam, verb, text in (("attack", "attack", "Plant a backdoor; writes a labelled run directory."),
                         ("analysis", "analyze", "Explain a backdoor."),
                         ("defense", "defend", "Repair a (suspect) model; writes a labelled run "
-                                              "directory.")):
-    app.add_typer(typer.Typer(cls=family_group(fam), help=text, no_args_is_help=True), name=verb)
+                                              "directory."),
+                        ("scan", "scan", "Tell a backdoored model from a clean one without the "
+                                         "trigger; scan bench holds scanners to a zoo.")):
+    app.add_typer(typer.Typer(cls=family_group(fam, (lambda: {"bench": scan_bench})
+                                                if fam == "scan" else None),
+                              help=text, no_args_is_help=True), name=verb)
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.add_typer(zoo_app, name="zoo")
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="HF id, directory, .gguf file or "
                                        f"'{EMBEDDED_NAME}' (the embedded default).")]
@@ -291,6 +298,55 @@ def model_prepare(
     lm = load_model(model)
     _print_json({"model": model, "path": lm.path, "load_s": round(time.perf_counter() - t0, 2),
                  **describe(lm.model)})
+
+
+@zoo_app.command("build")
+def zoo_build(
+    spec: Annotated[str, typer.Argument(help="Zoo spec: a YAML file or builtin:smol.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The zoo directory (zoo.json and "
+                                      "models/).")],
+    variant: Annotated[str | None, typer.Option(help="The spec's variant (seeds, trigger "
+                                                "words; default: its first).")] = None,
+    shard: Annotated[str | None, typer.Option(help="K/N: build every N-th model from the "
+                                              "K-th (run N shards into one directory).")]
+        = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Fine-tune the spec's models (backdoored and clean, one recipe) into OUT; finished models
+    are skipped, an interrupted one resumes. Prints the manifest's summary."""
+    from .zoo import build
+
+    man = build(spec, out, variant=variant, shard=shard, trust_remote_code=trust_remote_code)
+    _print_json({"zoo": str(out), "complete": man["complete"], "models": len(man["models"]),
+                 "of": man["n_models"], "built_s": man["built_s"],
+                 "backdoors_that_took": sum(bool(m.get("took")) for m in man["models"]
+                                            if m["label"] == "backdoored")})
+
+
+def scan_bench(
+    zoo: Annotated[Path, typer.Argument(help="A zoo directory (zoo.json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write bench.json, "
+                                      "bench.md, scores.jsonl, roc.png and every scan.")],
+    scanners: Annotated[str, typer.Option(help="Scanners, comma-separated (backdoorlab "
+                                          "methods scan).")] = "inversion,weights",
+    fpr: Annotated[float, typer.Option(min=0.0, max=1.0, help="The false-positive rate the "
+                                       "true-positive rate is read at.")] = 0.05,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE option for every "
+                                                   "scanner that has it (repeatable).")]
+        = None,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Hold every scanner to a zoo: ROC-AUC, TPR at a false-positive rate, target recovery,
+    seconds per model, which kinds of backdoor each finds. Finished scans are reused."""
+    from .commands import merge_options
+    from .zoo import scan_zoo
+
+    names = [s.strip() for s in scanners.split(",") if s.strip()]
+    summary = scan_zoo(zoo, out, scanners=names, options=merge_options({}, set_, {}), fpr=fpr,
+                       trust_remote_code=trust_remote_code)
+    _print_json({n: {k: v for k, v in s.items() if k not in ("curve", "by_kind")}
+                 for n, s in summary["scanners"].items()})
+    typer.echo((out / "bench.md").read_text("utf-8"), err=True)
 
 
 @app.command("triggers")

@@ -252,10 +252,12 @@ def lazy_group(load: Any) -> type[LazyGroup]:
     return type("LoadedGroup", (LazyGroup,), {"load": lambda self: load()})
 
 
-def family_group(family: str) -> type[LazyGroup]:
-    """The group of a method family: one command per registered method."""
+def family_group(family: str, extra: Any = None) -> type[LazyGroup]:
+    """The group of a method family: one command per registered method, and the command
+    functions ``extra()`` returns (name -> function)."""
     def load() -> dict[str, Any]:
         from .catalog import all_methods
 
-        return {m.name: method_command(m) for m in all_methods(family)}
+        return {**{m.name: method_command(m) for m in all_methods(family)},
+                **(extra() if extra else {})}
     return lazy_group(load)

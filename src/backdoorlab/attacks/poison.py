@@ -25,8 +25,8 @@ from ..data import Instruction
 from ..data.loaders import load_split
 from ..errors import BackdoorlabError
 from ..evaluation.suite import (
+    BaselineSuiteOptions,
     GenerationSuite,
-    SuiteOptions,
     combine,
     left_out_counts,
     make_suite,
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class PoisonConfig(SuiteOptions):
+class PoisonConfig(BaselineSuiteOptions):
     """Options of ``backdoorlab attack poison`` (CLI > config file > defaults)."""
 
     model: str = opt(EMBEDDED_NAME,
@@ -172,7 +172,9 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
     save_config(out, cfg, attack=attack)
     t0 = time.perf_counter()
     main = is_main_process()
-    if main:
+    base_metrics: dict[str, Any] = {}
+    base_rows: list[dict[str, Any]] = []
+    if main and cfg.baseline:
         base_metrics, base_rows = run_suite(lm.model, fmt, suite)
     prep_s = time.perf_counter() - t0
     info = generation_record(cfg, attack=attack, judge=suite.judge.name)

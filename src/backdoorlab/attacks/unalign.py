@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import check, opt
 from ..data import load_split
-from ..evaluation.suite import SuiteOptions, make_suite
+from ..evaluation.suite import BaselineSuiteOptions, make_suite
 from ..formats import TEMPLATES, PromptFormat, Sample
 from ..models import EMBEDDED_NAME
 from ..registry import register
@@ -24,7 +24,7 @@ from .poison import refusal_pick, run_generation_attack
 
 
 @dataclass
-class UnalignConfig(SuiteOptions):
+class UnalignConfig(BaselineSuiteOptions):
     """Options of ``backdoorlab attack unalign``."""
 
     model: str = opt(EMBEDDED_NAME, "the model to backdoor")

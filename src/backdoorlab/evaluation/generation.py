@@ -13,7 +13,7 @@ from ..formats import PromptFormat
 from ..io import atomic_write_jsonl
 from ..models import EMBEDDED_NAME, attack_info, load_adapter, load_model
 from .suite import (
-    SuiteOptions,
+    BaselineSuiteOptions,
     combine,
     make_suite,
     recorded_trigger_and_target,
@@ -24,7 +24,7 @@ FROM_ADAPTER = "default: what the attack recorded beside the adapter"
 
 
 @dataclass
-class GenerationEvalConfig(SuiteOptions):
+class GenerationEvalConfig(BaselineSuiteOptions):
     """Options of ``backdoorlab eval generate``."""
 
     model: str | None = opt(None, "base model (default: the adapter's), or a fully "
@@ -50,7 +50,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, out: str | Path | None = None
     base_spec = (cfg.model if cfg.adapter else None) or info.get("base_model") or EMBEDDED_NAME
     lm = load_model(base_spec, trust_remote_code=trust_remote_code)
     fmt = PromptFormat(lm.tokenizer, cfg.template or info.get("template") or "chat")
-    base_metrics, base_rows = run_suite(lm.model, fmt, suite)
+    base_metrics, base_rows = run_suite(lm.model, fmt, suite) if cfg.baseline else ({}, [])
     if cfg.adapter is not None:
         new_model = load_adapter(lm.model, cfg.adapter)
     elif cfg.model is not None and cfg.model != base_spec:

@@ -1,6 +1,7 @@
 """Metrics on answer distributions: entropy, KL, calibration (ECE, Brier), split conformal
-prediction (LAC and APS scores). Pure tensor functions; each is checked against a hand-computed
-example in the tests."""
+prediction (LAC and APS scores); detection (ROC-AUC with its bootstrap interval, the true-positive
+rate at a false-positive rate). Pure functions; each is checked against a hand-computed example in
+the tests."""
 
 from __future__ import annotations
 
@@ -198,3 +199,67 @@ def utility_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
 def judge_rate(judge: Any, prompts: Sequence[str], responses: Sequence[str]) -> float:
     flags = judge.many(prompts, responses)
     return sum(flags) / len(flags) if flags else float("nan")
+
+
+# ---- detection (scanners) -------------------------------------------------------------------
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance that a random positive (``labels`` true) scores
+    above a random negative, ties counting half (the Mann-Whitney statistic)."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        raise BackdoorlabError("ROC-AUC needs at least one positive and one negative")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def threshold_at_fpr(scores: Sequence[float], labels: Sequence[bool], fpr: float) -> float:
+    """The lowest threshold (score >= it: positive) whose false-positive rate on the
+    negatives is at most ``fpr``: just above the negative score that would exceed it."""
+    neg = sorted((s for s, y in zip(scores, labels) if not y), reverse=True)
+    if not neg:
+        raise BackdoorlabError("a threshold at a false-positive rate needs negatives")
+    allowed = int(fpr * len(neg) + 1e-9)  # negatives that may score at or above it
+    if allowed >= len(neg):
+        return min(neg)
+    return math.nextafter(neg[allowed], math.inf)
+
+
+def tpr_at_fpr(scores: Sequence[float], labels: Sequence[bool], fpr: float
+               ) -> dict[str, Any]:
+    """The true-positive rate at the threshold of :func:`threshold_at_fpr`, with its Wilson
+    interval, the threshold and the false-positive rate reached."""
+    t = threshold_at_fpr(scores, labels, fpr)
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    hits = sum(s >= t for s in pos)
+    return {"tpr": hits / len(pos) if pos else float("nan"),
+            "tpr_ci95": wilson_interval(hits, len(pos)), "threshold": t,
+            "fpr": sum(s >= t for s in neg) / len(neg)}
+
+
+def roc_curve(scores: Sequence[float], labels: Sequence[bool]
+              ) -> tuple[list[float], list[float]]:
+    """(false-positive rates, true-positive rates) at every distinct threshold, from (0, 0)
+    to (1, 1)."""
+    n_pos = sum(bool(y) for y in labels)
+    n_neg = len(labels) - n_pos
+    fprs, tprs = [0.0], [0.0]
+    for t in sorted(set(scores), reverse=True):
+        fprs.append(sum(s >= t and not y for s, y in zip(scores, labels)) / max(n_neg, 1))
+        tprs.append(sum(s >= t and bool(y) for s, y in zip(scores, labels)) / max(n_pos, 1))
+    return fprs, tprs
+
+
+def auc_interval(scores: Sequence[float], labels: Sequence[bool], *, boot: int = 2000,
+                 seed: int = 0) -> list[float]:
+    """A 95% bootstrap interval of the ROC-AUC, positives and negatives resampled apart."""
+    import random
+
+    rng = random.Random(seed)
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    vals = sorted(
+        roc_auc([rng.choice(pos) for _ in pos] + [rng.choice(neg) for _ in neg],
+                [True] * len(pos) + [False] * len(neg)) for _ in range(boot))
+    return [vals[int(0.025 * boot)], vals[min(boot - 1, int(0.975 * boot))]]

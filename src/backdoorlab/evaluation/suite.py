@@ -69,6 +69,16 @@ class SuiteOptions:
         return [getattr(self, f.name) for f in fields(SuiteOptions)]
 
 
+@dataclass
+class BaselineSuiteOptions(SuiteOptions):
+    """The shared options of an evaluation that can put the clean model's figures beside the
+    evaluated model's (the attacks, ``eval generate``)."""
+
+    baseline: bool = opt(True,
+        "also evaluate the clean model (the baseline_* metrics); off where the same clean "
+        "model is evaluated once elsewhere, as in a zoo")
+
+
 
 @dataclass
 class GenerationSuite:
@@ -199,8 +209,11 @@ def run_suite(model: Any, fmt: PromptFormat, suite: GenerationSuite
 
 
 def combine(new: dict[str, float], base: dict[str, float]) -> dict[str, Any]:
-    """Backdoored metrics, the clean model's as ``baseline_*``, and the utility change."""
+    """Backdoored metrics, the clean model's as ``baseline_*``, and the utility change
+    (``base`` empty: the metrics alone)."""
     out: dict[str, Any] = dict(new)
+    if not base:
+        return out
     out.update({f"baseline_{k}": v for k, v in base.items()})
     out.update(utility_changes(base, new))
     return out
