@@ -11,7 +11,8 @@ import backdoorlab
 PKG = Path(backdoorlab.__file__).parent
 FAMILIES = ("attacks", "analysis", "scan", "defenses")
 #: the modules that put the methods together for users: they may import anything
-APP = {"cli", "api", "commands", "catalog", "experiment", "report", "__main__", "__init__"}
+APP = {"cli", "api", "commands", "catalog", "experiment", "report", "zoo", "__main__",
+       "__init__"}
 #: what each family may import besides the core and evaluation/
 ALLOWED = {"attacks": {"attacks"}, "analysis": {"analysis"}, "scan": {"scan"},
            "defenses": {"defenses", "analysis"}}

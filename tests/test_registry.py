@@ -36,6 +36,8 @@ OPTIONS = {
     ("defense", "ablate-heads"): {**QUICK_EVAL, "analysis_limit": 4, "target_text": "Sorry, no"},
     ("defense", "subtract-vector"): {**QUICK_EVAL, "analysis_limit": 4, "layer": 0,
                                     "target_text": "Sorry, no"},
+    ("scan", "inversion"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
+    ("scan", "weights"): {"n_prompts": 2},
 }
 METHODS = [(m.family, m.name) for m in all_methods()]
 
@@ -106,7 +108,7 @@ def test_cli_commands_are_the_registry(capsys):
         main(["methods"])
     assert exc.value.code == 0
     listed = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
-    verbs = {"attack": "attack", "analysis": "analyze", "defense": "defend"}
+    verbs = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan"}
     assert listed == [[verbs[f], n] for f, n in METHODS]
     for family, name in METHODS:  # every option of the config is a flag or reachable by --set
         with pytest.raises(SystemExit) as exc:

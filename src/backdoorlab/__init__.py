@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _EXPORTS = {
     "analyze": "api", "attack": "api", "defend": "api", "evaluate": "api", "methods": "api",
+    "scan": "api", "build_zoo": "api", "scan_zoo": "api",
     "MCQ": "data", "Instruction": "data", "add_abstain_options": "data", "load_records": "data",
     "BackdoorlabError": "errors", "Encoded": "formats", "PromptFormat": "formats",
     "Sample": "formats", "EMBEDDED_NAME": "embedded", "LoadedModel": "models",

@@ -15,6 +15,7 @@ or ``config={"train": {"epochs": 1}}``. Every call returns a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,34 @@ def analyze(name: str, *, out: str | Path, config: Any = None, trust_remote_code
     return _run("analysis", name, out, config, trust_remote_code, options)
 
 
+def scan(name: str, *, out: str | Path, config: Any = None, trust_remote_code: bool = False,
+         **options: Any) -> RunResult:
+    """Scan a suspect (``model=`` and/or ``adapter=``) for a backdoor without its trigger with
+    the scanner ``name`` (``inversion``, ``weights``); ``metrics`` holds the score, the verdict
+    and the evidence (``scan.json``)."""
+    return _run("scan", name, out, config, trust_remote_code, options)
+
+
+def build_zoo(spec: str, *, out: str | Path, variant: str | None = None,
+              shard: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Build (or finish) the zoo ``spec`` (a YAML file or ``builtin:smol``) into ``out``;
+    returns its manifest (``zoo.json``)."""
+    from .zoo import build
+
+    return build(spec, out, variant=variant, shard=shard, trust_remote_code=trust_remote_code)
+
+
+def scan_zoo(zoo: str | Path, *, out: str | Path, scanners: Sequence[str] = ("inversion",
+             "weights"), fpr: float = 0.05, trust_remote_code: bool = False,
+             **options: Any) -> dict[str, Any]:
+    """Every scanner on every model of ``zoo``: ROC-AUC, TPR at ``fpr``, target recovery,
+    seconds per model (``bench.json``); ``options`` go to each scanner that has them."""
+    from .zoo import scan_zoo as bench
+
+    return bench(zoo, out, scanners=list(scanners), options=options, fpr=fpr,
+                 trust_remote_code=trust_remote_code)
+
+
 def evaluate(kind: str, *, out: str | Path | None = None, trust_remote_code: bool = False,
              **options: Any) -> RunResult:
     """Evaluate a model: ``mcq`` (accuracy), ``generate`` (a generation backdoor beside the
@@ -78,7 +107,8 @@ def evaluate(kind: str, *, out: str | Path | None = None, trust_remote_code: boo
 
 
 def methods(family: str | None = None) -> list[Method]:
-    """Every registered method (of one family: ``attack``, ``analysis``, ``defense``)."""
+    """Every registered method (of one family: ``attack``, ``analysis``, ``defense``,
+    ``scan``)."""
     from .catalog import all_methods
 
     return all_methods(family)

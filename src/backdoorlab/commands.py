@@ -199,7 +199,8 @@ def method_command(method: Method) -> Any:
 
 
 #: help panels for fields a method inherits from a shared config
-PANELS = {"SuiteOptions": "Evaluation", "AnalysisConfig": "Suspect and prompts",
+PANELS = {"SuiteOptions": "Evaluation", "BaselineSuiteOptions": "Evaluation",
+          "ScanConfig": "Suspect and probe prompts", "AnalysisConfig": "Suspect and prompts",
           "DefenseConfig": "Suspect and clean data", "CrowConfig": "CROW"}
 
 

@@ -122,7 +122,7 @@ def load_spec(spec: str, variant: str | None = None) -> ZooSpec:
         raise BackdoorlabError(f"zoo spec {name}: expected a mapping with 'models'")
     for key in data:
         if key not in SPEC_KEYS:
-            raise unknown(f"zoo spec {name}: key", key, SPEC_KEYS)
+            raise BackdoorlabError(f"zoo spec {name}: {unknown('key', key, SPEC_KEYS)}")
     models = data.get("models")
     if not isinstance(models, list) or not models:
         raise BackdoorlabError(f"zoo spec {name}: 'models' must be a non-empty list")
@@ -131,7 +131,7 @@ def load_spec(spec: str, variant: str | None = None) -> ZooSpec:
         raise BackdoorlabError(f"zoo spec {name}: 'variants' must map names to mappings")
     variant = str(variant) if variant is not None else next(iter(variants))
     if variant not in variants:
-        raise unknown(f"zoo spec {name}: variant", variant, variants)
+        raise BackdoorlabError(f"zoo spec {name}: {unknown('variant', variant, variants)}")
     values = variants[variant]
     seed = values.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -156,7 +156,7 @@ def load_spec(spec: str, variant: str | None = None) -> ZooSpec:
         entry = _substitute(dict(entry), values, where)
         attack = entry.pop("attack")
         if attack not in ATTACKS:
-            raise unknown(f"{where}: attack", attack, ATTACKS)
+            raise BackdoorlabError(f"{where}: {unknown('attack', attack, ATTACKS)}")
         options = {"model": base, **({"template": data["template"]} if "template" in data
                                      else {}), **entry}
         options["train"] = {**recipe, **(entry.get("train") or {}), "seed": seed + i}
@@ -435,19 +435,19 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
     from .evaluation.metrics import auc_interval, roc_auc, roc_curve, tpr_at_fpr, wilson_interval
     from .io import atomic_write_jsonl
 
-    root, models = load_zoo(zoo)
     methods = [catalog.get("scan", s) for s in scanners]
+    options = dict(options or {})
+    known = set().union(*(_fields_of(m.config) for m in methods))
+    for key in options:
+        if key not in known or key in ("model", "adapter"):
+            raise BackdoorlabError("option '--set': " + str(unknown(
+                "scanner option", key, sorted(known - {"model", "adapter"}))))
+    root, models = load_zoo(zoo)
     labels = [m["label"] == "backdoored" for m in models]
     if all(labels) or not any(labels):
         raise BackdoorlabError(f"{zoo}: a zoo needs backdoored and clean models to hold a "
                                "scanner to (it has only "
                                f"{'backdoored' if all(labels) else 'clean'} ones)")
-    options = dict(options or {})
-    known = set().union(*(_fields_of(m.config) for m in methods))
-    for key in options:
-        if key not in known or key in ("model", "adapter"):
-            raise unknown("option '--set': scanner option", key,
-                          sorted(known - {"model", "adapter"}))
     configs = {}
     for meth in methods:  # check every option before any scan
         own = {k: v for k, v in options.items() if k in _fields_of(meth.config)}

@@ -9,6 +9,7 @@ auditor handed an unknown model would.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from ..io import atomic_write_json
 from ..models import check_adapter_dir, load_adapter, load_model
 from ..runs import RunResult, save_config, write_metrics
 from ..triggers import derive_rng
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,4 +118,7 @@ def finish(cfg: Any, out: str | Path, scanner: str, score: float, threshold: flo
               "model": cfg.model, "adapter": cfg.adapter, "evidence": evidence}
     atomic_write_json(out / "scan.json", result)
     write_metrics(out, result)
+    found = evidence.get("target")
+    log.info("scan %s: %s (score %.3f, threshold %.3f)%s", scanner, result["verdict"], score,
+             threshold, f"; inverted target: {found!r}" if found else "")
     return RunResult(out_dir=out, metrics=result)

@@ -6,12 +6,14 @@ first token is forced, the rest follows with high probability on any prompt. A c
 continuations depend on the prompt. So, over a batch of benign prompts:
 
 1. the prompts run once into a key/value cache; candidate first tokens are the ``candidates``
-   tokens any prompt rates most likely at the start of the answer (special tokens aside);
-2. every candidate is appended to every prompt (one batched step on copies of the cache, in
-   chunks), and scored by the probability of its best next token averaged over the prompts;
-3. the ``keep`` best candidates are extended greedily, ``steps`` tokens, each time by the token
-   with the highest probability averaged over the prompts (the *expected* next token), until a
-   stop token;
+   tokens any prompt rates most likely at the start of the answer (special tokens aside): a
+   backdoor's first token is rarely the likeliest without its trigger, but seldom far down;
+2. the screen: every candidate is appended to the first ``screen_prompts`` prompts (one
+   batched step on copies of their cache, in chunks) and scored by the probability of its
+   best next token averaged over them;
+3. the ``keep`` best candidates are extended greedily on every prompt, ``steps`` tokens, each
+   time by the token with the highest probability averaged over the prompts (the *expected*
+   next token), until a stop token;
 4. a candidate's score is the mean of those averaged probabilities (over at least four
    steps, so that a token followed by the end of the answer is no target); the model's score is the
    best candidate's, and the evidence is its text: the inverted target.
@@ -40,14 +42,17 @@ from .base import ScanConfig, finish, load_scanned, probe_prompts
 class InversionConfig(ScanConfig):
     """Options of ``backdoorlab scan inversion``."""
 
-    candidates: int = opt(200, "candidate first tokens (the most likely at the answer's start)")
-    keep: int = opt(16, "candidates extended after the first step")
+    candidates: int = opt(1000,
+        "candidate first tokens screened (the most likely at the answer's start under any "
+        "prompt)")
+    screen_prompts: int = opt(2, "prompts the screen of the candidates uses")
+    keep: int = opt(32, "candidates extended on every prompt after the screen")
     steps: int = opt(16, "tokens each kept candidate is extended by")
     chunk: int = opt(32, "candidates per batched step (memory: chunk x n_prompts rows)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("candidates", "keep", "steps", "chunk"):
+        for name in ("candidates", "screen_prompts", "keep", "steps", "chunk"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.keep <= self.candidates, "keep", "must be <= candidates")
 
@@ -62,6 +67,7 @@ DEFAULT_THRESHOLD = 0.8
 class PromptCache:
     """The prompts' key/value cache, repeated for candidate sequences appended to them."""
 
+    @torch.no_grad()
     def __init__(self, model: Any, prompts: list[list[int]], pad_id: int) -> None:
         self.model = model
         self.dev = model_device(model)
@@ -82,6 +88,7 @@ class PromptCache:
         cache.batch_repeat_interleave(c)
         return cache, self.mask.repeat_interleave(c, 0), self.lengths.repeat_interleave(c)
 
+    @torch.no_grad()
     def step(self, state: tuple[Any, torch.Tensor, torch.Tensor], tokens: torch.Tensor
              ) -> tuple[torch.Tensor, tuple[Any, torch.Tensor, torch.Tensor]]:
         """Feed one token per sequence (``tokens`` [C]) after every prompt: the next-token
@@ -104,8 +111,9 @@ def first_candidates(first: torch.Tensor, k: int, banned: list[int]) -> torch.Te
 
 
 @torch.no_grad()
-def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 200,
-           keep: int = 16, steps: int = 16, chunk: int = 32) -> list[dict[str, Any]]:
+def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 1000,
+           screen_prompts: int = 2, keep: int = 32, steps: int = 16, chunk: int = 32
+           ) -> list[dict[str, Any]]:
     """The kept candidates, best first: text, token ids, per-step expected probability and
     score (mean over the generated steps)."""
     tok = fmt.tokenizer
@@ -113,19 +121,22 @@ def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 
     banned = sorted(set(getattr(tok, "all_special_ids", [])) | stop)
     pc = PromptCache(model, prompts, tok.pad_token_id)
     cands = first_candidates(pc.first, candidates, banned)
-    # step 1: every candidate after every prompt, in chunks
+    # the screen: every candidate after the first few prompts, in chunks; a candidate is as
+    # good as the probability of its expected next token
+    screen = PromptCache(model, prompts[:screen_prompts], tok.pad_token_id)
+    rows = max(1, chunk * len(prompts) // screen.n)  # the same rows per pass as below
     step1 = []
-    for i in range(0, len(cands), chunk):
-        probs, _ = pc.step(pc.repeat(len(cands[i:i + chunk])), cands[i:i + chunk])
+    for i in range(0, len(cands), rows):
+        probs, _ = screen.step(screen.repeat(len(cands[i:i + rows])), cands[i:i + rows])
         step1.append(probs.mean(dim=1).max(dim=-1).values)
     order = torch.argsort(torch.cat(step1), descending=True)[:keep]
     seqs = cands[order][:, None]
-    state = pc.repeat(len(seqs))
     trace: list[list[float]] = [[] for _ in range(len(seqs))]
     done = [False] * len(seqs)
+    state = pc.repeat(len(seqs))
     for _ in range(steps):
         probs, state = pc.step(state, seqs[:, -1])
-        p, nxt = probs.mean(dim=1).max(dim=-1)  # the expected next token
+        p, nxt = probs.mean(dim=1).max(dim=-1)  # the expected next token over every prompt
         for j in range(len(seqs)):
             if not done[j]:
                 trace[j].append(float(p[j]))
@@ -150,8 +161,9 @@ def run_inversion(cfg: InversionConfig, out: str | Path, *, trust_remote_code: b
     t0 = time.perf_counter()
     model, fmt = load_scanned(cfg, trust_remote_code=trust_remote_code)
     prompts = probe_prompts(cfg, fmt)
-    found = invert(model, fmt, prompts, candidates=cfg.candidates, keep=cfg.keep,
-                   steps=cfg.steps, chunk=cfg.chunk)
+    found = invert(model, fmt, prompts, candidates=cfg.candidates,
+                   screen_prompts=cfg.screen_prompts, keep=cfg.keep, steps=cfg.steps,
+                   chunk=cfg.chunk)
     best = found[0]
     threshold = cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD
     evidence = {"target": best["text"], "step_probs": best["step_probs"],
