@@ -193,7 +193,8 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
 
 # ---- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv,message", [
-    (["zoo", "build", "SPEC", "--out", "OUT"], "model 1: unknown attack 'poisson' (did you mean 'poison'"),
+    (["zoo", "build", "SPEC", "--out", "OUT"],
+     "model 1: unknown attack 'poisson' (did you mean 'poison'"),
     (["zoo", "build", "builtin:smol", "--variant", "z", "--out", "OUT"], "unknown variant 'z'"),
     (["zoo", "build", "builtin:smol", "--shard", "3/2", "--out", "OUT"], "option 'shard'"),
     (["scan", "bench", "EMPTY", "--out", "OUT"], "no finished models"),
