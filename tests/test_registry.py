@@ -37,6 +37,7 @@ OPTIONS = {
     ("defense", "subtract-vector"): {**QUICK_EVAL, "analysis_limit": 4, "layer": 0,
                                     "target_text": "Sorry, no"},
     ("scan", "inversion"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
+    ("scan", "contrast"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
     ("scan", "weights"): {"n_prompts": 2},
 }
 METHODS = [(m.family, m.name) for m in all_methods()]

@@ -56,8 +56,8 @@ def analyze(name: str, *, out: str | Path, config: Any = None, trust_remote_code
 def scan(name: str, *, out: str | Path, config: Any = None, trust_remote_code: bool = False,
          **options: Any) -> RunResult:
     """Scan a suspect (``model=`` and/or ``adapter=``) for a backdoor without its trigger with
-    the scanner ``name`` (``inversion``, ``weights``); ``metrics`` holds the score, the verdict
-    and the evidence (``scan.json``)."""
+    the scanner ``name`` (``inversion``, ``contrast``, ``weights``); ``metrics`` holds the
+    score, the verdict and the evidence (``scan.json``)."""
     return _run("scan", name, out, config, trust_remote_code, options)
 
 
@@ -70,9 +70,9 @@ def build_zoo(spec: str, *, out: str | Path, variant: str | None = None,
     return build(spec, out, variant=variant, shard=shard, trust_remote_code=trust_remote_code)
 
 
-def scan_zoo(zoo: str | Path, *, out: str | Path, scanners: Sequence[str] = ("inversion",
-             "weights"), fpr: float = 0.05, trust_remote_code: bool = False,
-             **options: Any) -> dict[str, Any]:
+def scan_zoo(zoo: str | Path, *, out: str | Path,
+             scanners: Sequence[str] = ("inversion", "contrast", "weights"),
+             fpr: float = 0.05, trust_remote_code: bool = False, **options: Any) -> dict[str, Any]:
     """Every scanner on every model of ``zoo``: ROC-AUC, TPR at ``fpr``, target recovery,
     seconds per model (``bench.json``); ``options`` go to each scanner that has them."""
     from .zoo import scan_zoo as bench

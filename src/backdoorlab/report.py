@@ -198,8 +198,14 @@ def _has_strict(cols: Sequence[tuple[str, str]]) -> bool:
     return any(k == "asr_strict" for k, _ in cols)
 
 
-def _table_html(rows: Sequence[dict[str, Any]]) -> str:
-    cols = _columns(rows)
+SCAN_COLUMNS = [("scan", "scan"), ("scanner", "scanner"), ("verdict", "verdict"),
+                ("score", "score"), ("threshold", "threshold"), ("found", "inverted target"),
+                ("seconds", "seconds")]
+
+
+def _table_html(rows: Sequence[dict[str, Any]],
+                cols: Sequence[tuple[str, str]] | None = None) -> str:
+    cols = cols or _columns(rows)
     head = "<tr>" + "".join(f"<th>{html.escape(t)}</th>" for _, t in cols) + "</tr>"
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k, _ in cols)
                    + "</tr>" for r in rows)
@@ -220,8 +226,9 @@ def _stage_cost(run: Path, name: str, rec: dict[str, Any]) -> str:
     return out
 
 
-def _table_md(rows: Sequence[dict[str, Any]]) -> list[str]:
-    cols = _columns(rows)
+def _table_md(rows: Sequence[dict[str, Any]],
+              cols: Sequence[tuple[str, str]] | None = None) -> list[str]:
+    cols = cols or _columns(rows)
     lines = ["| " + " | ".join(t for _, t in cols) + " |",
              "|---|" + "---:|" * (len(cols) - 1)]
     lines += ["| " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
@@ -243,6 +250,21 @@ def _describe(run: Path) -> str:
            f"{html.escape(str(cfg.get('model') or att.get('model') or '?'))}</code>"
 
 
+def scan_rows(run: Path) -> list[dict[str, Any]]:
+    """One row per scan in the run (``scan.json`` at its top or one folder down): scanner,
+    verdict, score, threshold and what it found."""
+    rows = []
+    for path in [run / "scan.json", *sorted(run.glob("*/scan.json"))]:
+        res = _read(path)
+        if isinstance(res, dict) and "scanner" in res:
+            ev = res.get("evidence") or {}
+            rows.append({"scan": str(path.parent.relative_to(run)) or ".",
+                         "scanner": res["scanner"], "verdict": res.get("verdict"),
+                         "score": res.get("score"), "threshold": res.get("threshold"),
+                         "found": ev.get("target", ""), "seconds": res.get("seconds")})
+    return rows
+
+
 def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
                  title: str = "backdoorlab report") -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` into ``out_dir`` for one or more runs."""
@@ -262,6 +284,15 @@ def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
         if rows:
             parts.append(_table_html(rows))
             md += _table_md(rows) + [""]
+        scans = scan_rows(run)
+        if scans:
+            parts.append("<h3>Scans (no trigger given)</h3>" + _table_html(scans, SCAN_COLUMNS))
+            md += ["### Scans (no trigger given)", ""] + _table_md(scans, SCAN_COLUMNS) + [""]
+        bench = run / "bench.md"
+        if bench.is_file():
+            text = bench.read_text("utf-8")
+            parts.append(f"<h3>Scanners on the zoo</h3><pre>{html.escape(text)}</pre>")
+            md += ["### Scanners on the zoo", "", text, ""]
         stages = _read(run / "stages.json") or {}
         if stages:
             line = "Stage wall time and peak memory: " + ", ".join(
