@@ -349,12 +349,27 @@ def attack_info(*dirs: str | os.PathLike | None) -> dict[str, Any]:
     return {}
 
 
+def adapter_base(adapter: str | os.PathLike) -> str | None:
+    """The base model an adapter's own config names (``adapter_config.json``)."""
+    import json
+
+    try:
+        conf = json.loads((Path(adapter) / "adapter_config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return conf.get("base_model_name_or_path") or None if isinstance(conf, dict) else None
+
+
 def load_suspect(model: str | None = None, adapter: str | os.PathLike | None = None, *,
                  trainable: bool = False, dtype: str = "float32",
-                 trust_remote_code: bool = False) -> Suspect:
+                 trust_remote_code: bool = False, record: bool = True) -> Suspect:
     """Load ``model`` (default: the adapter's base model, else the embedded one) with
-    ``adapter`` applied; one loader for every analysis and defense."""
-    info = attack_info(adapter, model)
+    ``adapter`` applied; one loader for every analysis, defense and scanner. ``record=False``
+    (the scanners) leaves what an attack recorded beside the weights unread: the base is then
+    the one the adapter's own config names."""
+    info = attack_info(adapter, model) if record else {}
+    if not record and adapter and not model:
+        model = adapter_base(adapter)
     base = (model if adapter else None) or (None if model else info.get("base_model"))
     lm = load_model(base or model or EMBEDDED_NAME, dtype=dtype,
                     trust_remote_code=trust_remote_code)

@@ -8,7 +8,6 @@ auditor handed an unknown model would.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from ..embedded import EMBEDDED_NAME
 from ..errors import BackdoorlabError
 from ..formats import TEMPLATES, PromptFormat
 from ..io import atomic_write_json
-from ..models import check_adapter_dir, load_adapter, load_model
+from ..models import adapter_base, check_adapter_dir, load_suspect
 from ..runs import RunResult, save_config, write_metrics
 from ..triggers import derive_rng
 
@@ -56,15 +55,6 @@ class ScanConfig:
             check_adapter_dir(self.adapter)
 
 
-def adapter_base(adapter: str | Path) -> str | None:
-    """The base model an adapter's own config names (``adapter_config.json``)."""
-    path = Path(adapter) / "adapter_config.json"
-    try:
-        return json.loads(path.read_text("utf-8")).get("base_model_name_or_path") or None
-    except (OSError, ValueError):
-        return None
-
-
 def base_spec(cfg: ScanConfig) -> str:
     """The clean reference: ``base``, else the adapter's base model, else the embedded one."""
     return cfg.base or (adapter_base(cfg.adapter) if cfg.adapter else None) or EMBEDDED_NAME
@@ -73,16 +63,13 @@ def base_spec(cfg: ScanConfig) -> str:
 def load_scanned(cfg: ScanConfig, *, merge: bool = True, trust_remote_code: bool = False
                  ) -> tuple[Any, PromptFormat]:
     """The suspect (adapter merged into its base for speed unless ``merge`` is false), in
-    eval mode, and the prompt format."""
-    spec = cfg.model or (adapter_base(cfg.adapter) if cfg.adapter else None) or EMBEDDED_NAME
-    lm = load_model(spec, trust_remote_code=trust_remote_code)
-    model = lm.model
-    if cfg.adapter:
-        model = load_adapter(model, cfg.adapter)
-        if merge:
-            model = model.merge_and_unload()
-    model.eval()
-    return model, PromptFormat(lm.tokenizer, cfg.template)
+    eval mode, and the prompt format; nothing an attack recorded beside it is read."""
+    suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code,
+                           record=False)
+    model = suspect.model
+    if cfg.adapter and merge:
+        model = model.merge_and_unload().eval()
+    return model, PromptFormat(suspect.lm.tokenizer, cfg.template)
 
 
 def check_same_vocabulary(suspect_tok: Any, base_tok: Any, base: str) -> None:
