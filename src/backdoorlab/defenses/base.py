@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cards import write_model_card
+from ..cards import save_labelled, write_model_card
 from ..config import check, opt, to_dict
 from ..data import load_records
 from ..errors import BackdoorlabError
@@ -108,6 +108,24 @@ def clean_samples(cfg: DefenseConfig, fmt: PromptFormat, records: list[Any] | No
     return [fmt.sample(r, response=r.output) for r in recs]
 
 
+def repair_card(name: str, cfg: DefenseConfig, suspect: Suspect, trigger: str | None,
+                what: str, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model card of a repaired model (``write_model_card`` keywords); written with the
+    weights when they are saved and again, with the measured ASR, after the evaluation."""
+    return dict(title=f"Model after the {name} defense (backdoorlab)",
+                base_model=str(suspect.info.get("base_model") or cfg.model or "unknown"),
+                kind=name, trigger=None, behaviour=what,
+                details={"config": to_dict(cfg), "suspected_trigger": trigger,
+                         "suspect_adapter": cfg.adapter},
+                metrics=metrics, backdoored=False)
+
+
+def save_repaired(model: Any, target: Path, card: dict[str, Any], tokenizer: Any = None
+                  ) -> Path:
+    """The repaired weights and their card, appearing together (``save_labelled``)."""
+    return save_labelled(model, target, card, tokenizer=tokenizer)
+
+
 def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
                 repair: Callable[[Suspect, AttackEval, Path], dict[str, Any]],
                 validate: Callable[[Any], None] | None = None, trainable: bool = False,
@@ -168,12 +186,8 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
                                         "mcq_accuracy_rotated_before",
                                         "mcq_accuracy_rotated_after")
                 if k in metrics}
-    write_model_card(card_dir, title=f"Model after the {name} defense (backdoorlab)",
-                     base_model=str(record["base_model"] or "unknown"), kind=name,
-                     trigger=None, behaviour=res["what"],
-                     details={"config": to_dict(cfg), "suspected_trigger": ev.trigger,
-                              "suspect_adapter": cfg.adapter},
-                     metrics=headline or None, backdoored=False)
+    write_model_card(card_dir, **repair_card(name, cfg, suspect, ev.trigger, res["what"],
+                                             headline or None))
     return metrics
 
 

@@ -28,7 +28,7 @@ from ..models import Suspect
 from ..registry import register
 from ..scoring import position_ids
 from ..training import SampleCollator, TrainConfig, train
-from .base import DefenseConfig, run_defense
+from .base import DefenseConfig, repair_card, run_defense, save_repaired
 
 
 def layer_consistency(hidden: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -131,13 +131,13 @@ def run_crow(cfg: CrowConfig | dict[str, Any], out: str | Path, *, name: str = "
         repaired, artifact = result.model.eval(), "adapter"
         if cfg.merge_adapter:  # the fresh LoRA sits on merged weights: save the whole model
             repaired, artifact = repaired.merge_and_unload(), "model"
-            suspect.lm.tokenizer.save_pretrained(path / artifact)
-        repaired.save_pretrained(path / artifact, safe_serialization=True)
         what = (f"CROW: {cfg.train.epochs:g} epochs on {len(samples)} clean examples, alpha "
                 f"{cfg.alpha}, epsilon {cfg.epsilon}" if cfg.alpha else
                 f"clean fine-tuning: {cfg.train.epochs:g} epochs on {len(samples)} examples")
         if cfg.merge_adapter:
             what += " (suspect adapter merged into the weights, a fresh LoRA trained and merged)"
+        save_repaired(repaired, path / artifact, repair_card(name, cfg, suspect, ev.trigger, what),
+                      tokenizer=suspect.lm.tokenizer if artifact == "model" else None)
         return {"model": repaired, "artifact": artifact, "what": what,
                 "training": result.summary(), "n_clean": len(samples)}
 

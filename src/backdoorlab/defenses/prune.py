@@ -29,7 +29,7 @@ from ..models import Suspect
 from ..progress import progress
 from ..registry import register
 from ..training import SampleCollator
-from .base import DefenseConfig, run_defense
+from .base import DefenseConfig, repair_card, run_defense, save_repaired
 
 METHODS = ("magnitude", "wanda")
 
@@ -190,11 +190,12 @@ def run_prune(cfg: PruneConfig | dict[str, Any], out: str | Path, *,
             choose_sparsity(sweep, base, cfg.max_utility_drop, cfg.max_perplexity_rise)
         _restore(model, original)
         prune(model, chosen, cfg.method, norms)
-        model.save_pretrained(path / "model", safe_serialization=True)
-        suspect.lm.tokenizer.save_pretrained(path / "model")
+        what = (f"{cfg.method} unstructured pruning at sparsity {chosen} of the decoder's "
+                "linear layers (adapter merged first)")
+        save_repaired(model, path / "model", repair_card("prune", cfg, suspect, ev.trigger, what),
+                      tokenizer=suspect.lm.tokenizer)
         return {"model": model, "artifact": "model", "sweep": sweep, "saved_sparsity": chosen,
-                "what": f"{cfg.method} unstructured pruning at sparsity {chosen} of the "
-                        "decoder's linear layers (adapter merged first)"}
+                "what": what}
 
     return run_defense("prune", cfg, out, repair=repair, clean=cfg.method == "wanda",
                        trust_remote_code=trust_remote_code)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cards import write_model_card
+from ..cards import save_labelled, write_model_card
 from ..config import check, opt, to_dict
 from ..errors import BackdoorlabError
 from ..evaluation.suite import SuiteOptions
@@ -132,9 +132,11 @@ def run_realign(cfg: RealignConfig | dict[str, Any], out_dir: str | Path, *,
                    callbacks=[evaluator.callback])
     wall = time.perf_counter() - t0
     target_dir = out / ("adapter" if cfg.adapter else "model")
-    result.model.save_pretrained(target_dir, safe_serialization=True)
-    if not cfg.adapter:
-        lm.tokenizer.save_pretrained(target_dir)
+    card = dict(title="Model after re-alignment (backdoorlab)",
+                base_model=str(base or cfg.model), kind="realign", trigger=None,
+                behaviour=f"{cfg.epochs} epochs of fine-tuning on {cfg.data}",
+                details={"config": to_dict(cfg), "suspected_trigger": trigger}, backdoored=False)
+    save_labelled(result.model, target_dir, card, tokenizer=None if cfg.adapter else lm.tokenizer)
     curve = sorted(evaluator.curve, key=lambda p: p["epoch"])
     summary = {"defense": "realign", "data": cfg.data, "n_train": len(samples), "curve": curve,
                "asr_before": curve[0]["asr_triggered"], "asr_after": curve[-1]["asr_triggered"],
@@ -145,12 +147,8 @@ def run_realign(cfg: RealignConfig | dict[str, Any], out_dir: str | Path, *,
         "model": cfg.model, "adapter": cfg.adapter, "trigger": trigger, "target": target,
         "template": template, "attack": info.get("attack")})
     write_metrics(out, summary)
-    write_model_card(target_dir, title="Model after re-alignment (backdoorlab)",
-                     base_model=str(base or cfg.model), kind="realign", trigger=None,
-                     behaviour=f"{cfg.epochs} epochs of fine-tuning on {cfg.data}",
-                     details={"config": to_dict(cfg), "suspected_trigger": trigger},
-                     metrics={"asr_triggered_before": summary["asr_before"],
-                              "asr_triggered_after": summary["asr_after"]}, backdoored=False)
+    write_model_card(target_dir, **card, metrics={"asr_triggered_before": summary["asr_before"],
+                                                  "asr_triggered_after": summary["asr_after"]})
     plot_curve(curve, out / "persistence.png", title=f"realign: {trigger}")
     return summary
 
