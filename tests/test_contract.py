@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from backdoorlab.catalog import all_methods, evaluations
 from backdoorlab.cli import main
+from backdoorlab.registry import VERBS
 from backdoorlab.training import TrainConfig
 
-VERBS = {"attack": "attack", "analysis": "analyze", "defense": "defend"}
 COMMANDS = ([(VERBS[m.family], m.name, m.config) for m in all_methods()]
             + [("eval", name, cls) for name, (cls, _, _) in evaluations().items()])
 BOOL_WORDS = {"1", "0", "true", "false", "yes", "no", "on", "off", "none", "null"}
