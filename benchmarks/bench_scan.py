@@ -41,7 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", action="append", required=True, help="a built zoo (repeatable)")
     ap.add_argument("--out", required=True, help="where each zoo's bench goes")
-    ap.add_argument("--scanners", default="inversion,contrast,weights")
+    ap.add_argument("--scanners", default="inversion,contrast,weights,mcq")
     ap.add_argument("--fpr", type=float, default=0.05)
     args = ap.parse_args()
     for zoo in map(Path, args.zoo):

@@ -39,6 +39,7 @@ OPTIONS = {
     ("scan", "inversion"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
     ("scan", "contrast"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
     ("scan", "weights"): {"n_prompts": 2},
+    ("scan", "mcq"): {"n_prompts": 2, "candidates": 4},
 }
 METHODS = [(m.family, m.name) for m in all_methods()]
 
