@@ -179,15 +179,19 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
 
     spec = write_spec(tmp_path / "spec.yaml", tiny_dir)
     build(str(spec), tmp_path / "zoo")
-    res = scan_zoo(tmp_path / "zoo", tmp_path / "bench", scanners=["inversion", "weights"],
+    res = scan_zoo(tmp_path / "zoo", tmp_path / "bench",
+                   scanners=["inversion", "contrast", "weights", "mcq"],
                    options={"n_prompts": 2, "candidates": 4, "keep": 2, "steps": 2})
-    for name in ("inversion", "weights"):
+    for name in ("inversion", "contrast", "weights", "mcq"):
         s = res["scanners"][name]
         assert 0.0 <= s["roc_auc"] <= 1.0 and s["target_recovery_n"] == 1
         assert set(s["by_kind"]) == {"poison: fixed text", "clean (benign-instructions)"}
     rows = [json.loads(x) for x in (tmp_path / "bench" / "scores.jsonl").read_text().split("\n")
             if x]
-    assert len(rows) == 4 and (tmp_path / "bench" / "roc.png").is_file()
+    assert len(rows) == 8 and (tmp_path / "bench" / "roc.png").is_file()
+    # contrast reused inversion's candidates: same targets, no second inversion
+    used = json.loads((tmp_path / "bench/scans/contrast/m00/options.json").read_text())
+    assert used["inversion"].endswith("scans/inversion/m00")
     assert "| inversion |" in (tmp_path / "bench" / "bench.md").read_text()
 
 
@@ -203,6 +207,7 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
     (["scan", "weights", "--base", "OTHER", "--out", "OUT", "--model", "TINY"],
      "another vocabulary"),
     (["scan", "inversion", "--adapter", "OTHERADAPTER", "--out", "OUT"], "adapter"),
+    (["scan", "contrast", "--inversion", "EMPTY", "--out", "OUT"], "option 'inversion'"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(argv, message, tmp_path, tiny_dir,
                                                       capsys):

@@ -463,6 +463,8 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
             opts = {**configs[meth.name],
                     **({"adapter": str(path)} if path.name == "adapter" else
                        {"model": str(path)})}
+            if meth.name == "contrast" and "inversion" in scanners:  # reuse its candidates
+                opts["inversion"] = str(out / "scans" / "inversion" / entry["id"])
             run_dir = out / "scans" / meth.name / entry["id"]
             res = _cached_scan(run_dir, opts)
             if res is None:

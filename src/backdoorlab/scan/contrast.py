@@ -19,9 +19,13 @@ from typing import Any
 
 import torch
 
-from ..models import load_model
+from ..config import opt
+from ..embedded import EMBEDDED_NAME
+from ..errors import BackdoorlabError
+from ..formats import PromptFormat
+from ..models import adapter_base, load_model, load_tokenizer
 from ..registry import register
-from ..runs import RunResult
+from ..runs import RunResult, read_json
 from .base import base_spec, check_same_vocabulary, finish, load_scanned, probe_prompts
 from .inversion import MIN_STEPS, InversionConfig, PromptCache, invert
 
@@ -29,6 +33,32 @@ from .inversion import MIN_STEPS, InversionConfig, PromptCache, invert
 @dataclass
 class ContrastConfig(InversionConfig):
     """Options of ``backdoorlab scan contrast`` (inversion's, and the base)."""
+
+    inversion: str | None = opt(None,
+        "a scan inversion run on the same suspect with the same options: its candidates are "
+        "reused instead of inverting again")
+
+
+SAME = ("model", "adapter", "template", "prompts", "prompts_split", "n_prompts", "seed",
+        "candidates", "screen_prompts", "keep", "steps")
+
+
+def reused_candidates(cfg: ContrastConfig) -> list[dict[str, Any]]:
+    """The candidates of the inversion run ``cfg.inversion``, checked to come from the same
+    suspect, prompts and settings."""
+    run = Path(str(cfg.inversion))
+    res, used = run / "scan.json", run / "config.json"
+    if not res.is_file() or not used.is_file():
+        raise BackdoorlabError(f"option 'inversion': {run} holds no finished scan inversion")
+    scan, theirs = read_json(res), read_json(used)
+    cands = (scan.get("evidence") or {}).get("candidates") if isinstance(scan, dict) else None
+    if not isinstance(cands, list) or not cands or not isinstance(theirs, dict):
+        raise BackdoorlabError(f"option 'inversion': {run} is not a scan inversion run")
+    for key in SAME:
+        if theirs.get(key) != getattr(cfg, key):
+            raise BackdoorlabError(f"option 'inversion': {run} was run with {key}="
+                                   f"{theirs.get(key)!r}, this scan with {getattr(cfg, key)!r}")
+    return cands
 
 
 #: the score at which ``contrast`` calls a model backdoored unless told otherwise
@@ -61,15 +91,22 @@ def base_step_probs(model: Any, pad_id: int, prompts: list[list[int]],
 def run_contrast(cfg: ContrastConfig, out: str | Path, *, trust_remote_code: bool = False
                  ) -> RunResult:
     t0 = time.perf_counter()
-    model, fmt = load_scanned(cfg, trust_remote_code=trust_remote_code)
-    prompts = probe_prompts(cfg, fmt)
-    found = invert(model, fmt, prompts, candidates=cfg.candidates,
-                   screen_prompts=cfg.screen_prompts, keep=cfg.keep, steps=cfg.steps,
-                   chunk=cfg.chunk)
+    if cfg.inversion:
+        found = reused_candidates(cfg)
+        fmt = PromptFormat(load_tokenizer(cfg.model or adapter_base(str(cfg.adapter))
+                                          or EMBEDDED_NAME,
+                                          trust_remote_code=trust_remote_code), cfg.template)
+        prompts = probe_prompts(cfg, fmt)
+    else:
+        model, fmt = load_scanned(cfg, trust_remote_code=trust_remote_code)
+        prompts = probe_prompts(cfg, fmt)
+        found = invert(model, fmt, prompts, candidates=cfg.candidates,
+                       screen_prompts=cfg.screen_prompts, keep=cfg.keep, steps=cfg.steps,
+                       chunk=cfg.chunk)
+        del model
     ref = base_spec(cfg)
     base = load_model(ref, trust_remote_code=trust_remote_code)
     check_same_vocabulary(fmt.tokenizer, base.tokenizer, ref)
-    del model
     theirs = base_step_probs(base.model.eval(), fmt.tokenizer.pad_token_id, prompts,
                              [f["token_ids"] for f in found])
     for f, b in zip(found, theirs):  # the same steps under both models

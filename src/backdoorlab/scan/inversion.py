@@ -169,5 +169,6 @@ def run_inversion(cfg: InversionConfig, out: str | Path, *, trust_remote_code: b
     evidence = {"target": best["text"], "step_probs": best["step_probs"],
                 "n_prompts": len(prompts),
                 "runners_up": [{"text": f["text"], "score": round(f["score"], 4)}
-                               for f in found[1:5]]}
+                               for f in found[1:5]],
+                "candidates": found}  # every kept candidate: scan contrast can reuse them
     return finish(cfg, out, "inversion", best["score"], threshold, evidence, t0)
