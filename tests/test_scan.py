@@ -207,7 +207,7 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
     (["scan", "weights", "--base", "OTHER", "--out", "OUT", "--model", "TINY"],
      "another vocabulary"),
     (["scan", "inversion", "--adapter", "OTHERADAPTER", "--out", "OUT"], "adapter"),
-    (["scan", "contrast", "--inversion", "EMPTY", "--out", "OUT"], "option 'inversion'"),
+    (["scan", "contrast", "--inversion", "EMPTY", "--out", "OUT"], "holds no finished scan"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(argv, message, tmp_path, tiny_dir,
                                                       capsys):
