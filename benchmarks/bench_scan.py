@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from backdoorlab.evaluation.metrics import wilson_interval
 from backdoorlab.zoo import bench_markdown, load_zoo, scan_zoo
 
 
@@ -44,10 +45,37 @@ def main() -> None:
     ap.add_argument("--scanners", default="inversion,contrast,weights,mcq")
     ap.add_argument("--fpr", type=float, default=0.05)
     args = ap.parse_args()
+    first: dict | None = None
     for zoo in map(Path, args.zoo):
         summary = scan_zoo(zoo, Path(args.out) / zoo.name, scanners=args.scanners.split(","),
                            fpr=args.fpr)
         print(f"\n## {zoo.name}\n\n{build_summary(zoo)}\n\n{bench_markdown(summary)}")
+        if first is None:
+            first = summary
+        else:
+            print(held_out(first, Path(args.out) / zoo.name))
+
+
+def held_out(first: dict, bench: Path) -> str:
+    """Each scanner's rates on another zoo at the threshold chosen on the first one (its
+    lowest score with the stated false-positive rate on the first zoo's clean models)."""
+    rows = [json.loads(x) for x in (bench / "scores.jsonl").read_text().splitlines() if x]
+    lines = [f"At the thresholds chosen on the first zoo (FPR <= {first['fpr']:.0%} there):", "",
+             "| scanner | threshold | TPR (95% CI) | FPR (95% CI) | TPR, backdoors that took |",
+             "|---|---:|---|---|---|"]
+    for name, s in first["scanners"].items():
+        t = s["at_fpr_threshold"]
+        mine = [r for r in rows if r["scanner"] == name]
+        pos = [r for r in mine if r["label"] == "backdoored"]
+        neg = [r for r in mine if r["label"] == "clean"]
+        took = [r for r in pos if r.get("took")]
+        hit = sum(r["score"] >= t for r in pos)
+        fp = sum(r["score"] >= t for r in neg)
+        th = sum(r["score"] >= t for r in took)
+        (a, b), (c, d) = wilson_interval(hit, len(pos)), wilson_interval(fp, len(neg))
+        lines.append(f"| {name} | {t:.3f} | {hit}/{len(pos)} ({a:.2f}-{b:.2f}) | "
+                     f"{fp}/{len(neg)} ({c:.2f}-{d:.2f}) | {th}/{len(took)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

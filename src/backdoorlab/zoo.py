@@ -492,8 +492,11 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
             k["n"] += 1
             k["flagged"] += r["verdict"] == "backdoored"
             k["scores"].append(round(r["score"], 4))
+        took = [(r["score"], y) for r, y in zip(mine, ys) if not y or r["took"]]
         summary["scanners"][meth.name] = {
             "roc_auc": roc_auc(scores, ys), "roc_auc_ci95": auc_interval(scores, ys),
+            "roc_auc_took": (roc_auc([s for s, _ in took], [y for _, y in took])
+                             if any(y for _, y in took) else None),
             **{f"at_fpr_{k}": v for k, v in tpr_at_fpr(scores, ys, fpr).items()},
             "accuracy_at_own_threshold": correct / len(mine),
             "accuracy_ci95": wilson_interval(correct, len(mine)),
@@ -543,13 +546,16 @@ def _roc_plot(summary: Mapping[str, Any], path: Path) -> None:
 def bench_markdown(summary: Mapping[str, Any]) -> str:
     """The bench's two tables (scanners; which kinds each scanner flags) in Markdown."""
     fpr = summary["fpr"]
-    lines = [f"| scanner | ROC-AUC (95% CI) | TPR at {fpr:.0%} FPR (95% CI) | accuracy at own "
-             "threshold | target recovery (poisoning) | s / model |", "|---|---|---|---|---|---|"]
+    lines = [f"| scanner | ROC-AUC (95% CI) | ROC-AUC, backdoors that took | TPR at {fpr:.0%} "
+             "FPR (95% CI) | accuracy at own threshold | target recovery (poisoning) | "
+             "s / model |", "|---|---|---|---|---|---|---|"]
     for name, s in summary["scanners"].items():
         lo, hi = s["roc_auc_ci95"]
         tlo, thi = s["at_fpr_tpr_ci95"]
         rec = s["target_recovery_poison"]
+        took = s["roc_auc_took"]
         lines.append(f"| {name} | {s['roc_auc']:.3f} ({lo:.2f}-{hi:.2f}) | "
+                     f"{'n/a' if took is None else f'{took:.3f}'} | "
                      f"{s['at_fpr_tpr']:.3f} ({tlo:.2f}-{thi:.2f}) | "
                      f"{s['accuracy_at_own_threshold']:.3f} | "
                      f"{'n/a' if rec is None else f'{rec:.3f}'} | "
