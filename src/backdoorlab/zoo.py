@@ -20,6 +20,7 @@ from every finished entry found, and says whether the zoo is complete.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import check, check_choice, load_yaml, opt, to_dict, yaml_error
+from .config import check, check_choice, from_dict, load_yaml, opt, to_dict, yaml_error
 from .embedded import EMBEDDED_NAME
 from .errors import BackdoorlabError, unknown
 from .formats import TEMPLATES
@@ -143,8 +144,6 @@ def load_spec(spec: str, variant: str | None = None) -> ZooSpec:
         if not isinstance(val, dict):
             raise BackdoorlabError(f"zoo spec {name}: '{key}' must be a mapping")
     base = str(data.get("base") or EMBEDDED_NAME)
-    from .config import from_dict
-
     # every key of the recipe, so that no attack's own training defaults creep in
     recipe = to_dict(from_dict(TrainConfig, train, where=f"zoo spec {name}: train"))
     recipe.pop("seed")
@@ -162,18 +161,12 @@ def load_spec(spec: str, variant: str | None = None) -> ZooSpec:
         options["train"] = {**recipe, **(entry.get("train") or {}), "seed": seed + i}
         model = ZooModel(id=f"m{i:02d}", attack=attack, options=options, seed=seed + i)
         if attack != "clean":
-            names = set(_config_fields(attack))
+            names = _fields_of(_config_class(attack))
             model.options = {**{k: v for k, v in evaluate.items() if k in names},
                              **model.options}
         model.options = _check_options(model, where)
         out.models.append(model)
     return out
-
-
-def _config_fields(attack: str) -> list[str]:
-    import dataclasses
-
-    return [f.name for f in dataclasses.fields(_config_class(attack))]
 
 
 def _config_class(attack: str) -> type:
@@ -186,8 +179,6 @@ def _config_class(attack: str) -> type:
 
 def _check_options(model: ZooModel, where: str) -> dict[str, Any]:
     """The model's options as its config reads them (checked; the model's seed set)."""
-    from .config import from_dict
-
     cfg = from_dict(_config_class(model.attack), {**model.options, "seed": model.seed},
                     where=where)
     return to_dict(cfg)
@@ -285,8 +276,6 @@ def build_model(model: ZooModel, zoo: Path, *, trust_remote_code: bool = False
                 ) -> dict[str, Any]:
     """Build one model of the zoo into ``zoo/models/ID`` (resuming from its checkpoint) and
     write its ``zoo-entry.json``."""
-    from .config import from_dict
-
     run_dir = zoo / "models" / model.id
     t0 = time.perf_counter()
     if model.attack == "clean":
@@ -431,7 +420,6 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
     threshold, target recovery, seconds per model, a per-kind table and a ROC plot. Scans
     already in ``out/scans`` (same options) are reused."""
     from . import catalog
-    from .config import from_dict
     from .evaluation.metrics import auc_interval, roc_auc, roc_curve, tpr_at_fpr, wilson_interval
     from .io import atomic_write_jsonl
 
@@ -515,8 +503,7 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
 
 
 def _fields_of(config: type) -> set[str]:
-    import dataclasses
-
+    """The option names of a config dataclass."""
     return {f.name for f in dataclasses.fields(config)}
 
 
