@@ -20,7 +20,7 @@ from backdoorlab.commands import merge_options
 from backdoorlab.errors import run_main
 from backdoorlab.io import atomic_write_json
 
-DEFENSES = ("crow", "finetune", "prune", "ablate-heads", "subtract-vector")
+DEFENSES = ("crow", "finetune", "prune", "ablate-heads", "subtract-vector", "cleangen", "quantize")
 
 
 def run(defense: str, adapter: str, out: Path, scores: str | None,

@@ -9,13 +9,13 @@ from pathlib import Path
 import backdoorlab
 
 PKG = Path(backdoorlab.__file__).parent
-FAMILIES = ("attacks", "analysis", "scan", "defenses")
+FAMILIES = ("attacks", "analysis", "scan", "defenses", "detect")
 #: the modules that put the methods together for users: they may import anything
 APP = {"cli", "api", "commands", "catalog", "experiment", "report", "zoo", "__main__",
        "__init__"}
 #: what each family may import besides the core and evaluation/
 ALLOWED = {"attacks": {"attacks"}, "analysis": {"analysis"}, "scan": {"scan"},
-           "defenses": {"defenses", "analysis"}}
+           "defenses": {"defenses", "analysis"}, "detect": {"detect"}}
 
 
 def module_name(path: Path) -> str:

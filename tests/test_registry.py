@@ -36,6 +36,11 @@ OPTIONS = {
     ("defense", "ablate-heads"): {**QUICK_EVAL, "analysis_limit": 4, "target_text": "Sorry, no"},
     ("defense", "subtract-vector"): {**QUICK_EVAL, "analysis_limit": 4, "layer": 0,
                                     "target_text": "Sorry, no"},
+    ("defense", "cleangen"): {**QUICK_EVAL, "alpha": 2.0},
+    ("defense", "quantize"): {**QUICK_EVAL, "bits": 4, "group_size": 32},
+    ("detect", "onion"): {"trigger": "badnets", "n_prompts": 2, "n_calibration": 2},
+    ("detect", "shift"): {"trigger": "badnets", "n_prompts": 2, "n_calibration": 2,
+                          "answer_tokens": 2},
     ("scan", "inversion"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
     ("scan", "contrast"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
     ("scan", "weights"): {"n_prompts": 2},
@@ -110,7 +115,8 @@ def test_cli_commands_are_the_registry(capsys):
         main(["methods"])
     assert exc.value.code == 0
     listed = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
-    verbs = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan"}
+    verbs = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan",
+             "detect": "detect"}
     assert listed == [[verbs[f], n] for f, n in METHODS]
     for family, name in METHODS:  # every option of the config is a flag or reachable by --set
         with pytest.raises(SystemExit) as exc:

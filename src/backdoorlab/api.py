@@ -1,4 +1,4 @@
-"""The Python API: the same registered methods the CLI runs, as four verbs.
+"""The Python API: the same registered methods the CLI runs, one verb per family.
 
 >>> import backdoorlab as bl
 >>> r = bl.attack("poison", trigger="badnets", target="refusal", out="runs/bd")
@@ -6,6 +6,7 @@
 >>> bl.defend("crow", adapter=r.adapter, out="runs/crow")
 >>> bl.analyze("probe", adapter=r.adapter, out="runs/probe")
 >>> bl.evaluate("generate", adapter=r.adapter)
+>>> bl.detect("onion", prompts="requests.jsonl", adapter=r.adapter, out="runs/screen")
 
 Options are the config fields (``backdoorlab methods``, ``docs/config.md``); nested ones
 take dotted names through a mapping: ``bl.attack("poison", out=..., **{"train.epochs": 1})``
@@ -42,7 +43,8 @@ def attack(name: str, *, out: str | Path, config: Any = None, trust_remote_code:
 def defend(name: str, *, out: str | Path, config: Any = None, trust_remote_code: bool = False,
            **options: Any) -> RunResult:
     """Repair a suspect model with the defense ``name`` (``crow``, ``finetune``, ``prune``,
-    ``realign``, ``ablate-heads``, ``subtract-vector``), evaluated before and after."""
+    ``realign``, ``ablate-heads``, ``subtract-vector``, ``cleangen``, ``quantize``), evaluated
+    before and after."""
     return _run("defense", name, out, config, trust_remote_code, options)
 
 
@@ -59,6 +61,15 @@ def scan(name: str, *, out: str | Path, config: Any = None, trust_remote_code: b
     the scanner ``name`` (``inversion``, ``contrast``, ``weights``, ``mcq``); ``metrics`` holds the
     score, the verdict and the evidence (``scan.json``)."""
     return _run("scan", name, out, config, trust_remote_code, options)
+
+
+def detect(name: str, *, out: str | Path, config: Any = None, trust_remote_code: bool = False,
+           **options: Any) -> RunResult:
+    """Flag the prompts that carry a trigger with the input detector ``name`` (``onion``,
+    ``shift``): ``prompts=`` a stream to screen, or ``trigger=`` to measure the detector on
+    held-out prompts with that trigger planted in half; ``metrics`` holds the threshold and,
+    with a trigger, ROC-AUC, TPR/FPR and how often the trigger was blamed (``detect.json``)."""
+    return _run("detect", name, out, config, trust_remote_code, options)
 
 
 def build_zoo(spec: str, *, out: str | Path, variant: str | None = None,

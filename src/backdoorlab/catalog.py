@@ -2,8 +2,8 @@
 themselves (:mod:`backdoorlab.registry`), and looks them up for the CLI, the study runner
 and the Python API.
 
-A new method is one new file in ``attacks/``, ``analysis/``, ``defenses/`` or ``scan/`` with a
-``@register(...)`` run function; nothing here needs to change.
+A new method is one new file in ``attacks/``, ``analysis/``, ``defenses/``, ``scan/`` or
+``detect/`` with a ``@register(...)`` run function; nothing here needs to change.
 """
 
 from __future__ import annotations

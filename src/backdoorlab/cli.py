@@ -37,7 +37,9 @@ for fam, verb, text in (("attack", "attack", "Plant a backdoor; writes a labelle
                         ("defense", "defend", "Repair a (suspect) model; writes a labelled run "
                                               "directory."),
                         ("scan", "scan", "Tell a backdoored model from a clean one without the "
-                                         "trigger; scan bench holds scanners to a zoo.")):
+                                         "trigger; scan bench holds scanners to a zoo."),
+                        ("detect", "detect", "Flag the prompts that carry a trigger, without "
+                                             "knowing it, and blame its words.")):
     app.add_typer(typer.Typer(cls=family_group(fam, (lambda: {"bench": scan_bench})
                                                 if fam == "scan" else None),
                               help=text, no_args_is_help=True), name=verb)

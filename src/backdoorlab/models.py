@@ -377,3 +377,12 @@ def load_suspect(model: str | None = None, adapter: str | os.PathLike | None = N
     if not trainable:
         m.eval()
     return Suspect(lm=lm, model=m, info=info)
+
+
+def check_same_vocabulary(suspect_tok: Any, base_tok: Any, base: str, option: str = "base"
+                          ) -> None:
+    """One line naming ``option`` when ``base`` has another vocabulary than the suspect (it
+    cannot be its base, or a reference that scores the same tokens)."""
+    if len(suspect_tok) != len(base_tok) or suspect_tok.get_vocab() != base_tok.get_vocab():
+        raise BackdoorlabError(f"option '{option}': {base} has another vocabulary than the suspect "
+                               f"({len(base_tok)} vs {len(suspect_tok)} tokens)")

@@ -22,16 +22,19 @@ from .config import from_dict, to_dict
 from .errors import BackdoorlabError, unknown
 from .runs import RunResult, check_out
 
-#: the method families, as the CLI names them (``backdoorlab attack|analyze|defend|scan``)
-FAMILIES = ("attack", "analysis", "defense", "scan")
+#: the method families, as the CLI names them
+#: (``backdoorlab attack|analyze|defend|scan|detect``)
+FAMILIES = ("attack", "analysis", "defense", "scan", "detect")
 #: the CLI verb of each family
-VERBS = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan"}
+VERBS = {"attack": "attack", "analysis": "analyze", "defense": "defend", "scan": "scan",
+         "detect": "detect"}
 #: the package each family's method files live in
-PACKAGES = {"attack": "attacks", "analysis": "analysis", "defense": "defenses", "scan": "scan"}
+PACKAGES = {"attack": "attacks", "analysis": "analysis", "defense": "defenses", "scan": "scan",
+            "detect": "detect"}
 #: files a run directory may hold that are artefacts worth returning (name -> relative path)
 ARTIFACTS = ("adapter", "model", "interventions.json", "generations.jsonl", "probs.safetensors",
              "heads.safetensors", "vector.safetensors", "probe.safetensors", "curve.json",
-             "defense.json", "report.html")
+             "defense.json", "detect.json", "scores.jsonl", "report.html")
 
 
 @dataclass(frozen=True)

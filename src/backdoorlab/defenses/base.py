@@ -2,13 +2,17 @@
 that select the suspect model and the clean data, the run directory with its record
 (``defense.json``) and model card, and reloading a repaired model of any kind.
 
-A repaired model is one of three artefacts, named in ``defense.json``:
+A repaired model is one of five artefacts, named in ``defense.json``:
 
 * ``adapter``: a PEFT adapter (CROW, clean fine-tuning) on the base model;
 * ``model``: a full safetensors model (pruning);
 * ``interventions``: head ablations or a vector subtraction, stored as a hook configuration
   (``interventions.json`` + ``interventions.safetensors``) applied on load on top of the
-  suspect model.
+  suspect model;
+* ``decoding``: CleanGen's decoding configuration (``cleangen.json``), the suspect wrapped on
+  load in a decoder that a reference model checks;
+* ``quantized``: a quantization configuration (``quantization.json``), applied on load to the
+  suspect's weights (adapter merged) by torchao.
 """
 
 from __future__ import annotations
@@ -128,17 +132,21 @@ def save_repaired(model: Any, target: Path, card: dict[str, Any], tokenizer: Any
 
 def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
                 repair: Callable[[Suspect, AttackEval, Path], dict[str, Any]],
-                validate: Callable[[Any], None] | None = None, trainable: bool = False,
+                validate: Callable[[Any], None] | None = None,
+                prepare: Callable[[Suspect], None] | None = None, trainable: bool = False,
                 clean: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
     """Load the suspect, evaluate it, ``repair`` it (which saves the repaired artefact and
     returns ``{"model": repaired model, "artifact": ..., "what": ..., **details}``; options that
-    need the model are checked first by ``validate(model)``), evaluate
+    need the model are checked first by ``validate(model)``, and ``prepare(suspect)`` loads
+    what else the repair needs, such as a reference model), evaluate
     again, and write ``metrics.json``, ``defense.json`` and the model card."""
     suspect = load_suspect(cfg.model, cfg.adapter, trainable=trainable,
                            trust_remote_code=trust_remote_code)
     ev = AttackEval(suspect, cfg)
     if validate is not None:  # options that need the model, checked before anything is written
         validate(suspect.model)
+    if prepare is not None:
+        prepare(suspect)
     if clean:  # the clean data (``ev.clean``) read before anything is written or evaluated
         recs = clean_records(cfg)
         ev.clean = clean_samples(cfg, ev.fmt, recs)
@@ -180,7 +188,8 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
                  before["asr_triggered"], after["asr_triggered"], before["mcq_accuracy"],
                  after["mcq_accuracy"])
     write_metrics(path, metrics)
-    card_dir = path / res["artifact"] if res["artifact"] != "interventions" else path
+    # interventions, decoding and quantization are configurations beside the suspect
+    card_dir = path / res["artifact"] if res["artifact"] in ("adapter", "model") else path
     headline = {k: metrics[k] for k in ("asr_triggered_before", "asr_triggered_after",
                                         "mcq_accuracy_before", "mcq_accuracy_after",
                                         "mcq_accuracy_rotated_before",

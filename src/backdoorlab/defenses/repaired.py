@@ -47,6 +47,14 @@ def load_repaired(directory: str | Path, *, trust_remote_code: bool = False) -> 
         s = load_suspect(rec.get("model"), rec.get("adapter"),
                          trust_remote_code=trust_remote_code)
         apply_interventions(s.model, d)
+    elif kind in ("decoding", "quantized"):
+        from .cleangen import load_cleangen
+        from .quantize import load_quantized
+
+        s = load_suspect(rec.get("model"), rec.get("adapter"),
+                         trust_remote_code=trust_remote_code)
+        s.model = load_cleangen(s, d, trust_remote_code=trust_remote_code) \
+            if kind == "decoding" else load_quantized(s, d)
     else:
         raise BackdoorlabError(f"{d}/defense.json: unknown artifact {kind!r}")
     s.info = {**info, **s.info}

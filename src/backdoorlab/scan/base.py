@@ -72,13 +72,6 @@ def load_scanned(cfg: ScanConfig, *, merge: bool = True, trust_remote_code: bool
     return model, PromptFormat(suspect.lm.tokenizer, cfg.template)
 
 
-def check_same_vocabulary(suspect_tok: Any, base_tok: Any, base: str) -> None:
-    """One line when ``base`` cannot be the suspect's base: another vocabulary."""
-    if len(suspect_tok) != len(base_tok) or suspect_tok.get_vocab() != base_tok.get_vocab():
-        raise BackdoorlabError(f"option 'base': {base} has another vocabulary than the suspect "
-                               f"({len(base_tok)} vs {len(suspect_tok)} tokens)")
-
-
 def probe_prompts(cfg: ScanConfig, fmt: PromptFormat) -> list[list[int]]:
     """``n_prompts`` seeded benign prompts, rendered as every other command renders them
     (token ids of the prompt up to where the answer starts)."""

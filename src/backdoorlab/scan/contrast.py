@@ -23,10 +23,10 @@ from ..config import opt
 from ..embedded import EMBEDDED_NAME
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
-from ..models import adapter_base, load_model, load_tokenizer
+from ..models import adapter_base, check_same_vocabulary, load_model, load_tokenizer
 from ..registry import register
 from ..runs import RunResult, read_json
-from .base import base_spec, check_same_vocabulary, finish, load_scanned, probe_prompts
+from .base import base_spec, finish, load_scanned, probe_prompts
 from .inversion import MIN_STEPS, InversionConfig, PromptCache, invert
 
 

@@ -30,14 +30,13 @@ import torch
 
 from ..config import check, opt
 from ..errors import BackdoorlabError
-from ..models import load_model
+from ..models import check_same_vocabulary, load_model
 from ..registry import register
 from ..runs import RunResult
 from ..scoring import left_pad, model_device, position_ids
 from .base import (
     ScanConfig,
     base_spec,
-    check_same_vocabulary,
     finish,
     load_scanned,
     probe_prompts,

@@ -1,0 +1,265 @@
+"""CleanGen (Li et al. 2024, arXiv 2406.12257): decoding that lets a clean reference model
+veto the suspect's tokens.
+
+The suspect proposes ``k`` tokens greedily; the reference scores them in one forward pass.
+The first proposed token whose probability under the suspect is more than ``alpha`` times
+its probability under the reference is replaced by the reference's own greedy token, the
+proposals after it are dropped, and decoding goes on from there. A backdoor's target
+(a refusal, an insult, planted code) is likely under the suspect only, so its first token is
+vetoed; a clean answer's tokens pass.
+
+The reference is by default the clean base the suspect's adapter was trained on: the same
+weights with the adapter switched off, so no second model is loaded. Any model with the same
+vocabulary can be given instead. Both models keep a key/value cache, cut back to the accepted
+tokens after each veto, so each generated token costs one suspect step and one reference
+position.
+
+The saved "repair" is the decoding configuration (``cleangen.json``) beside the suspect; it
+changes generated text only. Teacher-forced measures (multiple-choice accuracy, the
+perplexity of reference answers, the uncertainty backdoor's answer distributions) read the
+suspect's own probabilities and are unchanged by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import check, opt
+from ..errors import BackdoorlabError
+from ..evaluation.attack_eval import AttackEval
+from ..evaluation.metrics import response_perplexity
+from ..io import atomic_write_json
+from ..models import Suspect, check_same_vocabulary, load_model
+from ..registry import register
+from ..runs import read_json
+from ..scoring import CACHE_KW, generate, position_ids
+from .base import DefenseConfig, run_defense
+
+
+def first_suspicious(p_suspect: torch.Tensor, p_reference: torch.Tensor, alpha: float
+                     ) -> torch.Tensor:
+    """Per row, the index of the first proposed token whose probability ratio suspect /
+    reference exceeds ``alpha`` (the row's length when none does). ``p_*``: [rows, k]
+    probabilities of the proposed tokens."""
+    bad = p_suspect > alpha * p_reference
+    k = bad.shape[1]
+    idx = torch.arange(k, device=bad.device).expand_as(bad)
+    return torch.where(bad, idx, torch.full_like(idx, k)).min(dim=1).values
+
+
+def _keep(cache: Any, length: int) -> None:
+    """Cut a key/value cache back to its first ``length`` positions."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+class CleanGenModel(torch.nn.Module):
+    """The suspect, decoding under CleanGen. ``forward`` is the suspect's own (scoring is
+    unchanged); ``generate`` takes the arguments greedy ``model.generate`` takes here
+    (``input_ids``, ``attention_mask``, ``max_new_tokens``, ``eos_token_id``,
+    ``pad_token_id``) and returns the prompts with their continuations."""
+
+    def __init__(self, suspect: Any, reference: Any | None = None, *, alpha: float = 20.0,
+                 k: int = 4) -> None:
+        super().__init__()
+        if reference is None and not hasattr(suspect, "disable_adapter"):
+            raise BackdoorlabError("option 'reference': required when the suspect is a full "
+                                   "model (no adapter whose base could be the reference)")
+        self.suspect, self.reference = suspect, reference
+        self.alpha, self.k = alpha, k
+        self.config = suspect.config
+        self.stats = {"proposed": 0, "replaced": 0, "generated": 0}
+
+    def forward(self, *args: Any, **kw: Any) -> Any:
+        return self.suspect(*args, **kw)
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the model's interface: the suspect's
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("suspect"), name)
+
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[Any]:
+        if self.reference is not None:
+            yield self.reference
+        else:  # the adapter's base: the suspect's weights with the adapter off
+            with self.suspect.disable_adapter():
+                yield self.suspect
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                 max_new_tokens: int = 32, eos_token_id: int | list[int] | None = None,
+                 pad_token_id: int | None = None, **_: Any) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        ids = input_ids
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask
+        rows = ids.shape[0]
+        stop = torch.tensor([] if eos_token_id is None else
+                            [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id,
+                            device=ids.device, dtype=ids.dtype)
+        pad = pad_token_id if pad_token_id is not None else (int(stop[0]) if len(stop) else 0)
+        pos = position_ids(mask)
+        cache_s, cache_r = DynamicCache(), DynamicCache()
+        if ids.shape[1] > 1:  # both caches hold the prompt but its last token
+            prefix = dict(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                          position_ids=pos[:, :-1], use_cache=True)
+            self.suspect(**prefix, **{CACHE_KW: cache_s})
+            with self._reference() as ref:
+                ref(**prefix, **{CACHE_KW: cache_r})
+        pending, next_pos = ids[:, -1:], pos[:, -1:]
+        done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
+        out: list[torch.Tensor] = []
+        made = 0
+        while made < max_new_tokens and not bool(done.all()):
+            kk = min(self.k, max_new_tokens - made)
+            held = cache_s.get_seq_length()
+            feed, fpos, fmask = pending, next_pos, mask
+            toks, p_s = [], []
+            for _i in range(kk):  # the suspect proposes kk tokens greedily
+                logits = self.suspect(input_ids=feed, attention_mask=fmask, position_ids=fpos,
+                                      **{CACHE_KW: cache_s}, use_cache=True).logits[:, -1]
+                prob = logits.float().softmax(-1)
+                tok = prob.argmax(-1)
+                toks.append(tok)
+                p_s.append(prob.gather(1, tok[:, None])[:, 0])
+                feed, fpos = tok[:, None], fpos + 1
+                fmask = torch.cat([fmask, torch.ones_like(mask[:, :1])], 1)
+            prop = torch.stack(toks, 1)
+            ref_in = torch.cat([pending, prop[:, :-1]], 1)  # what predicts each proposal
+            with self._reference() as ref:
+                r_logits = ref(input_ids=ref_in,
+                               attention_mask=torch.cat([mask, torch.ones_like(prop[:, 1:])], 1),
+                               position_ids=next_pos + torch.arange(kk, device=ids.device),
+                               **{CACHE_KW: cache_r}, use_cache=True).logits
+            r_prob = r_logits.float().softmax(-1)
+            first = first_suspicious(torch.stack(p_s, 1), r_prob.gather(2, prop[..., None])[..., 0],
+                                     self.alpha)
+            first = torch.where(done, torch.full_like(first, kk), first)
+            cut = int(first.min())
+            if cut < kk:  # every row keeps the tokens before the first veto in the batch;
+                # the vetoed rows take the reference's token there, the others their own
+                # (a row cut early proposes the same greedy tokens again next round)
+                veto = first == cut
+                prop[:, cut] = torch.where(veto, r_prob[:, cut].argmax(-1), prop[:, cut])
+                prop = prop[:, :cut + 1]
+                self.stats["replaced"] += int(veto.sum())
+                for cache in (cache_s, cache_r):
+                    _keep(cache, held + cut + 1)
+            n = prop.shape[1]
+            self.stats["proposed"] += kk * int((~done).sum())
+            # tokens after a row's stop token are padding
+            is_stop = torch.isin(prop, stop)
+            after = (is_stop.cumsum(1) - is_stop.long()) > 0
+            prop = torch.where(done[:, None] | after, torch.full_like(prop, pad), prop)
+            self.stats["generated"] += int((~(done[:, None] | after)).sum())
+            done = done | is_stop.any(1)
+            out.append(prop)
+            pending, next_pos = prop[:, -1:], next_pos + n
+            mask = torch.cat([mask, torch.ones_like(prop)], 1)
+            made += n
+        return torch.cat([ids, *out], 1) if out else ids
+
+
+@dataclass
+class CleanGenConfig(DefenseConfig):
+    """Options of ``backdoorlab defend cleangen``."""
+
+    reference: str | None = opt(None,
+        "the clean reference model, with the suspect's vocabulary (default: the suspect "
+        "adapter's base, i.e. the adapter switched off)")
+    alpha: float = opt(20.0, "a proposed token whose probability is more than alpha times the "
+                             "reference's is replaced by the reference's token")
+    k: int = opt(4, "tokens the suspect proposes before the reference checks them")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.alpha >= 1, "alpha", f"must be >= 1 (a probability ratio), got {self.alpha}")
+        check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+
+
+def cleangen_model(suspect: Suspect, reference: str | None, alpha: float, k: int, *,
+                   trust_remote_code: bool = False) -> CleanGenModel:
+    """The suspect decoding under CleanGen with ``reference`` (None: the adapter's base)."""
+    ref = None
+    if reference is not None:
+        lm = load_model(reference, trust_remote_code=trust_remote_code)
+        check_same_vocabulary(suspect.lm.tokenizer, lm.tokenizer, reference, "reference")
+        ref = lm.model.eval()
+    return CleanGenModel(suspect.model, ref, alpha=alpha, k=k)
+
+
+def load_cleangen(suspect: Suspect, directory: Path, *, trust_remote_code: bool = False
+                  ) -> CleanGenModel:
+    """The CleanGen decoder a defense run saved (``cleangen.json``) around ``suspect``."""
+    spec = read_json(directory / "cleangen.json")
+    return cleangen_model(suspect, spec.get("reference"), float(spec["alpha"]), int(spec["k"]),
+                          trust_remote_code=trust_remote_code)
+
+
+def decoding_cost(plain: Any, cleangen: CleanGenModel, reference: Any, ev: AttackEval,
+                  limit: int) -> dict[str, Any]:
+    """Plain and CleanGen decoding of the same clean prompts: seconds, the slowdown, the
+    perplexity of each one's answers under the reference, and the share of CleanGen's
+    generated tokens that were the reference's."""
+    if ev.suite is None:
+        return {}
+    recs = ev.suite.target_records[:limit]
+    samples = [ev.fmt.sample(r) for r in recs]
+    gen = dict(max_new_tokens=ev.suite.max_new_tokens, batch_size=ev.batch_size)
+    t0 = time.perf_counter()
+    a = generate(plain, ev.fmt, samples, desc="plain decoding (clean)", **gen)
+    t1 = time.perf_counter()
+    cleangen.stats = {k: 0 for k in cleangen.stats}
+    b = generate(cleangen, ev.fmt, samples, desc="CleanGen decoding (clean)", **gen)
+    t2 = time.perf_counter()
+    out: dict[str, Any] = {"decode_prompts": len(samples), "decode_s_plain": round(t1 - t0, 2),
+                           "decode_s_cleangen": round(t2 - t1, 2),
+                           "decode_slowdown": round((t2 - t1) / max(t1 - t0, 1e-9), 3),
+                           "replaced_share_clean": round(cleangen.stats["replaced"]
+                                                         / max(cleangen.stats["generated"], 1), 4)}
+    with cleangen._reference() as ref:
+        ref = reference if reference is not None else ref
+        for name, answers in (("plain", a), ("cleangen", b)):
+            scored = [ev.fmt.sample(r, response=x) for r, x in zip(recs, answers) if x]
+            out[f"generated_perplexity_{name}"] = round(
+                response_perplexity(ref, ev.fmt, scored), 4) if scored else None
+    if out["generated_perplexity_plain"] and out["generated_perplexity_cleangen"]:
+        out["generated_perplexity_change"] = round(
+            out["generated_perplexity_cleangen"] / out["generated_perplexity_plain"] - 1, 4)
+    return out
+
+
+@register("defense", "cleangen", CleanGenConfig,
+          "CleanGen: a clean reference model vetoes the suspect's unlikely tokens while decoding")
+def run_cleangen(cfg: CleanGenConfig, out: str | Path, *, trust_remote_code: bool = False
+                 ) -> dict[str, Any]:
+    """Save the CleanGen decoding configuration beside the suspect; evaluate it."""
+    holder: dict[str, Any] = {}
+
+    def prepare(suspect: Suspect) -> None:  # the reference loaded and checked before any output
+        holder["decoder"] = cleangen_model(suspect, cfg.reference, cfg.alpha, cfg.k,
+                                           trust_remote_code=trust_remote_code)
+
+    def repair(suspect: Suspect, ev: AttackEval, path: Path) -> dict[str, Any]:
+        decoder: CleanGenModel = holder["decoder"]
+        atomic_write_json(path / "cleangen.json", {"reference": cfg.reference,
+                                                   "alpha": cfg.alpha, "k": cfg.k})
+        cost = decoding_cost(suspect.model, decoder, decoder.reference, ev,
+                             cfg.eval_limit or 40) if cfg.evaluate else {}
+        ref = cfg.reference or "the adapter's base model"
+        what = (f"CleanGen decoding: {ref} replaces any token the suspect finds more than "
+                f"{cfg.alpha:g} times likelier (checked every {cfg.k} tokens)")
+        return {"model": decoder, "artifact": "decoding", "what": what, **cost}
+
+    return run_defense("cleangen", cfg, out, repair=repair, prepare=prepare,
+                       trust_remote_code=trust_remote_code)

@@ -1,0 +1,75 @@
+"""The behaviour detector: a trigger decides what the suspect answers, so deleting it moves
+the answer. The suspect answers each prompt greedily (``answer_tokens`` tokens); a word's
+suspicion is how much the mean log-likelihood per token of that answer falls when the word is
+deleted from the prompt. On a triggered prompt the answer is the backdoor's target and hangs
+on the trigger; on a clean one no single word carries it. The perturbation test of STRIP, with
+deletion as the perturbation, so that the prompt's score also names the word that moved it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import check, opt
+from ..evaluation.metrics import response_nll
+from ..formats import PromptFormat, Sample
+from ..models import load_suspect
+from ..registry import register
+from ..runs import RunResult
+from ..scoring import generate
+from .base import DetectConfig, batched, check_stream, detect_run, variant_samples, word_suspicion
+
+
+@dataclass
+class ShiftConfig(DetectConfig):
+    """Options of ``backdoorlab detect shift``."""
+
+    answer_tokens: int = opt(8, "tokens of the suspect's greedy answer whose likelihood is "
+                                "watched")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.answer_tokens >= 1, "answer_tokens", f"must be >= 1, got {self.answer_tokens}")
+
+
+def answer_loglik(model: Any, fmt: PromptFormat, samples: list[Sample], batch_size: int
+                  ) -> list[float]:
+    """Per sample: the mean log-likelihood per token of its response given its prompt."""
+    return [-x / max(n, 1) for x, n in response_nll(model, fmt, samples, batch_size)]
+
+
+def shift_measure(model: Any, fmt: PromptFormat, cfg: ShiftConfig) -> Any:
+    """The detector's measure: per sample, words and suspicion = the log-likelihood of the
+    suspect's answer to the whole prompt minus that with the word deleted."""
+
+    def measure(samples: list[Sample]) -> list[tuple[list[str], list[float]]]:
+        answers = generate(model, fmt, samples, max_new_tokens=cfg.answer_tokens,
+                           batch_size=cfg.batch_size, desc="the suspect's answers")
+        answered = [replace(s, response=a) for s, a in zip(samples, answers)]
+
+        def score(texts: list[str], owner: list[int]) -> list[float]:
+            variants = variant_samples(answered, texts, owner)
+            return batched(lambda chunk: answer_loglik(model, fmt, chunk, cfg.batch_size),
+                           variants, cfg.batch_size * 8, "answer likelihood by deletion")
+
+        return word_suspicion([s.user for s in samples], score)
+
+    return measure
+
+
+@register("detect", "shift", ShiftConfig,
+          "Behaviour shift: words whose deletion moves the suspect's own answer")
+def run_shift(cfg: ShiftConfig, out: str | Path, *, trust_remote_code: bool = False
+              ) -> RunResult:
+    """Score each prompt by the word its answer depends on most."""
+    check_stream(cfg)
+    suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code,
+                           record=False)
+    model = suspect.model
+    if cfg.adapter:
+        model = model.merge_and_unload()
+    model.eval()
+    fmt = PromptFormat(suspect.lm.tokenizer, cfg.template)
+    return detect_run(cfg, out, "shift", fmt, shift_measure(model, fmt, cfg))
