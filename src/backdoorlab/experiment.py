@@ -5,8 +5,8 @@ Stages, each optional, each writing into the run directory::
     attack    -> RUN/attack/           (plants and evaluates the backdoor beside the clean model)
     evaluate  -> RUN/evaluate/         (the attack's own evaluation, other settings if wanted)
     analyze   -> RUN/analyze/<name>/   (probe, heads, ablate, vector, consistency)
-    defend    -> RUN/defend/<name>/    (crow, finetune, prune, ablate-heads, subtract-vector;
-                                        each evaluates before and after)
+    defend    -> RUN/defend/<name>/    (crow, finetune, prune, ablate-heads, subtract-vector,
+                                        cleangen, quantize; each evaluates before and after)
     report    -> RUN/report.html, RUN/report.md
 
 Every stage's config is checked before any work starts (unknown keys and bad values are
