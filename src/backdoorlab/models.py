@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .config import opt
 from .embedded import (  # noqa: F401  (re-exported: the model's name lives with its loader)
     EMBEDDED_ALIASES,
     EMBEDDED_FILE,
@@ -386,3 +387,17 @@ def check_same_vocabulary(suspect_tok: Any, base_tok: Any, base: str, option: st
     if len(suspect_tok) != len(base_tok) or suspect_tok.get_vocab() != base_tok.get_vocab():
         raise BackdoorlabError(f"option '{option}': {base} has another vocabulary than the suspect "
                                f"({len(base_tok)} vs {len(suspect_tok)} tokens)")
+
+
+@dataclass
+class SuspectOptions:
+    """The options that name a suspect model, shared by the scanners and input detectors."""
+
+    model: str | None = opt(None,
+        "the suspect model: HF id, directory or .gguf file (default: the adapter's base, else "
+        "the embedded model)")
+    adapter: str | None = opt(None, "the suspect LoRA adapter, applied to the model")
+
+    def __post_init__(self) -> None:
+        if self.adapter is not None:
+            check_adapter_dir(self.adapter)

@@ -25,7 +25,7 @@ from ..errors import BackdoorlabError
 from ..evaluation.metrics import auc_interval, roc_auc, threshold_at_fpr, wilson_interval
 from ..formats import TEMPLATES, PromptFormat, Sample
 from ..io import atomic_write_json, atomic_write_jsonl
-from ..models import check_adapter_dir
+from ..models import SuspectOptions
 from ..progress import progress
 from ..runs import RunResult, save_config, write_metrics
 from ..triggers import derive_rng, parse_trigger
@@ -34,13 +34,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DetectConfig:
+class DetectConfig(SuspectOptions):
     """Options every input detector shares."""
 
-    model: str | None = opt(None,
-        "the suspect model: HF id, directory or .gguf file (default: the adapter's base, else "
-        "the embedded model)")
-    adapter: str | None = opt(None, "the suspect LoRA adapter, applied to the model")
     template: str = opt("chat", "prompt format the prompts are rendered in: chat, plain or alpaca")
     prompts: str | None = opt(None,
         "the prompts to screen: a file (JSONL/JSON/CSV/TSV/parquet), hf:NAME... or builtin:NAME")
@@ -63,6 +59,7 @@ class DetectConfig:
     seed: int = opt(0, "seeds the draw of prompts and the trigger positions")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice(self.template, TEMPLATES, "template")
         check(0 < self.fpr < 1, "fpr", f"must be in (0, 1), got {self.fpr}")
         check(self.n_prompts >= 1, "n_prompts", f"must be >= 1, got {self.n_prompts}")
@@ -72,8 +69,6 @@ class DetectConfig:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         if self.trigger is not None:
             parse_trigger(self.trigger)
-        if self.adapter is not None:
-            check_adapter_dir(self.adapter)
 
 
 def check_stream(cfg: DetectConfig) -> None:

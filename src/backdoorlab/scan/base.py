@@ -20,7 +20,7 @@ from ..embedded import EMBEDDED_NAME
 from ..errors import BackdoorlabError
 from ..formats import TEMPLATES, PromptFormat
 from ..io import atomic_write_json
-from ..models import adapter_base, check_adapter_dir, load_suspect
+from ..models import SuspectOptions, adapter_base, load_suspect
 from ..runs import RunResult, save_config, write_metrics
 from ..triggers import derive_rng
 
@@ -28,13 +28,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ScanConfig:
+class ScanConfig(SuspectOptions):
     """Options every scanner shares (flat keys in each scanner's config)."""
 
-    model: str | None = opt(None,
-        "the suspect model: HF id, directory or .gguf file (default: the adapter's base, else "
-        "the embedded model)")
-    adapter: str | None = opt(None, "the suspect LoRA adapter, applied to the model")
     base: str | None = opt(None,
         "the clean model the suspect was fine-tuned from (scanners that compare with it; "
         "default: the adapter's base model)")
@@ -49,10 +45,9 @@ class ScanConfig:
     seed: int = opt(0, "seeds the draw of prompts")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice(self.template, TEMPLATES, "template")
         check(self.n_prompts >= 1, "n_prompts", "must be >= 1")
-        if self.adapter is not None:
-            check_adapter_dir(self.adapter)
 
 
 def base_spec(cfg: ScanConfig) -> str:
