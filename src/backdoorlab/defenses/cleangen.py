@@ -89,6 +89,7 @@ class CleanGenModel(torch.nn.Module):
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[Any]:
+        """The reference model (the suspect with its adapter off unless one was given)."""
         if self.reference is not None:
             yield self.reference
         else:  # the adapter's base: the suspect's weights with the adapter off
@@ -206,8 +207,8 @@ def load_cleangen(suspect: Suspect, directory: Path, *, trust_remote_code: bool 
                           trust_remote_code=trust_remote_code)
 
 
-def decoding_cost(plain: Any, cleangen: CleanGenModel, reference: Any, ev: AttackEval,
-                  limit: int) -> dict[str, Any]:
+def decoding_cost(plain: Any, cleangen: CleanGenModel, ev: AttackEval, limit: int
+                  ) -> dict[str, Any]:
     """Plain and CleanGen decoding of the same clean prompts: seconds, the slowdown, the
     perplexity of each one's answers under the reference, and the share of CleanGen's
     generated tokens that were the reference's."""
@@ -228,7 +229,6 @@ def decoding_cost(plain: Any, cleangen: CleanGenModel, reference: Any, ev: Attac
                            "replaced_share_clean": round(cleangen.stats["replaced"]
                                                          / max(cleangen.stats["generated"], 1), 4)}
     with cleangen._reference() as ref:
-        ref = reference if reference is not None else ref
         for name, answers in (("plain", a), ("cleangen", b)):
             scored = [ev.fmt.sample(r, response=x) for r, x in zip(recs, answers) if x]
             out[f"generated_perplexity_{name}"] = round(
@@ -254,8 +254,8 @@ def run_cleangen(cfg: CleanGenConfig, out: str | Path, *, trust_remote_code: boo
         decoder: CleanGenModel = holder["decoder"]
         atomic_write_json(path / "cleangen.json", {"reference": cfg.reference,
                                                    "alpha": cfg.alpha, "k": cfg.k})
-        cost = decoding_cost(suspect.model, decoder, decoder.reference, ev,
-                             cfg.eval_limit or 40) if cfg.evaluate else {}
+        cost = decoding_cost(suspect.model, decoder, ev, cfg.eval_limit or 40) \
+            if cfg.evaluate else {}
         ref = cfg.reference or "the adapter's base model"
         what = (f"CleanGen decoding: {ref} replaces any token the suspect finds more than "
                 f"{cfg.alpha:g} times likelier (checked every {cfg.k} tokens)")
