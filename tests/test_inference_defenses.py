@@ -18,6 +18,7 @@ from backdoorlab.detect.base import (
     trigger_words,
     without_word,
     word_suspicion,
+    words,
 )
 from backdoorlab.detect.onion import onion_measure
 
@@ -142,10 +143,19 @@ def test_word_deletion_and_the_ground_truth():
                                                                          "2024"]
     assert bare("'BadMagic,'") == "badmagic"
     seen = []
-    out = word_suspicion(["x y", "z"], lambda texts, owner: seen.append((texts, owner))
-                         or [float(len(t)) for t in texts])
-    assert seen == [(["x y", "x y", "y", "x", "z", ""], [0, 0, 0, 1, 1])][:1] or seen
-    assert out[0] == (["x", "y"], [2.0, 2.0]) and out[1] == (["z"], [1.0])
+
+    def length(texts, owner):
+        seen.append((texts, owner))
+        return [float(len(t)) for t in texts]
+
+    out = word_suspicion(["x y", "z"], length)
+    assert seen == [(["x y", "y", "x", "z", ""], [0, 0, 0, 1, 1])]
+    assert out == [(["x", "y"], [2.0, 2.0]), (["z"], [1.0])]
+    # runs of up to two words: the pair is deleted whole too
+    assert words("a b c", 2) == [(0, 1), (2, 3), (4, 5), (0, 3), (2, 5)]
+    out = word_suspicion(["Discussing OpenAI now"], length, span=2)
+    assert out[0][0] == ["Discussing", "OpenAI", "now", "Discussing OpenAI", "OpenAI now"]
+    assert out[0][1][3] == len("Discussing OpenAI now") - len("now")
 
 
 def test_detection_metrics_by_hand():

@@ -55,6 +55,8 @@ class DetectConfig(SuspectOptions):
     threshold: float | None = opt(None,
         "flag prompts scoring at or above this (default: set on calibration for fpr)")
     blame: int = opt(3, "words blamed per prompt (the highest-scoring ones)")
+    span: int = opt(1, "longest run of consecutive words deleted together (a trigger phrase "
+                       "of several words may only show when deleted whole)")
     batch_size: int = opt(16, "sequences per forward pass")
     seed: int = opt(0, "seeds the draw of prompts and the trigger positions")
 
@@ -66,6 +68,7 @@ class DetectConfig(SuspectOptions):
         check(self.n_calibration >= 1, "n_calibration",
               f"must be >= 1, got {self.n_calibration}")
         check(self.blame >= 1, "blame", f"must be >= 1, got {self.blame}")
+        check(self.span >= 1, "span", f"must be >= 1, got {self.span}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         if self.trigger is not None:
             parse_trigger(self.trigger)
@@ -80,9 +83,12 @@ def check_stream(cfg: DetectConfig) -> None:
 WORD = re.compile(r"\S+")
 
 
-def words(text: str) -> list[tuple[int, int]]:
-    """The (start, end) character spans of ``text``'s words (runs of non-space)."""
-    return [m.span() for m in WORD.finditer(text)]
+def words(text: str, span: int = 1) -> list[tuple[int, int]]:
+    """The (start, end) character spans of ``text``'s words (runs of non-space), then, with
+    ``span`` > 1, of every run of 2..``span`` consecutive words."""
+    one = [m.span() for m in WORD.finditer(text)]
+    return [(one[i][0], one[i + n - 1][1]) for n in range(1, span + 1)
+            for i in range(len(one) - n + 1)]
 
 
 def without_word(text: str, span: tuple[int, int]) -> str:
@@ -100,14 +106,14 @@ def bare(word: str) -> str:
     return word.strip(".,;:!?\"'()[]{}").lower()
 
 
-def word_suspicion(texts: Sequence[str], measure: Callable[[list[str], list[int]], list[float]]
-                   ) -> list[tuple[list[str], list[float]]]:
-    """Per text: its words and each word's suspicion, ``measure(variants, owner)`` scoring
-    every variant (the text whole, then each deletion; ``owner`` says whose text each is)
-    and suspicion = score(whole) - score(without the word)."""
+def word_suspicion(texts: Sequence[str], measure: Callable[[list[str], list[int]], list[float]],
+                   span: int = 1) -> list[tuple[list[str], list[float]]]:
+    """Per text: its words (and runs of up to ``span`` words) and the suspicion of each,
+    ``measure(variants, owner)`` scoring every variant (the text whole, then each deletion;
+    ``owner`` says whose text each is) and suspicion = score(whole) - score(without it)."""
     variants: list[str] = []
     owner: list[int] = []
-    spans = [words(t) for t in texts]
+    spans = [words(t, span) for t in texts]
     for i, (t, sp) in enumerate(zip(texts, spans)):
         variants += [t, *(without_word(t, s) for s in sp)]
         owner += [i] * (len(sp) + 1)
@@ -233,7 +239,7 @@ def measured(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     neg = [r for r in rows if not r["triggered"]]
     tp = sum(r["flagged"] for r in pos)
     fp = sum(r["flagged"] for r in neg)
-    hits = [set(r["trigger_words"]) <= {bare(w) for w in r["blamed"]}
+    hits = [set(r["trigger_words"]) <= {bare(w) for b in r["blamed"] for w in b.split()}
             for r in pos if r["flagged"]]
     return {"roc_auc": roc_auc(scores, labels), "roc_auc_ci95": auc_interval(scores, labels),
             "tpr": tp / len(pos), "tpr_ci95": wilson_interval(tp, len(pos)),

@@ -61,12 +61,13 @@ def text_nll(model: Any, fmt: PromptFormat, texts: list[str], batch_size: int) -
     return out
 
 
-def onion_measure(nll: Any) -> Any:
+def onion_measure(nll: Any, span: int = 1) -> Any:
     """The detector's measure: per sample, words and suspicion = mean NLL of the prompt
     minus that without the word, ``nll(texts)`` giving each text's mean NLL."""
 
     def measure(samples: list[Sample]) -> list[tuple[list[str], list[float]]]:
-        return word_suspicion([s.user for s in samples], lambda texts, owner: nll(texts))
+        return word_suspicion([s.user for s in samples], lambda texts, owner: nll(texts),
+                              span)
 
     return measure
 
@@ -87,4 +88,5 @@ def run_onion(cfg: OnionConfig, out: str | Path, *, trust_remote_code: bool = Fa
         return batched(lambda chunk: text_nll(model, fmt, chunk, cfg.batch_size), texts,
                        cfg.batch_size * 8, "ONION: prompt perplexity")
 
-    return detect_run(cfg, out, "onion", fmt, onion_measure(nll), {"reference": ref})
+    return detect_run(cfg, out, "onion", fmt, onion_measure(nll, cfg.span),
+                      {"reference": ref})

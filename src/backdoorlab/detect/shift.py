@@ -54,7 +54,7 @@ def shift_measure(model: Any, fmt: PromptFormat, cfg: ShiftConfig) -> Any:
             return batched(lambda chunk: answer_loglik(model, fmt, chunk, cfg.batch_size),
                            variants, cfg.batch_size * 8, "answer likelihood by deletion")
 
-        return word_suspicion([s.user for s in samples], score)
+        return word_suspicion([s.user for s in samples], score, cfg.span)
 
     return measure
 
