@@ -113,7 +113,7 @@ class CleanGenModel(torch.nn.Module):
         cache_s, cache_r = DynamicCache(), DynamicCache()
         if ids.shape[1] > 1:  # both caches hold the prompt but its last token
             prefix = dict(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                          position_ids=pos[:, :-1], use_cache=True)
+                          position_ids=pos[:, :-1], use_cache=True, logits_to_keep=1)
             self.suspect(**prefix, **{CACHE_KW: cache_s})
             with self._reference() as ref:
                 ref(**prefix, **{CACHE_KW: cache_r})
