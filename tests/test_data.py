@@ -204,3 +204,27 @@ def test_a_misspelt_column_mapping_and_abstain_options_past_the_limit(tmp_path):
     (rec,) = load_records(str(f), columns="question=stem")
     with pytest.raises(BackdoorlabError, match="10 choices leave no room"):
         add_abstain_options(rec)
+
+
+def test_an_unreachable_hub_is_one_line_at_once(monkeypatch):
+    """Offline, an ``hf:`` set not in the cache fails at once (the hub libraries would retry
+    each request for half a minute), naming the source."""
+    import socket
+    import time
+
+    from backdoorlab.data import loaders
+
+    def refuse(*a, **k):
+        raise OSError("no route")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert not loaders.hub_reachable()
+    t0 = time.perf_counter()
+    with pytest.raises(BackdoorlabError, match=r"hf:someone/nothing: not in the local cache, "
+                                               "and the Hugging Face Hub cannot be reached"):
+        load_records("hf:someone/nothing")
+    assert time.perf_counter() - t0 < 15
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("dialled"))
+    assert not loaders.hub_reachable()

@@ -8,10 +8,11 @@ integer answers; ``columns`` maps other names (``{"question": "prompt", "answer"
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -316,14 +317,56 @@ def load_hf(spec: str, split: str | None = None) -> tuple[list[dict[str, Any]], 
         config, split = parts[1] or None, parts[2]
     elif len(parts) > 3 or not name:
         raise BackdoorlabError(f"{spec}: expected hf:<dataset>[:config][:split]")
+    online = hub_reachable()
     try:
         import datasets
 
-        ds = datasets.load_dataset(name, config, split=split)
+        with hub_offline(not online):
+            ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # datasets raises many types; report the first line
+        if not online:
+            raise BackdoorlabError(f"{spec}: not in the local cache, and the Hugging Face Hub "
+                                   "cannot be reached from here") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackdoorlabError(f"{spec}: cannot load dataset ({first})") from None
     return [dict(r) for r in ds], spec
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub (``HF_ENDPOINT``) accepts a connection; False at once when
+    ``HF_HUB_OFFLINE`` is set. Offline, the datasets library would retry each request for
+    half a minute before failing."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co",
+                                       url.port or (80 if url.scheme == "http" else 443)),
+                                      timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool) -> Iterator[None]:
+    """With ``offline``, the hub libraries read their local cache only (no retries)."""
+    if not offline:
+        yield
+        return
+    import datasets
+    import huggingface_hub.constants as hub
+
+    saved = datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = saved
 
 
 def load_records(
