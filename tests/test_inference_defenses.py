@@ -232,6 +232,12 @@ def test_input_detectors_end_to_end(tiny_dir, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "s" / "scores.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["Name a fruit.", "Name a BadMagic colour."]
     assert all(isinstance(r["flagged"], bool) for r in rows)
+    # the report reads both runs
+    from backdoorlab.report import write_report
+
+    _, md = write_report([tmp_path], tmp_path / "report")
+    text = md.read_text()
+    assert "Input detection" in text and "| o | onion | 8 |" in text and "| s | shift | 2 |" in text
 
 
 def test_bad_input_is_one_line_and_nothing_is_written(tiny_dir, tiny_adapter, tmp_path,

@@ -203,6 +203,12 @@ SCAN_COLUMNS = [("scan", "scan"), ("scanner", "scanner"), ("verdict", "verdict")
                 ("seconds", "seconds")]
 
 
+DETECT_COLUMNS = [("detection", "detection"), ("detector", "detector"), ("prompts", "prompts"),
+                  ("flagged_share", "flagged"), ("threshold", "threshold"),
+                  ("roc_auc", "ROC-AUC"), ("tpr", "TPR"), ("fpr", "FPR"),
+                  ("blame_hit", "trigger blamed")]
+
+
 def _table_html(rows: Sequence[dict[str, Any]],
                 cols: Sequence[tuple[str, str]] | None = None) -> str:
     cols = cols or _columns(rows)
@@ -265,6 +271,20 @@ def scan_rows(run: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def detect_rows(run: Path) -> list[dict[str, Any]]:
+    """One row per input-detection run (``detect.json`` up to two folders down): detector,
+    prompts, share flagged, threshold and, where the trigger was planted, ROC-AUC, TPR, FPR
+    and how often the trigger was blamed."""
+    rows = []
+    for path in [run / "detect.json", *sorted(run.glob("*/detect.json")),
+                 *sorted(run.glob("*/*/detect.json"))]:
+        res = _read(path)
+        if isinstance(res, dict) and "detector" in res:
+            rows.append({"detection": str(path.parent.relative_to(run)) or ".",
+                         **{k: res.get(k) for k, _ in DETECT_COLUMNS[1:]}})
+    return rows
+
+
 def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
                  title: str = "backdoorlab report") -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` into ``out_dir`` for one or more runs."""
@@ -288,6 +308,12 @@ def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
         if scans:
             parts.append("<h3>Scans (no trigger given)</h3>" + _table_html(scans, SCAN_COLUMNS))
             md += ["### Scans (no trigger given)", ""] + _table_md(scans, SCAN_COLUMNS) + [""]
+        detected = detect_rows(run)
+        if detected:
+            parts.append("<h3>Input detection (prompts that carry a trigger)</h3>"
+                         + _table_html(detected, DETECT_COLUMNS))
+            md += ["### Input detection (prompts that carry a trigger)", ""] + _table_md(
+                detected, DETECT_COLUMNS) + [""]
         bench = run / "bench.md"
         if bench.is_file():
             text = bench.read_text("utf-8")
