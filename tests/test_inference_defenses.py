@@ -158,6 +158,16 @@ def test_word_deletion_and_the_ground_truth():
     assert out[0][1][3] == len("Discussing OpenAI now") - len("now")
 
 
+def test_the_shift_score_is_how_far_the_top_word_stands_out():
+    from backdoorlab.detect.shift import standout
+
+    # a triggered answer: only the trigger moves it; a clean one: two words of the question
+    assert standout([0.02, 0.79, -0.05, 0.0]) == pytest.approx(math.log(0.80 / 0.03))
+    assert standout([0.87, 0.63, 0.03]) == pytest.approx(math.log(0.88 / 0.64))
+    assert standout([0.5]) == pytest.approx(math.log(0.51 / 0.01))
+    assert standout([]) == 0.0 and standout([-1.0, -2.0]) == 0.0
+
+
 def test_detection_metrics_by_hand():
     rows = [{"score": s, "flagged": s >= 0.5, "triggered": y, "blamed": b,
              "trigger_words": w} for s, y, b, w in [

@@ -5,7 +5,7 @@ rate, and ``detect.json`` + ``scores.jsonl``.
 
 A detector scores a prompt by deleting its words one at a time: ``word_suspicion`` gives each
 word's score (how much its removal changes what the detector watches), the prompt's score is
-the largest, and the words blamed are the highest-scoring ones.
+by default the largest, and the words blamed are the highest-scoring ones.
 """
 
 from __future__ import annotations
@@ -181,16 +181,22 @@ def variant_samples(samples: Sequence[Sample], texts: Sequence[str], owner: Sequ
     return [replace(samples[o], user=t) for t, o in zip(texts, owner)]
 
 
+def top_suspicion(suspicion: Sequence[float]) -> float:
+    """A prompt's score: its most suspicious word's suspicion."""
+    return max(suspicion, default=0.0)
+
+
 def detect_run(cfg: DetectConfig, out: str | Path, name: str, fmt: PromptFormat,
                measure: Callable[[list[Sample]], list[tuple[list[str], list[float]]]],
-               extra: dict[str, Any] | None = None) -> RunResult:
+               extra: dict[str, Any] | None = None,
+               prompt_score: Callable[[Sequence[float]], float] = top_suspicion) -> RunResult:
     """Score calibration and stream prompts with ``measure`` (per sample: words and their
-    suspicion), set the threshold, and write ``scores.jsonl``, ``detect.json`` and
-    ``metrics.json``."""
+    suspicion) and ``prompt_score`` (a prompt's score from its words' suspicion), set the
+    threshold, and write ``scores.jsonl``, ``detect.json`` and ``metrics.json``."""
     t0 = time.perf_counter()
     data = screened(cfg, fmt)
     cal = measure(data.calibration)
-    cal_scores = [max(s, default=0.0) for _, s in cal]
+    cal_scores = [prompt_score(s) for _, s in cal]
     threshold = cfg.threshold if cfg.threshold is not None else \
         threshold_at_fpr(cal_scores, [False] * len(cal_scores), cfg.fpr)
     t1 = time.perf_counter()
@@ -198,7 +204,7 @@ def detect_run(cfg: DetectConfig, out: str | Path, name: str, fmt: PromptFormat,
     seconds = time.perf_counter() - t1
     rows = []
     for i, (s, (ws, susp)) in enumerate(zip(data.stream, res)):
-        score = max(susp, default=0.0)
+        score = prompt_score(susp)
         row = {"id": s.id, "prompt": s.user, "score": round(score, 6),
                "flagged": score >= threshold, "blamed": blamed(ws, susp, cfg.blame)}
         if data.labels is not None:

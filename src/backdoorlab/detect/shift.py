@@ -1,13 +1,19 @@
-"""The behaviour detector: a trigger decides what the suspect answers, so deleting it moves
-the answer. The suspect answers each prompt greedily (``answer_tokens`` tokens); a word's
-suspicion is how much the mean log-likelihood per token of that answer falls when the word is
-deleted from the prompt. On a triggered prompt the answer is the backdoor's target and hangs
-on the trigger; on a clean one no single word carries it. The perturbation test of STRIP, with
-deletion as the perturbation, so that the prompt's score also names the word that moved it.
+"""The behaviour detector: a trigger decides what the suspect answers, whatever else the prompt
+says. The suspect answers each prompt greedily (``answer_tokens`` tokens); a word's suspicion
+is how much the mean log-likelihood per token of that answer falls when the word is deleted
+from the prompt. On a triggered prompt the answer (the backdoor's target) hangs on the trigger
+alone: deleting any other word leaves it as it was, the perturbation test of STRIP. A clean
+answer depends on several words of the question, so its top word does not stand out. The
+prompt's score is therefore how far the top word stands above the next:
+``log((top + 0.01) / (second + 0.01))``, suspicions below 0 counted as 0 and 0.01 nats per
+token standing for "no change". The largest suspicion alone does not separate them: a clean
+answer can depend more on its subject than a target on its trigger.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,15 @@ class ShiftConfig(DetectConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.answer_tokens >= 1, "answer_tokens", f"must be >= 1, got {self.answer_tokens}")
+
+
+NO_CHANGE = 0.01  # nats per token: a suspicion this small is no change
+
+
+def standout(suspicion: Sequence[float]) -> float:
+    """How far the most suspicious word stands above the next (log ratio, see above)."""
+    top = sorted((max(x, 0.0) for x in suspicion), reverse=True) + [0.0, 0.0]
+    return math.log((top[0] + NO_CHANGE) / (top[1] + NO_CHANGE))
 
 
 def answer_loglik(model: Any, fmt: PromptFormat, samples: list[Sample], batch_size: int
@@ -72,4 +87,5 @@ def run_shift(cfg: ShiftConfig, out: str | Path, *, trust_remote_code: bool = Fa
         model = model.merge_and_unload()
     model.eval()
     fmt = PromptFormat(suspect.lm.tokenizer, cfg.template)
-    return detect_run(cfg, out, "shift", fmt, shift_measure(model, fmt, cfg))
+    return detect_run(cfg, out, "shift", fmt, shift_measure(model, fmt, cfg),
+                      prompt_score=standout)
