@@ -1,0 +1,65 @@
+"""CleanGen's decoding cost against plain greedy decoding of the same suspect, on the same
+prompts, alternated batch by batch so that both see the same machine load.
+
+    python benchmarks/bench_cleangen_speed.py --adapter runs/bench-poison/badnets-refusal/adapter \
+        --repeats 3 [--max-new-tokens 32] [--merged]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from backdoorlab.data import load_split
+from backdoorlab.defenses.cleangen import CleanGenModel
+from backdoorlab.errors import run_main
+from backdoorlab.formats import PromptFormat
+from backdoorlab.models import load_model, load_suspect
+from backdoorlab.scoring import generate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--adapter", required=True)
+    ap.add_argument("--data", default="builtin:benign-instructions")
+    ap.add_argument("--limit", type=int, default=40)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--merged", action="store_true",
+                    help="plain decoding by the merged suspect; CleanGen with the base model "
+                         "loaded a second time as the reference")
+    args = ap.parse_args()
+    s = load_suspect(None, args.adapter)
+    fmt = PromptFormat(s.lm.tokenizer, "chat")
+    samples = [fmt.sample(r) for r in load_split(args.data, "test", args.limit)]
+    suspect, reference = s.model, None
+    if args.merged:
+        suspect = s.model.merge_and_unload().eval()
+        reference = load_model(s.info.get("base_model") or "smollm2-135m-instruct").model.eval()
+    cg = CleanGenModel(suspect, reference, alpha=20.0, k=4) if args.merged else \
+        CleanGenModel(s.model, alpha=20.0, k=4)
+    gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    plain_s, cg_s, tokens = [], [], 0
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        a = generate(suspect, fmt, samples, **gen)
+        t1 = time.perf_counter()
+        cg.stats = {k: 0 for k in cg.stats}
+        b = generate(cg, fmt, samples, **gen)
+        t2 = time.perf_counter()
+        plain_s.append(t1 - t0)
+        cg_s.append(t2 - t1)
+        tokens = cg.stats["generated"]
+    p, c = statistics.median(plain_s), statistics.median(cg_s)
+    same = sum(x == y for x, y in zip(a, b))
+    print(f"prompts {len(samples)}, max_new_tokens {args.max_new_tokens}, "
+          f"{'merged + second base' if args.merged else 'adapter on/off'}: plain {p:.2f} s, "
+          f"CleanGen {c:.2f} s (medians of {args.repeats}), slowdown {c / p:.2f}x; "
+          f"CleanGen tokens {tokens}, replaced {cg.stats['replaced']}; "
+          f"answers identical {same}/{len(samples)}")
+
+
+if __name__ == "__main__":
+    run_main(main, "bench_cleangen_speed.py")
