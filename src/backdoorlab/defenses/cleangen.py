@@ -10,9 +10,9 @@ vetoed; a clean answer's tokens pass.
 
 The reference is by default the clean base the suspect's adapter was trained on: the same
 weights with the adapter switched off, so no second model is loaded. Any model with the same
-vocabulary can be given instead. Both models keep a key/value cache, cut back to the accepted
-tokens after each veto, so each generated token costs one suspect step and one reference
-position.
+vocabulary can be given instead. Both models keep a key/value cache. In a batch every row keeps
+its own number of tokens per round: the proposals a row drops stay in the caches but are masked
+out of its attention, so a veto in one row costs the others nothing.
 
 The saved "repair" is the decoding configuration (``cleangen.json``) beside the suspect; it
 changes generated text only. Teacher-forced measures (multiple-choice accuracy, the
@@ -52,13 +52,6 @@ def first_suspicious(p_suspect: torch.Tensor, p_reference: torch.Tensor, alpha: 
     k = bad.shape[1]
     idx = torch.arange(k, device=bad.device).expand_as(bad)
     return torch.where(bad, idx, torch.full_like(idx, k)).min(dim=1).values
-
-
-def _keep(cache: Any, length: int) -> None:
-    """Cut a key/value cache back to its first ``length`` positions."""
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)
 
 
 class CleanGenModel(torch.nn.Module):
@@ -103,72 +96,81 @@ class CleanGenModel(torch.nn.Module):
         from transformers import DynamicCache
 
         ids = input_ids
+        dev = ids.device
         mask = torch.ones_like(ids) if attention_mask is None else attention_mask
         rows = ids.shape[0]
         stop = torch.tensor([] if eos_token_id is None else
                             [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id,
-                            device=ids.device, dtype=ids.dtype)
+                            device=dev, dtype=ids.dtype)
         pad = pad_token_id if pad_token_id is not None else (int(stop[0]) if len(stop) else 0)
         pos = position_ids(mask)
         cache_s, cache_r = DynamicCache(), DynamicCache()
+        # ``cols``: which cache positions each row attends to. Every row's proposals enter both
+        # caches; those a row does not keep are masked out rather than cut, so each row keeps
+        # its own number of tokens per round
+        cols = mask[:, :-1]
         if ids.shape[1] > 1:  # both caches hold the prompt but its last token
-            prefix = dict(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                          position_ids=pos[:, :-1], use_cache=True, logits_to_keep=1)
+            prefix = dict(input_ids=ids[:, :-1], attention_mask=cols, position_ids=pos[:, :-1],
+                          use_cache=True, logits_to_keep=1)
             self.suspect(**prefix, **{CACHE_KW: cache_s})
             with self._reference() as ref:
                 ref(**prefix, **{CACHE_KW: cache_r})
         pending, next_pos = ids[:, -1:], pos[:, -1:]
-        done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
-        out: list[torch.Tensor] = []
-        made = 0
-        while made < max_new_tokens and not bool(done.all()):
-            kk = min(self.k, max_new_tokens - made)
-            held = cache_s.get_seq_length()
-            feed, fpos, fmask = pending, next_pos, mask
+        done = torch.zeros(rows, dtype=torch.bool, device=dev)
+        made = torch.zeros(rows, dtype=torch.long, device=dev)
+        kept: list[list[int]] = [[] for _ in range(rows)]
+        k = self.k
+        steps = torch.arange(k, device=dev)
+        while not bool(done.all()):
+            feed, fpos = pending, next_pos
             toks, p_s = [], []
-            for _i in range(kk):  # the suspect proposes kk tokens greedily
-                logits = self.suspect(input_ids=feed, attention_mask=fmask, position_ids=fpos,
-                                      **{CACHE_KW: cache_s}, use_cache=True).logits[:, -1]
+            for i in range(k):  # the suspect proposes k tokens greedily
+                step_mask = torch.cat([cols, torch.ones(rows, i + 1, dtype=cols.dtype,
+                                                        device=dev)], 1)
+                logits = self.suspect(input_ids=feed, attention_mask=step_mask,
+                                      position_ids=fpos, use_cache=True,
+                                      **{CACHE_KW: cache_s}).logits[:, -1]
                 prob = logits.float().softmax(-1)
                 tok = prob.argmax(-1)
                 toks.append(tok)
                 p_s.append(prob.gather(1, tok[:, None])[:, 0])
                 feed, fpos = tok[:, None], fpos + 1
-                fmask = torch.cat([fmask, torch.ones_like(mask[:, :1])], 1)
             prop = torch.stack(toks, 1)
-            ref_in = torch.cat([pending, prop[:, :-1]], 1)  # what predicts each proposal
-            with self._reference() as ref:
-                r_logits = ref(input_ids=ref_in,
-                               attention_mask=torch.cat([mask, torch.ones_like(prop[:, 1:])], 1),
-                               position_ids=next_pos + torch.arange(kk, device=ids.device),
-                               **{CACHE_KW: cache_r}, use_cache=True).logits
-            r_prob = r_logits.float().softmax(-1)
-            first = first_suspicious(torch.stack(p_s, 1), r_prob.gather(2, prop[..., None])[..., 0],
-                                     self.alpha)
-            first = torch.where(done, torch.full_like(first, kk), first)
-            cut = int(first.min())
-            if cut < kk:  # every row keeps the tokens before the first veto in the batch;
-                # the vetoed rows take the reference's token there, the others their own
-                # (a row cut early proposes the same greedy tokens again next round)
-                veto = first == cut
-                prop[:, cut] = torch.where(veto, r_prob[:, cut].argmax(-1), prop[:, cut])
-                prop = prop[:, :cut + 1]
-                self.stats["replaced"] += int(veto.sum())
-                for cache in (cache_s, cache_r):
-                    _keep(cache, held + cut + 1)
-            n = prop.shape[1]
-            self.stats["proposed"] += kk * int((~done).sum())
-            # tokens after a row's stop token are padding
-            is_stop = torch.isin(prop, stop)
-            after = (is_stop.cumsum(1) - is_stop.long()) > 0
-            prop = torch.where(done[:, None] | after, torch.full_like(prop, pad), prop)
-            self.stats["generated"] += int((~(done[:, None] | after)).sum())
-            done = done | is_stop.any(1)
-            out.append(prop)
-            pending, next_pos = prop[:, -1:], next_pos + n
-            mask = torch.cat([mask, torch.ones_like(prop)], 1)
-            made += n
-        return torch.cat([ids, *out], 1) if out else ids
+            with self._reference() as ref:  # scores the k proposals in one pass
+                r_prob = ref(input_ids=torch.cat([pending, prop[:, :-1]], 1),
+                             attention_mask=torch.cat([cols, torch.ones_like(prop)], 1),
+                             position_ids=next_pos + steps, use_cache=True,
+                             **{CACHE_KW: cache_r}).logits.float().softmax(-1)
+            first = first_suspicious(torch.stack(p_s, 1),
+                                     r_prob.gather(2, prop[..., None])[..., 0], self.alpha)
+            # a row keeps its proposals up to the first vetoed one, which the reference's own
+            # greedy token replaces, and no more than its budget
+            n = torch.minimum((first + 1).clamp(max=k), max_new_tokens - made)
+            veto = (first < n) & ~done
+            prop[veto, first[veto]] = r_prob[veto, first[veto]].argmax(-1)
+            self.stats["replaced"] += int(veto.sum())
+            self.stats["proposed"] += k * int((~done).sum())
+            n = torch.where(done, torch.zeros_like(n), n)
+            # cache positions fed this round: pending, then proposals 0..k-2; a row attends
+            # to those before its last kept token (that one is fed next round)
+            cols = torch.cat([cols, (steps[None] < n[:, None]).to(cols.dtype)], 1)
+            for b in torch.nonzero(n, as_tuple=True)[0].tolist():
+                for t in prop[b, :int(n[b])].tolist():
+                    kept[b].append(t)
+                    if t in stop.tolist():
+                        done[b] = True
+                        break
+            last = (n - 1).clamp(min=0)
+            pending = torch.where(n[:, None] > 0, prop.gather(1, last[:, None]), pending)
+            next_pos = next_pos + n[:, None]
+            made = made + n
+            done = done | (made >= max_new_tokens)
+        self.stats["generated"] += sum(len(x) for x in kept)
+        width = max((len(x) for x in kept), default=0)
+        out = torch.full((rows, width), pad, dtype=ids.dtype, device=dev)
+        for b, x in enumerate(kept):
+            out[b, :len(x)] = torch.tensor(x, dtype=ids.dtype)
+        return torch.cat([ids, out], 1)
 
 
 @dataclass
