@@ -401,3 +401,21 @@ class SuspectOptions:
     def __post_init__(self) -> None:
         if self.adapter is not None:
             check_adapter_dir(self.adapter)
+
+
+def merged(model: Any) -> Any:
+    """The model with its adapter (if any) merged into the weights."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def load_unrecorded(opts: Any, *, merge: bool = True, trust_remote_code: bool = False
+                    ) -> tuple[Any, Any]:
+    """The suspect named by ``opts`` (:class:`SuspectOptions` with a ``template``), its adapter
+    merged for speed unless ``merge`` is false, in eval mode, and its prompt format; nothing an
+    attack recorded beside it is read (the scanners and input detectors see the weights only)."""
+    from .formats import PromptFormat
+
+    suspect = load_suspect(opts.model, opts.adapter, trust_remote_code=trust_remote_code,
+                           record=False)
+    model = merged(suspect.model) if opts.adapter and merge else suspect.model
+    return model.eval(), PromptFormat(suspect.lm.tokenizer, opts.template)

@@ -68,8 +68,7 @@ class CleanGenModel(torch.nn.Module):
                                    "model (no adapter whose base could be the reference)")
         self.suspect, self.reference = suspect, reference
         self.alpha, self.k = alpha, k
-        self.config = suspect.config
-        self.stats = {"proposed": 0, "replaced": 0, "generated": 0}
+        self.stats = {"replaced": 0, "generated": 0}
 
     def forward(self, *args: Any, **kw: Any) -> Any:
         return self.suspect(*args, **kw)
@@ -121,6 +120,7 @@ class CleanGenModel(torch.nn.Module):
         kept: list[list[int]] = [[] for _ in range(rows)]
         k = self.k
         steps = torch.arange(k, device=dev)
+        stops = set(stop.tolist())
         while not bool(done.all()):
             feed, fpos = pending, next_pos
             toks, p_s = [], []
@@ -149,7 +149,6 @@ class CleanGenModel(torch.nn.Module):
             veto = (first < n) & ~done
             prop[veto, first[veto]] = r_prob[veto, first[veto]].argmax(-1)
             self.stats["replaced"] += int(veto.sum())
-            self.stats["proposed"] += k * int((~done).sum())
             n = torch.where(done, torch.zeros_like(n), n)
             # cache positions fed this round: pending, then proposals 0..k-2; a row attends
             # to those before its last kept token (that one is fed next round)
@@ -157,7 +156,7 @@ class CleanGenModel(torch.nn.Module):
             for b in torch.nonzero(n, as_tuple=True)[0].tolist():
                 for t in prop[b, :int(n[b])].tolist():
                     kept[b].append(t)
-                    if t in stop.tolist():
+                    if t in stops:
                         done[b] = True
                         break
             last = (n - 1).clamp(min=0)

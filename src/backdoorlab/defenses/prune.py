@@ -25,7 +25,7 @@ import torch
 from ..config import check, opt
 from ..errors import unknown
 from ..evaluation.attack_eval import AttackEval
-from ..models import Suspect
+from ..models import Suspect, merged
 from ..progress import progress
 from ..registry import register
 from ..training import SampleCollator
@@ -163,10 +163,7 @@ def run_prune(cfg: PruneConfig | dict[str, Any], out: str | Path, *,
     """Prune at each sparsity, evaluate, save the chosen pruned model."""
 
     def repair(suspect: Suspect, ev: AttackEval, path: Path) -> dict[str, Any]:
-        model = suspect.model
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
-        model.eval()
+        model = merged(suspect.model).eval()
         original = {n: lin.weight.detach().clone() for n, lin in prunable_linears(model).items()}
         norms = None
         if cfg.method == "wanda":

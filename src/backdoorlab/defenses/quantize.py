@@ -11,7 +11,6 @@ deterministic, and nothing but the suspect's own safetensors is read.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..config import check, opt
 from ..errors import BackdoorlabError
 from ..evaluation.attack_eval import AttackEval
 from ..io import atomic_write_json
-from ..models import Suspect
+from ..models import Suspect, merged
 from ..registry import register
 from ..runs import read_json
 from .base import DefenseConfig, run_defense
@@ -32,8 +31,8 @@ BITS = (8, 4)
 
 
 def _torchao() -> Any:
-    """torchao, imported without its notes about optional GPU kernels this build lacks."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    """torchao, imported without its warnings (its log notes about optional GPU kernels a
+    CPU build lacks are silenced where the package is imported)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -76,11 +75,6 @@ def quantize_weights(model: Any, bits: int, group_size: int = 32) -> int:
         warnings.simplefilter("ignore")
         q.quantize_(model, config, filter_fn=lambda m, fqn: fqn in names)
     return len(names)
-
-
-def merged(model: Any) -> Any:
-    """The model with its adapter (if any) merged into the weights."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 def load_quantized(suspect: Suspect, directory: Path) -> Any:

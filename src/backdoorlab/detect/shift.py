@@ -21,7 +21,7 @@ from typing import Any
 from ..config import check, opt
 from ..evaluation.metrics import response_nll
 from ..formats import PromptFormat, Sample
-from ..models import load_suspect
+from ..models import load_unrecorded
 from ..registry import register
 from ..runs import RunResult
 from ..scoring import generate
@@ -80,12 +80,6 @@ def run_shift(cfg: ShiftConfig, out: str | Path, *, trust_remote_code: bool = Fa
               ) -> RunResult:
     """Score each prompt by the word its answer depends on most."""
     check_stream(cfg)
-    suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code,
-                           record=False)
-    model = suspect.model
-    if cfg.adapter:
-        model = model.merge_and_unload()
-    model.eval()
-    fmt = PromptFormat(suspect.lm.tokenizer, cfg.template)
+    model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
     return detect_run(cfg, out, "shift", fmt, shift_measure(model, fmt, cfg),
                       prompt_score=standout)

@@ -1,9 +1,10 @@
-"""What every scanner shares: its options, loading the suspect without reading what an attack
-recorded beside it, the benign prompts it probes with, and ``scan.json``.
+"""What every scanner shares: its options, the benign prompts it probes with, and
+``scan.json``.
 
-A scanner never reads ``backdoorlab.json``, a model card or a zoo manifest: it sees the
-weights, the tokenizer and the adapter's own config (for the base model's name) only, as an
-auditor handed an unknown model would.
+The suspect is loaded by :func:`backdoorlab.models.load_unrecorded`: a scanner never reads
+``backdoorlab.json``, a model card or a zoo manifest; it sees the weights, the tokenizer and
+the adapter's own config (for the base model's name) only, as an auditor handed an unknown
+model would.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..embedded import EMBEDDED_NAME
 from ..errors import BackdoorlabError
 from ..formats import TEMPLATES, PromptFormat
 from ..io import atomic_write_json
-from ..models import SuspectOptions, adapter_base, load_suspect
+from ..models import SuspectOptions, adapter_base
 from ..runs import RunResult, save_config, write_metrics
 from ..triggers import derive_rng
 
@@ -53,18 +54,6 @@ class ScanConfig(SuspectOptions):
 def base_spec(cfg: ScanConfig) -> str:
     """The clean reference: ``base``, else the adapter's base model, else the embedded one."""
     return cfg.base or (adapter_base(cfg.adapter) if cfg.adapter else None) or EMBEDDED_NAME
-
-
-def load_scanned(cfg: ScanConfig, *, merge: bool = True, trust_remote_code: bool = False
-                 ) -> tuple[Any, PromptFormat]:
-    """The suspect (adapter merged into its base for speed unless ``merge`` is false), in
-    eval mode, and the prompt format; nothing an attack recorded beside it is read."""
-    suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code,
-                           record=False)
-    model = suspect.model
-    if cfg.adapter and merge:
-        model = model.merge_and_unload().eval()
-    return model, PromptFormat(suspect.lm.tokenizer, cfg.template)
 
 
 def probe_prompts(cfg: ScanConfig, fmt: PromptFormat) -> list[list[int]]:

@@ -23,10 +23,16 @@ from ..config import opt
 from ..embedded import EMBEDDED_NAME
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
-from ..models import adapter_base, check_same_vocabulary, load_model, load_tokenizer
+from ..models import (
+    adapter_base,
+    check_same_vocabulary,
+    load_model,
+    load_tokenizer,
+    load_unrecorded,
+)
 from ..registry import register
 from ..runs import RunResult, read_json
-from .base import base_spec, finish, load_scanned, probe_prompts
+from .base import base_spec, finish, probe_prompts
 from .inversion import MIN_STEPS, InversionConfig, PromptCache, invert
 
 
@@ -98,7 +104,7 @@ def run_contrast(cfg: ContrastConfig, out: str | Path, *, trust_remote_code: boo
                                           trust_remote_code=trust_remote_code), cfg.template)
         prompts = probe_prompts(cfg, fmt)
     else:
-        model, fmt = load_scanned(cfg, trust_remote_code=trust_remote_code)
+        model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
         prompts = probe_prompts(cfg, fmt)
         found = invert(model, fmt, prompts, candidates=cfg.candidates,
                        screen_prompts=cfg.screen_prompts, keep=cfg.keep, steps=cfg.steps,

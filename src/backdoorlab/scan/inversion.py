@@ -32,10 +32,11 @@ from typing import Any
 import torch
 
 from ..config import check, opt
+from ..models import load_unrecorded
 from ..registry import register
 from ..runs import RunResult
 from ..scoring import CACHE_KW, left_pad, model_device, position_ids
-from .base import ScanConfig, finish, load_scanned, probe_prompts
+from .base import ScanConfig, finish, probe_prompts
 
 
 @dataclass
@@ -159,7 +160,7 @@ def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 
 def run_inversion(cfg: InversionConfig, out: str | Path, *, trust_remote_code: bool = False
                   ) -> RunResult:
     t0 = time.perf_counter()
-    model, fmt = load_scanned(cfg, trust_remote_code=trust_remote_code)
+    model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
     prompts = probe_prompts(cfg, fmt)
     found = invert(model, fmt, prompts, candidates=cfg.candidates,
                    screen_prompts=cfg.screen_prompts, keep=cfg.keep, steps=cfg.steps,

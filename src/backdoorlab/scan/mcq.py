@@ -32,11 +32,12 @@ from ..config import check, opt
 from ..data import load_split
 from ..errors import BackdoorlabError
 from ..formats import ANSWER_CUE
+from ..models import load_unrecorded
 from ..registry import register
 from ..runs import RunResult
 from ..scoring import common_prefix_len, entropy, model_device, option_distribution
 from ..triggers import WordTrigger, derive_rng
-from .base import ScanConfig, finish, load_scanned
+from .base import ScanConfig, finish
 
 
 @dataclass
@@ -104,7 +105,7 @@ def inserted(fmt: Any, questions: list[Any], word: str | None) -> list[Any]:
 def run_mcq(cfg: McqScanConfig, out: str | Path, *, trust_remote_code: bool = False
             ) -> RunResult:
     t0 = time.perf_counter()
-    model, fmt = load_scanned(cfg, trust_remote_code=trust_remote_code)
+    model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
     qs = load_split(cfg.questions, cfg.questions_split, kind="mcq")
     if not qs:
         raise BackdoorlabError(f"option 'questions': {cfg.questions} has no questions")

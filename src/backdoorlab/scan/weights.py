@@ -30,7 +30,7 @@ import torch
 
 from ..config import check, opt
 from ..errors import BackdoorlabError
-from ..models import check_same_vocabulary, load_model
+from ..models import check_same_vocabulary, load_model, load_unrecorded
 from ..registry import register
 from ..runs import RunResult
 from ..scoring import left_pad, model_device, position_ids
@@ -38,7 +38,6 @@ from .base import (
     ScanConfig,
     base_spec,
     finish,
-    load_scanned,
     probe_prompts,
 )
 
@@ -156,14 +155,14 @@ def run_weights(cfg: WeightsConfig, out: str | Path, *, trust_remote_code: bool 
     ref = base_spec(cfg)
     if cfg.adapter:
         deltas: dict[str, Any] = lora_deltas(cfg.adapter)
-        model, fmt = load_scanned(cfg, merge=False, trust_remote_code=trust_remote_code)
+        model, fmt = load_unrecorded(cfg, merge=False, trust_remote_code=trust_remote_code)
         prefix = "base_model.model."
         names = {n: f"{prefix}{n}.base_layer" for n in deltas}
     else:
         if not cfg.base:
             raise BackdoorlabError("option 'base': scan weights needs the clean base model "
                                    "(or an adapter, whose base it reads)")
-        model, fmt = load_scanned(cfg, trust_remote_code=trust_remote_code)
+        model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
         base = load_model(ref, trust_remote_code=trust_remote_code)
         check_same_vocabulary(fmt.tokenizer, base.tokenizer, ref)
         deltas = full_deltas(model, base.model)
