@@ -55,6 +55,15 @@ def evaluations() -> dict[str, tuple[type, Callable[..., dict[str, Any]], str]]:
     from .evaluation.generation import GenerationEvalConfig, evaluate_generation
     from .evaluation.mcq import McqEvalConfig, evaluate_mcq
     from .evaluation.uncertainty import UncertaintyEvalConfig, evaluate_uncertainty_model
+    from .evaluation.utility import UtilityEvalConfig, evaluate_utility
+
+    def utility(cfg: UtilityEvalConfig, out: str | Path | None, trust: bool) -> dict[str, Any]:
+        suspect = None
+        if cfg.repaired:  # a defense's repair of any kind, applied as it is saved
+            from .defenses.repaired import load_repaired
+
+            suspect = load_repaired(cfg.repaired, trust_remote_code=trust)
+        return evaluate_utility(cfg, out, suspect=suspect, trust_remote_code=trust)
 
     return {
         "mcq": (McqEvalConfig, lambda c, o, t: evaluate_mcq(c, trust_remote_code=t),
@@ -68,6 +77,10 @@ def evaluations() -> dict[str, tuple[type, Callable[..., dict[str, Any]], str]]:
                      lambda c, o, t: evaluate_generation(c, o, trust_remote_code=t),
                      "Generate with and without the trigger, judge the outputs, measure clean "
                      "utility; the clean model's numbers sit beside them as baseline_*."),
+        "utility": (UtilityEvalConfig, utility,
+                    "Scores on lm-evaluation-harness tasks (the field's utility numbers) of any "
+                    "model, adapter or repaired model, with 95% intervals and every document's "
+                    "result."),
     }
 
 

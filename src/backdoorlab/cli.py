@@ -102,12 +102,30 @@ def eval_defense(
     out: Annotated[Path | None, typer.Option(help="Where to write metrics.json.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Prompts per set (default: the "
                                               "defense run's).")] = None,
+    utility_tasks: Annotated[str | None, typer.Option(
+        help="Also these lm-evaluation-harness tasks on both models (comma-separated).")] = None,
+    include_path: Annotated[str | None, typer.Option(
+        help="Directory of your own task YAML files (with --utility-tasks).")] = None,
+    utility_limit: Annotated[int | None, typer.Option(
+        min=1, help="Documents per task (with --utility-tasks).")] = None,
     trust_remote_code: TrustOpt = False,
 ) -> None:
-    """The attack's own evaluation on the suspect model and on its repaired version."""
+    """The attack's own evaluation on the suspect model and on its repaired version;
+    optionally lm-evaluation-harness tasks on both."""
     from .defenses.repaired import evaluate_defense
 
-    _print_json(headline(evaluate_defense(repaired, out, limit=limit,
+    utility = None
+    if utility_tasks is not None:
+        from .evaluation.utility import UtilityEvalConfig
+
+        utility = UtilityEvalConfig(tasks=utility_tasks, include_path=include_path,
+                                    limit=utility_limit)
+    elif include_path is not None or utility_limit is not None:
+        from .errors import BackdoorlabError
+
+        raise BackdoorlabError("options '--include-path' and '--utility-limit' go with "
+                               "--utility-tasks")
+    _print_json(headline(evaluate_defense(repaired, out, limit=limit, utility=utility,
                                           trust_remote_code=trust_remote_code)))
 
 

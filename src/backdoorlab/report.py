@@ -285,6 +285,41 @@ def detect_rows(run: Path) -> list[dict[str, Any]]:
     return rows
 
 
+UTILITY_COLUMNS = [("where", "run"), ("task", "task"), ("metric", "metric"),
+                   ("model", "model (95% CI)"), ("repaired", "repaired (95% CI)")]
+
+
+def _with_interval(m: dict[str, Any] | None, metric: str) -> str | None:
+    if not m or m.get(metric) is None:
+        return None
+    ci = m.get(f"{metric}_ci95")
+    return f"{m[metric]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def utility_rows(run: Path) -> list[dict[str, Any]]:
+    """One row per lm-evaluation-harness task metric (``eval utility`` runs, and ``eval
+    defense --utility-tasks`` with the repaired model beside the suspect), up to two folders
+    down."""
+    rows = []
+    paths = [p for name in ("metrics.json", "eval_defense.json")
+             for p in [run / name, *sorted(run.glob(f"*/{name}")),
+                       *sorted(run.glob(f"*/*/{name}"))]]
+    for path in paths:
+        res = _read(path)
+        if not isinstance(res, dict) or not isinstance(res.get("tasks"), dict):
+            continue
+        for task, m in res["tasks"].items():
+            pair = isinstance(m, dict) and "after" in m
+            first = (m.get("before") if pair else m) or {}
+            for metric in [k for k in first if not k.endswith(("_stderr", "_hits", "_ci95"))
+                           and k != "n"]:
+                rows.append({"where": str(path.parent.relative_to(run)) or ".", "task": task,
+                             "metric": metric, "model": _with_interval(first, metric),
+                             "repaired": _with_interval(m.get("after"), metric) if pair
+                             else None})
+    return rows
+
+
 def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
                  title: str = "backdoorlab report") -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` into ``out_dir`` for one or more runs."""
@@ -304,16 +339,14 @@ def write_report(runs: Sequence[str | Path], out_dir: str | Path, *,
         if rows:
             parts.append(_table_html(rows))
             md += _table_md(rows) + [""]
-        scans = scan_rows(run)
-        if scans:
-            parts.append("<h3>Scans (no trigger given)</h3>" + _table_html(scans, SCAN_COLUMNS))
-            md += ["### Scans (no trigger given)", ""] + _table_md(scans, SCAN_COLUMNS) + [""]
-        detected = detect_rows(run)
-        if detected:
-            parts.append("<h3>Input detection (prompts that carry a trigger)</h3>"
-                         + _table_html(detected, DETECT_COLUMNS))
-            md += ["### Input detection (prompts that carry a trigger)", ""] + _table_md(
-                detected, DETECT_COLUMNS) + [""]
+        for title, found, cols in (
+                ("Scans (no trigger given)", scan_rows(run), SCAN_COLUMNS),
+                ("Input detection (prompts that carry a trigger)", detect_rows(run),
+                 DETECT_COLUMNS),
+                ("Utility (lm-evaluation-harness tasks)", utility_rows(run), UTILITY_COLUMNS)):
+            if found:
+                parts.append(f"<h3>{html.escape(title)}</h3>" + _table_html(found, cols))
+                md += [f"### {title}", ""] + _table_md(found, cols) + [""]
         bench = run / "bench.md"
         if bench.is_file():
             text = bench.read_text("utf-8")
