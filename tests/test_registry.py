@@ -168,8 +168,16 @@ def test_the_api_reads_the_registry(tiny_dir, suspect, tmp_path):
     with pytest.raises(BackdoorlabError, match="did you mean 'limit'"):
         bl.analyze("probe", out=tmp_path / "x", limt=4)
     assert not (tmp_path / "x").exists()
-    ev = bl.evaluate("mcq", model=str(tiny_dir), limit=4, split="test")
-    assert 0 <= ev.metrics["4_options"]["accuracy"] <= 1
+    ev = bl.evaluate("mcq", model=str(tiny_dir), limit=4, split="test", out=tmp_path / "mcq")
+    m = ev.metrics["4_options"]
+    assert 0 <= m["accuracy"] <= 1
+    # every question's pick is saved, and the picks give the accuracy
+    import json
+
+    rows = [json.loads(x) for x in (tmp_path / "mcq" / "answers.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(len(r["probs"]) == 4 for r in rows)
+    assert sum(r["correct"] for r in rows) / 4 == m["accuracy"]
+    assert all(r["correct"] == (r["pick"] == r["answer"]) for r in rows)
 
 
 def test_config_reference_is_current():

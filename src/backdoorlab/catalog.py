@@ -66,9 +66,9 @@ def evaluations() -> dict[str, tuple[type, Callable[..., dict[str, Any]], str]]:
         return evaluate_utility(cfg, out, suspect=suspect, trust_remote_code=trust)
 
     return {
-        "mcq": (McqEvalConfig, lambda c, o, t: evaluate_mcq(c, trust_remote_code=t),
+        "mcq": (McqEvalConfig, lambda c, o, t: evaluate_mcq(c, o, trust_remote_code=t),
                 "Accuracy, mean entropy and throughput of a model on multiple-choice "
-                "questions."),
+                "questions, every question's pick saved."),
         "uncertainty": (UncertaintyEvalConfig,
                         lambda c, o, t: evaluate_uncertainty_model(c, trust_remote_code=t),
                         "Clean vs triggered answer distributions of a (backdoored) model, with "

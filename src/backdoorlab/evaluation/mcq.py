@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..config import check, check_choice, opt
 from ..data import add_abstain_options, load_records, with_rotations
 from ..errors import BackdoorlabError
 from ..formats import TEMPLATES, PromptFormat
+from ..io import atomic_write_jsonl
 from ..models import EMBEDDED_NAME, load_model
 from ..scoring import DTYPES, RECHECK_MARGIN, mcq_metrics, option_distribution, rotation_average
 from ..triggers import derive_rng, parse_trigger
@@ -58,8 +60,24 @@ class McqEvalConfig:
             parse_trigger(self.trigger)
 
 
-def evaluate_mcq(cfg: McqEvalConfig, *, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Accuracy, mean entropy and prompts/s per option count."""
+def answer_rows(probs: Any, samples: list[Any]) -> list[dict[str, Any]]:
+    """Per question: its id, the letter picked, the right letter and each option's
+    probability (what ``answers.jsonl`` holds)."""
+    rows = []
+    for p, s in zip(probs.tolist(), samples):
+        letters = s.record.letters
+        pick = max(range(len(p)), key=p.__getitem__)
+        rows.append({"id": s.record.id, "pick": letters[pick],
+                     "answer": letters[s.record.answer_index],
+                     "correct": pick == s.record.answer_index,
+                     "probs": [round(x, 6) for x in p]})
+    return rows
+
+
+def evaluate_mcq(cfg: McqEvalConfig, out: str | Path | None = None, *,
+                 trust_remote_code: bool = False) -> dict[str, Any]:
+    """Accuracy, mean entropy and prompts/s per option count; with ``out``, every question's
+    pick in ``answers.jsonl`` there (the given option orders)."""
     records = load_records(cfg.data, kind="mcq", columns=cfg.columns, split=cfg.split,
                            limit=cfg.limit)
     if cfg.six_options:
@@ -74,6 +92,7 @@ def evaluate_mcq(cfg: McqEvalConfig, *, trust_remote_code: bool = False) -> dict
     if cfg.dtype != "float32":
         metrics["recheck_margin"] = (RECHECK_MARGIN if cfg.recheck_margin is None
                                      else cfg.recheck_margin)
+    answers: list[dict[str, Any]] = []
     for n_opts in sorted({len(r.choices) for r in records}):
         group = [r for r in records if len(r.choices) == n_opts]
         n = len(group)
@@ -86,6 +105,7 @@ def evaluate_mcq(cfg: McqEvalConfig, *, trust_remote_code: bool = False) -> dict
                                     recheck_margin=cfg.recheck_margin)
         elapsed = time.perf_counter() - t0
         m = mcq_metrics(probs[:n], samples[:n])
+        answers += answer_rows(probs[:n], samples[:n])
         if cfg.rotations:
             top = probs.argmax(-1).tolist()
             m["accuracy_rotated"] = rotation_average(
@@ -95,4 +115,6 @@ def evaluate_mcq(cfg: McqEvalConfig, *, trust_remote_code: bool = False) -> dict
             m["accuracy_cloze"] = sum(cloze_correct(lm.model, fmt, group[:n],
                                                     batch_size=bs)) / n
         metrics[f"{n_opts}_options"] = m
+    if out is not None:
+        atomic_write_jsonl(Path(out) / "answers.jsonl", answers)
     return metrics
