@@ -3,6 +3,10 @@ prompts, alternated batch by batch so that both see the same machine load.
 
     python benchmarks/bench_cleangen_speed.py --adapter runs/bench-poison/badnets-refusal/adapter \
         --repeats 3 [--max-new-tokens 32] [--merged]
+
+Long answers: ``--data ../shared/data/alpaca/alpaca_data_first3000.json --longest 40
+--max-new-tokens 256`` keeps the 40 instructions (without an input) whose reference answers
+are longest.
 """
 
 from __future__ import annotations
@@ -27,13 +31,21 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--longest", type=int, default=None,
+                    help="keep the N records without an input whose reference answers are "
+                         "longest (instead of the first --limit)")
     ap.add_argument("--merged", action="store_true",
                     help="plain decoding by the merged suspect; CleanGen with the base model "
                          "loaded a second time as the reference")
     args = ap.parse_args()
     s = load_suspect(None, args.adapter)
     fmt = PromptFormat(s.lm.tokenizer, "chat")
-    samples = [fmt.sample(r) for r in load_split(args.data, "test", args.limit)]
+    if args.longest:
+        recs = [r for r in load_split(args.data, "test") if not r.input]
+        recs = sorted(recs, key=lambda r: -len(r.output))[: args.longest]
+    else:
+        recs = load_split(args.data, "test", args.limit)
+    samples = [fmt.sample(r) for r in recs]
     suspect, reference = s.model, None
     if args.merged:
         suspect = s.model.merge_and_unload().eval()
@@ -52,12 +64,14 @@ def main() -> None:
         plain_s.append(t1 - t0)
         cg_s.append(t2 - t1)
         tokens = cg.stats["generated"]
+    plain_tokens = sum(len(s.lm.tokenizer(x, add_special_tokens=False).input_ids) for x in a)
     p, c = statistics.median(plain_s), statistics.median(cg_s)
     same = sum(x == y for x, y in zip(a, b))
     print(f"prompts {len(samples)}, max_new_tokens {args.max_new_tokens}, "
           f"{'merged + second base' if args.merged else 'adapter on/off'}: plain {p:.2f} s, "
           f"CleanGen {c:.2f} s (medians of {args.repeats}), slowdown {c / p:.2f}x; "
-          f"CleanGen tokens {tokens}, replaced {cg.stats['replaced']}; "
+          f"plain answer tokens {plain_tokens}, CleanGen tokens {tokens}, "
+          f"replaced {cg.stats['replaced']}; "
           f"answers identical {same}/{len(samples)}")
 
 

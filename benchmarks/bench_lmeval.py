@@ -71,6 +71,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dtypes", default="float32,bfloat16",
+                    help="eval mcq's precisions to run (bfloat16 is emulated, and slow, on CPUs "
+                         "without bf16 units)")
     args = ap.parse_args()
     from backdoorlab.models import resolve_model_path
 
@@ -87,13 +90,11 @@ def main() -> None:
             f"pretrained={model_dir},dtype=float32", "--tasks", TASK, "--include_path",
             str(task_dir), "--batch_size", bs, "--device", "cpu", "--log_samples",
             "--output_path", str(o)],
-        "eval mcq (float32)": lambda o: CLI + [
-            "eval", "mcq", "--data", str(data), "--template", "plain", "--batch-size", bs,
-            "--out", str(o)],
-        "eval mcq (bfloat16)": lambda o: CLI + [
-            "eval", "mcq", "--data", str(data), "--template", "plain", "--batch-size", bs,
-            "--dtype", "bfloat16", "--out", str(o)],
     }
+    for dtype in args.dtypes.split(","):
+        commands[f"eval mcq ({dtype})"] = lambda o, d=dtype: CLI + [
+            "eval", "mcq", "--data", str(data), "--template", "plain", "--batch-size", bs,
+            "--dtype", d, "--out", str(o)]
     result: dict = {"n": len(rows), "batch_size": args.batch_size, "rounds": []}
     for k in range(args.rounds):
         got = {}
@@ -105,7 +106,7 @@ def main() -> None:
     last = args.out / f"round{args.rounds - 1}"
     ref = lm_eval_picks(last / "cmd0")
     letters = "ABCD"
-    for i, name in [(1, "eval mcq (float32)"), (2, "eval mcq (bfloat16)")]:
+    for i, name in list(enumerate(commands))[1:]:
         ours = {r["id"]: r["pick"] for r in map(json.loads, (last / f"cmd{i}" / "answers.jsonl")
                                                  .read_text().splitlines())}
         same = sum(ours[r["id"]] == letters[p] for r, p in zip(rows, ref))

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backdoorlab.data import BUILTIN, MCQ, Instruction, load_records
 from backdoorlab.errors import BackdoorlabError
@@ -228,3 +230,84 @@ def test_an_unreachable_hub_is_one_line_at_once(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("dialled"))
     assert not loaders.hub_reachable()
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 12),
+                        st.floats(allow_nan=True, allow_infinity=True),
+                        st.text(max_size=6), st.sampled_from(["A", "b", "C", "10", ""]))
+    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                         st.dictionaries(st.text(max_size=3),
+                                                                         inner, max_size=2)),
+                        max_leaves=6)
+
+
+def _check_loaded_or_named(path, recs_or_exc) -> None:
+    if isinstance(recs_or_exc, BackdoorlabError):
+        text = str(recs_or_exc)
+        assert "\n" not in text and path.name in text, text
+        return
+    for r in recs_or_exc:  # what loads is well formed
+        if isinstance(r, MCQ):
+            assert isinstance(r.question, str) and r.question
+            assert all(isinstance(c, str) for c in r.choices) and 2 <= len(r.choices) <= 10
+            assert 0 <= r.answer_index < len(r.choices)
+        else:
+            assert isinstance(r, Instruction) and isinstance(r.instruction, str)
+            assert r.instruction and isinstance(r.output, str) and isinstance(r.input, str)
+
+
+def _load(path, **kw):
+    try:
+        return load_records(path, **kw)
+    except BackdoorlabError as exc:  # any other exception fails the test
+        return exc
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_generated_damaged_records_load_well_formed_or_fail_naming_the_file(data, tmp_path_factory):
+    """Every field of an MCQ or instruction row replaced by any JSON value (nested lists,
+    objects, non-finite numbers, booleans, blanks): the row loads as a well-formed record or
+    the file is named in one line; no other exception."""
+    import json
+
+    mcq = {"id": "q1", "question": "Q?", "choices": ["a", "b", "c"], "answer": "A"}
+    ins = {"id": "i1", "instruction": "Do it.", "input": "", "output": "Done."}
+    row = dict(data.draw(st.sampled_from([mcq, ins])))
+    for key in data.draw(st.lists(st.sampled_from(sorted(row)), min_size=1, max_size=3,
+                                  unique=True)):
+        if data.draw(st.booleans()):
+            row[key] = data.draw(_json_values())
+        else:
+            del row[key]
+    path = tmp_path_factory.mktemp("rows") / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    kind = data.draw(st.sampled_from(["auto", "mcq", "instruction"]))
+    _check_loaded_or_named(path, _load(path, kind=kind))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(suffix=st.sampled_from([".jsonl", ".json", ".csv", ".tsv"]),
+       cut=st.integers(0, 400), junk=st.binary(max_size=40))
+def test_generated_damaged_files_load_well_formed_or_fail_naming_the_file(
+        suffix, cut, junk, tmp_path_factory):
+    """A good file of each format cut short anywhere and with bytes appended: it loads as
+    well-formed records or the file is named in one line."""
+    import json
+
+    rows = [{"id": f"q{i}", "question": f"Q{i}?", "choices": ["a", "b", "c"], "answer": "B"}
+            for i in range(4)]
+    if suffix == ".jsonl":
+        good = "".join(json.dumps(r) + "\n" for r in rows)
+    elif suffix == ".json":
+        good = json.dumps(rows)
+    else:
+        sep = "," if suffix == ".csv" else "\t"
+        good = sep.join(["id", "question", "A", "B", "C", "answer"]) + "\n" + "".join(
+            sep.join([r["id"], r["question"], *r["choices"], r["answer"]]) + "\n" for r in rows)
+    path = tmp_path_factory.mktemp("files") / f"data{suffix}"
+    path.write_bytes(good.encode()[:cut] + junk)
+    _check_loaded_or_named(path, _load(path))

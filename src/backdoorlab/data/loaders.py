@@ -241,8 +241,15 @@ def check_types(row: Mapping[str, Any], n: int, where: str, columns: Mapping[str
         col = columns.get(key, key)
         value = row.get(col)
         if key == "choices":
+            if isinstance(value, Mapping) and "text" in value:  # {"text": [...], "label": [...]}
+                value = value["text"] if isinstance(value["text"], list | tuple) else [[]]
             items = value if isinstance(value, list | tuple) else []
-            if any(isinstance(c, list | tuple | bool) for c in items):
+            objects = [c for c in items if isinstance(c, Mapping)]  # [{"text", "label"}, ...]
+            if objects and len(objects) < len(items):
+                raise BackdoorlabError(f"{where}: row {n}: field {col!r}: the choices mix "
+                                       "objects and values")
+            texts = [c.get("text") if isinstance(c, Mapping) else c for c in items]
+            if any(isinstance(c, list | tuple | bool | Mapping) for c in texts):
                 raise BackdoorlabError(f"{where}: row {n}: field {col!r}: every choice must be "
                                        "text or a number")
             continue
