@@ -86,7 +86,8 @@ def letter_shares(probs: torch.Tensor, letters: Sequence[str]) -> dict[str, floa
 
 
 def mean(x: torch.Tensor) -> float:
-    return float(x.float().mean()) if x.numel() else float("nan")
+    """The mean in double precision (a rate of 95 in 100 is 0.95, not float32's 0.94999999)."""
+    return float(x.double().mean()) if x.numel() else float("nan")
 
 
 def describe_distribution(values: torch.Tensor) -> dict[str, Any]:
