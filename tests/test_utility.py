@@ -176,5 +176,9 @@ def test_eval_defense_scores_the_tasks_before_and_after_and_the_report_shows_the
     assert "Utility (lm-evaluation-harness tasks)" in text
     line = next(x for x in text.splitlines() if x.startswith("| q | bl_tiny_qa | acc |"))
     assert f"{m['before']['acc']:.3f} [" in line and f"{m['after']['acc']:.3f} [" in line
-    # the extra options alone are refused
+    # the extra options alone are refused; a misspelt task before anything is scored again
     assert _main(["eval", "defense", "--repaired", str(q), "--utility-limit", "2"]) == 2
+    written = (q / "eval_defense.json").stat().st_mtime_ns
+    assert _main(["eval", "defense", "--repaired", str(q), "--utility-tasks", "bl_tiny_qx",
+                  "--include-path", str(task_dir)]) == 2
+    assert (q / "eval_defense.json").stat().st_mtime_ns == written

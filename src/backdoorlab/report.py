@@ -256,11 +256,17 @@ def _describe(run: Path) -> str:
            f"{html.escape(str(cfg.get('model') or att.get('model') or '?'))}</code>"
 
 
+def _found(run: Path, name: str, depth: int) -> list[Path]:
+    """``name`` in ``run`` and in its folders up to ``depth`` levels down, shallowest first."""
+    return [run / name] + [p for level in range(1, depth + 1)
+                           for p in sorted(run.glob("*/" * level + name))]
+
+
 def scan_rows(run: Path) -> list[dict[str, Any]]:
     """One row per scan in the run (``scan.json`` at its top or one folder down): scanner,
     verdict, score, threshold and what it found."""
     rows = []
-    for path in [run / "scan.json", *sorted(run.glob("*/scan.json"))]:
+    for path in _found(run, "scan.json", 1):
         res = _read(path)
         if isinstance(res, dict) and "scanner" in res:
             ev = res.get("evidence") or {}
@@ -276,8 +282,7 @@ def detect_rows(run: Path) -> list[dict[str, Any]]:
     prompts, share flagged, threshold and, where the trigger was planted, ROC-AUC, TPR, FPR
     and how often the trigger was blamed."""
     rows = []
-    for path in [run / "detect.json", *sorted(run.glob("*/detect.json")),
-                 *sorted(run.glob("*/*/detect.json"))]:
+    for path in _found(run, "detect.json", 2):
         res = _read(path)
         if isinstance(res, dict) and "detector" in res:
             rows.append({"detection": str(path.parent.relative_to(run)) or ".",
@@ -301,10 +306,7 @@ def utility_rows(run: Path) -> list[dict[str, Any]]:
     defense --utility-tasks`` with the repaired model beside the suspect), up to two folders
     down."""
     rows = []
-    paths = [p for name in ("metrics.json", "eval_defense.json")
-             for p in [run / name, *sorted(run.glob(f"*/{name}")),
-                       *sorted(run.glob(f"*/*/{name}"))]]
-    for path in paths:
+    for path in _found(run, "metrics.json", 2) + _found(run, "eval_defense.json", 2):
         res = _read(path)
         if not isinstance(res, dict) or not isinstance(res.get("tasks"), dict):
             continue

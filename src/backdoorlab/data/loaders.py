@@ -242,7 +242,10 @@ def check_types(row: Mapping[str, Any], n: int, where: str, columns: Mapping[str
         value = row.get(col)
         if key == "choices":
             if isinstance(value, Mapping) and "text" in value:  # {"text": [...], "label": [...]}
-                value = value["text"] if isinstance(value["text"], list | tuple) else [[]]
+                value = value["text"]
+                if not isinstance(value, list | tuple):
+                    raise BackdoorlabError(f"{where}: row {n}: field {col!r}: 'text' must be a "
+                                           "list of choices")
             items = value if isinstance(value, list | tuple) else []
             objects = [c for c in items if isinstance(c, Mapping)]  # [{"text", "label"}, ...]
             if objects and len(objects) < len(items):

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import BackdoorlabError
 from ..evaluation.attack_eval import AttackEval, compare
 from ..evaluation.suite import SuiteOptions, left_out_counts
-from ..evaluation.utility import UtilityEvalConfig, check_lm_eval, lm_eval_tasks
+from ..evaluation.utility import UtilityEvalConfig, check_tasks, lm_eval_tasks
 from ..io import atomic_write_json
 from ..models import Suspect, check_adapter_dir, load_model, load_suspect
 from ..runs import read_json, run_config
@@ -126,8 +126,7 @@ def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
     defense run directory)."""
     d = Path(repaired)
     rec = defense_record(d)
-    if utility is not None:
-        check_lm_eval()
+    task_index = check_tasks(utility) if utility is not None else None
     saved = run_config(d)
     # the run's own evaluation options (MCQ set, rotations, seed, ...), --limit aside
     suite = {f.name: saved[f.name] for f in fields(SuiteOptions) if f.name in saved}
@@ -144,14 +143,14 @@ def evaluate_defense(repaired: str | Path, out: str | Path | None = None, *,
         ev.leave_out(seen)
     t0 = time.perf_counter()
     before = ev(suspect.model)
-    tasks_before = (lm_eval_tasks(suspect.model, suspect.lm.tokenizer, utility)["tasks"]
-                    if utility else {})
+    tasks_before = (lm_eval_tasks(suspect.model, suspect.lm.tokenizer, utility,
+                                  manager=task_index)["tasks"] if utility else {})
     del suspect  # one model in memory at a time (a 7B suspect and its repair need not fit)
     fixed = load_repaired(d, trust_remote_code=trust_remote_code)
     metrics = {"defense": rec["defense"], "repaired": str(d), **compare(before, ev(fixed.model)),
                **left_out_counts(ev.left_out)}
     if utility:
-        after = lm_eval_tasks(fixed.model, fixed.lm.tokenizer, utility)["tasks"]
+        after = lm_eval_tasks(fixed.model, fixed.lm.tokenizer, utility, manager=task_index)["tasks"]
         metrics["tasks"] = {t: {"before": tasks_before.get(t), "after": after.get(t)}
                             for t in after}
     metrics["eval_wall_s"] = round(time.perf_counter() - t0, 2)

@@ -121,24 +121,37 @@ def sample_rows(task: str, samples: list[dict[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
-def lm_eval_tasks(model: Any, tokenizer: Any, cfg: UtilityEvalConfig, out: str | Path | None = None
-            ) -> dict[str, Any]:
-    """``cfg.tasks`` on ``model`` (any causal LM in memory: an adapter applied, hooks in place,
-    quantized, or wrapped for decoding) through lm-evaluation-harness; with ``out``, every
-    document's result goes to ``samples.jsonl`` there."""
-    lm_eval = check_lm_eval()
-    from lm_eval.models.huggingface import HFLM
+def check_tasks(cfg: UtilityEvalConfig) -> Any:
+    """lm-evaluation-harness' index of its tasks and those in ``cfg.include_path``, once every
+    name in ``cfg.tasks`` is found there (else one line naming it), so that a misspelt task
+    stops a command before any model is loaded or scored. Indexing reads every task file: a
+    command builds it once and hands it to :func:`lm_eval_tasks`."""
+    check_lm_eval()
     from lm_eval.tasks import TaskManager
 
-    names = task_names(cfg.tasks)
     manager = TaskManager(include_path=cfg.include_path, verbosity="ERROR")
     known = set(manager.all_tasks)
-    for name in names:
+    for name in task_names(cfg.tasks):
         if name not in known:
             raise BackdoorlabError(
                 f"option 'tasks': no lm-evaluation-harness task {name!r}"
                 f"{did_you_mean(name, sorted(known))} (`lm-eval ls tasks` lists them; your own "
                 "YAML files go in --include-path)")
+    return manager
+
+
+def lm_eval_tasks(model: Any, tokenizer: Any, cfg: UtilityEvalConfig,
+                  out: str | Path | None = None, *, manager: Any = None) -> dict[str, Any]:
+    """``cfg.tasks`` on ``model`` (any causal LM in memory: an adapter applied, hooks in place,
+    quantized, or wrapped for decoding) through lm-evaluation-harness, with ``manager`` from
+    :func:`check_tasks` (built here when not given); with ``out``, every document's result
+    goes to ``samples.jsonl`` there."""
+    lm_eval = check_lm_eval()
+    from lm_eval.models.huggingface import HFLM
+
+    if manager is None:
+        manager = check_tasks(cfg)
+    names = task_names(cfg.tasks)
     model.eval()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
     t0 = time.perf_counter()
@@ -171,10 +184,10 @@ def evaluate_utility(cfg: UtilityEvalConfig, out: str | Path | None = None, *,
                      suspect: Any = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """``backdoorlab eval utility``: ``cfg.tasks`` on the model ``cfg`` names (or on an
     already loaded ``suspect``, as a repaired model is)."""
-    check_lm_eval()  # a missing extra is named before any model loads
+    manager = check_tasks(cfg)  # a missing extra or task is named before any model loads
     if suspect is None:
         suspect = load_suspect(cfg.model, cfg.adapter, trust_remote_code=trust_remote_code)
-    metrics = lm_eval_tasks(suspect.model, suspect.lm.tokenizer, cfg, out)
+    metrics = lm_eval_tasks(suspect.model, suspect.lm.tokenizer, cfg, out, manager=manager)
     source = {"repaired": cfg.repaired} if cfg.repaired else {
         "model": cfg.model, "adapter": str(cfg.adapter or "")}
     return {**source, **metrics}
