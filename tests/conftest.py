@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("BACKDOORLAB_QUIET", "1")
+# the suite's models run on the CPU, on a GPU machine too (tests/test_cuda.py checks the GPU path)
+os.environ.setdefault("BACKDOORLAB_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")

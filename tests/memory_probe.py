@@ -1,7 +1,9 @@
 """Measure the peak resident memory of training steps on a tiny model, beside the estimate.
 
 Run as a script (a fresh process, so the peak is this step's alone):
-``python tests/memory_probe.py FAMILY ROWS WIDTH CHECKPOINTING LOGITS``; prints one JSON line.
+``python tests/memory_probe.py FAMILY ROWS WIDTH CHECKPOINTING LOGITS [bf16]``; prints one JSON
+line. With ``bf16`` the steps run under bf16 autocast on a model whose fp32 weights outweigh its
+activations (so the weights' bf16 copies autocast keeps are most of the step).
 Libraries and kernels are warmed up on a throwaway model first, so the measured peak is the
 model, the optimiser and the steps."""
 
@@ -33,7 +35,8 @@ def bound_allocator(threshold: int = 1 << 16) -> None:
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def main(family: str, rows: int, width: int, checkpointing: bool, logits: str) -> dict:
+def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
+         bf16: bool = False) -> dict:
     import peft
     from transformers import AutoModelForCausalLM
 
@@ -42,9 +45,9 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str) -
 
     bound_allocator()
     torch.manual_seed(0)
-    size = dict(layers=4, hidden=256, heads=4, kv_heads=2)
+    size = dict(layers=4, hidden=512 if bf16 else 256, heads=4, kv_heads=2)
     cfg = tiny_config(family, 4096, **size)
-    cfg.intermediate_size = 768
+    cfg.intermediate_size = 2048 if bf16 else 768
     warm = AutoModelForCausalLM.from_config(tiny_config(family, 256, layers=1))
     ids = torch.randint(0, 256, (2, 16))
     warm(input_ids=ids, labels=ids, use_cache=False).loss.backward()
@@ -54,7 +57,7 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str) -
     model = AutoModelForCausalLM.from_config(cfg)
     estimate = estimate_training_memory(
         model, batch_tokens=rows * width, longest=width, lora_targets=TARGETS,
-        checkpointing=checkpointing, logits=logits, runtime=0)
+        checkpointing=checkpointing, logits=logits, runtime=0, compute_bytes=2 if bf16 else 4)
     model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32,
                                                        target_modules=TARGETS))
     if checkpointing:
@@ -65,12 +68,10 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str) -
     mask = torch.ones(rows, width, dtype=torch.long)
     mask[0, : width // 4] = 0  # left padding, as the collator makes
     labels = ids.masked_fill(mask == 0, -100)
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     for _ in range(2):
-        if logits == "all":
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
-        else:
-            out = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
-            loss = out.logits[:, -1, :6].float().log_softmax(-1).mean()
+        with cast:
+            loss = step_loss(model, ids, mask, labels, logits)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -78,6 +79,14 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str) -
     return {"measured": peak, "estimated": estimate.total}
 
 
+def step_loss(model, ids, mask, labels, logits: str) -> torch.Tensor:
+    """The language-model loss (``all``) or a loss on the last position's logits (``last``)."""
+    if logits == "all":
+        return model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+    out = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+    return out.logits[:, -1, :6].float().log_softmax(-1).mean()
+
+
 if __name__ == "__main__":
     fam, r, w, ck, lg = sys.argv[1:6]
-    print(json.dumps(main(fam, int(r), int(w), ck == "1", lg)))
+    print(json.dumps(main(fam, int(r), int(w), ck == "1", lg, "bf16" in sys.argv[6:])))

@@ -131,12 +131,14 @@ def test_gradient_checkpointing_gives_the_same_gradients(tokenizer, fmt):
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_the_estimate_is_within_25_percent_of_the_measured_peak(family):
     probe = Path(__file__).with_name("memory_probe.py")
-    for rows, width, ckpt, logits in ((8, 256, "0", "all"), (4, 512, "1", "last")):
-        out = subprocess.run([sys.executable, str(probe), family, str(rows), str(width), ckpt,
-                              logits], capture_output=True, text=True, check=True)
+    # the last: bf16 autocast over fp32 weights, where the weights' bf16 copies autograd keeps
+    # are a third of the step (the estimate without them is 0.68 of the measured peak)
+    for case in ((8, 256, "0", "all"), (4, 512, "1", "last"), (2, 32, "0", "all", "bf16")):
+        out = subprocess.run([sys.executable, str(probe), family, *map(str, case)],
+                             capture_output=True, text=True, check=True)
         got = json.loads(out.stdout.strip().splitlines()[-1])
         ratio = got["estimated"] / got["measured"]
-        assert 0.75 <= ratio <= 1.25, (family, rows, width, ckpt, got)
+        assert 0.75 <= ratio <= 1.25, (family, case, got)
 
 
 def test_a_7b_model_is_estimated_on_the_meta_device():

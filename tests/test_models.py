@@ -1,6 +1,7 @@
 """Model loading: safetensors only, pickles refused, GGUF checked, no remote code by default."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from backdoorlab.models import (
     EMBEDDED_SHA256,
     check_safe_weights,
     convert_gguf,
+    default_device,
     embedded_gguf_path,
     load_model,
     resolve_model_path,
@@ -74,8 +76,27 @@ def test_trust_remote_code_is_off_by_default(tmp_path, monkeypatch, tokenizer):
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
     load_model(str(tmp_path))
     assert seen["trust_remote_code"] is False and seen["use_safetensors"] is True
+    assert os.environ["USE_HUB_KERNELS"] == "NO"  # no kernels fetched from the Hub
+    monkeypatch.setenv("USE_HUB_KERNELS", "YES")  # unless the user asks for them
+    load_model(str(tmp_path))
+    assert os.environ["USE_HUB_KERNELS"] == "YES"
+
+
+def test_the_device_comes_from_the_environment_or_the_gpu(monkeypatch):
+    monkeypatch.delenv("BACKDOORLAB_DEVICE")
+    assert default_device() == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("BACKDOORLAB_DEVICE", "cpu")
+    assert default_device() == "cpu"
+    monkeypatch.setenv("BACKDOORLAB_DEVICE", "gpu0")
+    with pytest.raises(BackdoorlabError, match=r"^BACKDOORLAB_DEVICE='gpu0': not a device"):
+        default_device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("BACKDOORLAB_DEVICE", "cuda")
+        with pytest.raises(BackdoorlabError, match="sees no CUDA device"):
+            default_device()
 
 
 def test_adapter_must_be_safetensors(tmp_path, tiny_models):

@@ -302,6 +302,8 @@ def model_prepare(
         = "all",
     checkpointing: Annotated[bool, typer.Option(help="--estimate: with gradient "
                                                 "checkpointing.")] = False,
+    passes: Annotated[int, typer.Option(min=1, help="--estimate: forward passes held at once "
+                                        "(CROW: 2).")] = 1,
 ) -> None:
     """Convert a GGUF / the embedded model to its safetensors cache and describe it; with
     --estimate, the peak memory of a training run instead."""
@@ -312,7 +314,7 @@ def model_prepare(
         _print_json(estimate_for_spec(model, prompt_tokens=prompt_tokens, batch_size=batch_size,
                                       max_batch_tokens=max_batch_tokens, full=full,
                                       lora_r=lora_r, dtype=dtype, bf16=bf16, logits=logits,
-                                      checkpointing=checkpointing))
+                                      checkpointing=checkpointing, passes=passes))
         return
     t0 = time.perf_counter()
     lm = load_model(model)

@@ -39,6 +39,7 @@ from .io import sha256_file  # noqa: F401  (used here and re-exported)
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "BACKDOORLAB_CACHE"
+DEVICE_ENV = "BACKDOORLAB_DEVICE"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -47,6 +48,25 @@ def cache_root() -> Path:
     """Where converted models live: ``$BACKDOORLAB_CACHE`` or ``~/.cache/backdoorlab``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "backdoorlab"
+
+
+def default_device() -> str:
+    """Where loaded models run: ``$BACKDOORLAB_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``)
+    when set, else this process's GPU when PyTorch sees one (``cuda:$LOCAL_RANK`` under a
+    distributed launch), else ``cpu``."""
+    env = os.environ.get(DEVICE_ENV, "").strip()
+    if env:
+        try:
+            dev = torch.device(env)
+        except RuntimeError:
+            raise BackdoorlabError(f"{DEVICE_ENV}={env!r}: not a device (cpu, cuda, cuda:N, "
+                                   "mps)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BackdoorlabError(f"{DEVICE_ENV}={env!r}: PyTorch sees no CUDA device")
+        return str(dev)
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
+    return "cpu"
 
 
 def embedded_gguf_path() -> Path:
@@ -253,13 +273,18 @@ def load_model(
 ) -> LoadedModel:
     """Load model + tokenizer from a hub id, directory, GGUF file or the embedded default.
 
-    ``adapter`` is a PEFT adapter directory (safetensors) applied on top.
+    ``adapter`` is a PEFT adapter directory (safetensors) applied on top. The model is placed
+    on ``device``, by default :func:`default_device` (the GPU when there is one).
     """
     from transformers import AutoModelForCausalLM
 
     if dtype not in _DTYPES:
         raise BackdoorlabError(f"option 'dtype': {dtype!r} is not one of {', '.join(_DTYPES)}")
+    device = device or default_device()
     path = resolve_model_path(spec)
+    # transformers >= 5 swaps layers for compiled kernels fetched from the Hub when the
+    # `kernels` package is installed: code from the network, and a failure offline
+    os.environ.setdefault("USE_HUB_KERNELS", "NO")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -273,8 +298,12 @@ def load_model(
                          trust_remote_code=trust_remote_code)
     if adapter is not None:
         model = load_adapter(model, adapter)
-    if device:
-        model.to(device)
+    if device != "cpu":
+        try:
+            model.to(device)
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            raise BackdoorlabError(f"{spec}: cannot move the model to {device} "
+                                   f"({first_line(exc)})") from None
     model.eval()
     return LoadedModel(model=model, tokenizer=tok, name=spec, path=path)
 

@@ -596,7 +596,7 @@ sft_loss.unit = "labels"  # a mean over labelled tokens (see BackdoorTrainer)
 def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int = 16,
                       max_batch_tokens: int | None = None, full: bool = False, lora_r: int = 16,
                       dtype: str = "float32", bf16: bool = False, logits: str = "all",
-                      checkpointing: bool = False) -> dict[str, Any]:
+                      checkpointing: bool = False, passes: int = 1) -> dict[str, Any]:
     """The training peak-memory estimate of a model named by a spec (HF id, directory,
     ``config.json``, GGUF or the embedded model), built on the meta device from its config
     (``backdoorlab model prepare --estimate``)."""
@@ -614,9 +614,10 @@ def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int =
     meta = model_on_meta(model_config(model), _DTYPES[dtype])
     est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
                                    lora=not full, lora_r=lora_r, lora_targets=tcfg.lora_targets,
-                                   checkpointing=checkpointing, logits=logits,
+                                   checkpointing=checkpointing, logits=logits, passes=passes,
                                    compute_bytes=2 if bf16 else 4)
     return {"model": model, "parameters": sum(p.numel() for p in meta.parameters()),
             "dtype": dtype, "prompt_tokens": prompt_tokens, "batch_size": batch_size,
             "max_batch_tokens": budget, "lora": not full, "bf16": bf16, "logits": logits,
+            "passes": passes,
             "estimate": est.as_dict(), "summary": est.describe()}

@@ -131,7 +131,7 @@ def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 
         probs, _ = screen.step(screen.repeat(len(cands[i:i + rows])), cands[i:i + rows])
         step1.append(probs.mean(dim=1).max(dim=-1).values)
     order = torch.argsort(torch.cat(step1), descending=True)[:keep]
-    seqs = cands[order][:, None]
+    seqs = cands[order][:, None].cpu()
     trace: list[list[float]] = [[] for _ in range(len(seqs))]
     done = [False] * len(seqs)
     state = pc.repeat(len(seqs))
