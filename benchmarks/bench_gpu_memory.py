@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from backdoorlab.training import pad_left
+
 SHAPES = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
@@ -72,19 +74,8 @@ class IdsCollator:
         return ids, [-100] * cut + ids[cut:], cut - 1
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        enc = [self.encode(it["sample"]) for it in items]
-        width = max(len(e[0]) for e in enc)
-        n = len(items)
-        ids = torch.full((n, width), self.pad, dtype=torch.long)
-        labels = torch.full((n, width), -100, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        ans = torch.empty(n, dtype=torch.long)
-        for i, (x, lab, a) in enumerate(enc):
-            off = width - len(x)
-            ids[i, off:], labels[i, off:], mask[i, off:] = torch.tensor(x), torch.tensor(lab), 1
-            ans[i] = off + a
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                "answer_index": ans, "target": torch.stack([it["target"] for it in items]),
+        batch = pad_left([self.encode(it["sample"]) for it in items], self.pad)
+        return {**batch, "target": torch.stack([it["target"] for it in items]),
                 "weight": torch.stack([it["weight"] for it in items])}
 
 

@@ -106,3 +106,20 @@ def test_adapter_must_be_safetensors(tmp_path, tiny_models):
 
     with pytest.raises(BackdoorlabError, match="pickled adapters are refused"):
         load_adapter(tiny_models["llama"], tmp_path)
+
+
+def test_a_cpu_device_keeps_training_and_budgets_on_the_cpu(monkeypatch, tmp_path):
+    """BACKDOORLAB_DEVICE=cpu on a GPU machine: the Trainer, the memory budget and the memory
+    plan's CPU heap factor all follow it, not what PyTorch sees."""
+    from backdoorlab import memory
+    from backdoorlab.devices import on_cuda
+    from backdoorlab.training import TrainConfig, training_arguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: pytest.fail("asked the GPU"))
+    monkeypatch.setenv("BACKDOORLAB_DEVICE", "cpu")
+    assert not on_cuda() and memory.available_memory() > 0
+    assert "peak_gpu_gb" not in memory.peak_memory()
+    assert training_arguments(TrainConfig(), tmp_path, 4).use_cpu
+    monkeypatch.delenv("BACKDOORLAB_DEVICE")
+    assert on_cuda()

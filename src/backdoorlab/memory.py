@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from .devices import default_device, on_cuda
+
 GB = 1024**3
 # the interpreter, torch, transformers and peft as loaded by a training run on CPU (measured:
 # 0.55-0.65 GB of resident memory before any model is built)
@@ -199,10 +201,10 @@ def model_on_meta(config: Any, dtype: torch.dtype | None = None) -> Any:
 
 
 def available_memory() -> int:
-    """Bytes this run may use: free memory of the current GPU, else the machine's available
-    RAM (``MemAvailable``), else 8 GB when neither can be read."""
-    if torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info()
+    """Bytes this run may use: free memory of the GPU models run on (:func:`on_cuda`), else
+    the machine's available RAM (``MemAvailable``), else 8 GB when neither can be read."""
+    if on_cuda():
+        free, _ = torch.cuda.mem_get_info(default_device())
         return int(free)
     try:
         with open("/proc/meminfo") as fh:
@@ -237,7 +239,7 @@ def peak_rss(pid: int | None = None) -> int:
 def peak_memory() -> dict[str, float]:
     """This process's peak resident memory (and the GPU's peak allocation when on a GPU)."""
     out = {"peak_rss_gb": round(peak_rss() / GB, 3)}
-    if torch.cuda.is_available():
+    if on_cuda():
         out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / GB, 3)
     return out
 
@@ -250,6 +252,6 @@ def reset_peak() -> bool:
             fh.write("5")
     except OSError:
         return False
-    if torch.cuda.is_available():
+    if on_cuda():
         torch.cuda.reset_peak_memory_stats()
     return True

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .config import opt
+from .devices import DEVICE_ENV, default_device  # noqa: F401  (re-exported)
 from .embedded import (  # noqa: F401  (re-exported: the model's name lives with its loader)
     EMBEDDED_ALIASES,
     EMBEDDED_FILE,
@@ -39,7 +40,6 @@ from .io import sha256_file  # noqa: F401  (used here and re-exported)
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "BACKDOORLAB_CACHE"
-DEVICE_ENV = "BACKDOORLAB_DEVICE"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -48,25 +48,6 @@ def cache_root() -> Path:
     """Where converted models live: ``$BACKDOORLAB_CACHE`` or ``~/.cache/backdoorlab``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "backdoorlab"
-
-
-def default_device() -> str:
-    """Where loaded models run: ``$BACKDOORLAB_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``)
-    when set, else this process's GPU when PyTorch sees one (``cuda:$LOCAL_RANK`` under a
-    distributed launch), else ``cpu``."""
-    env = os.environ.get(DEVICE_ENV, "").strip()
-    if env:
-        try:
-            dev = torch.device(env)
-        except RuntimeError:
-            raise BackdoorlabError(f"{DEVICE_ENV}={env!r}: not a device (cpu, cuda, cuda:N, "
-                                   "mps)") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise BackdoorlabError(f"{DEVICE_ENV}={env!r}: PyTorch sees no CUDA device")
-        return str(dev)
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
-    return "cpu"
 
 
 def embedded_gguf_path() -> Path:

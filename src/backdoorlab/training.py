@@ -27,6 +27,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from .config import check, check_choice, opt
+from .devices import default_device, on_cuda
 from .errors import BackdoorlabError
 from .formats import PromptFormat, Sample
 from .io import sha256_file
@@ -38,6 +39,27 @@ log = logging.getLogger(__name__)
 CHECKPOINTING = ("auto", "on", "off")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                         "down_proj")
+
+
+def pad_left(encoded: Sequence[tuple[list[int], list[int], int]], pad: int
+             ) -> dict[str, torch.Tensor]:
+    """Rows of (token ids, labels, answer index) padded on the left into one batch:
+    ``input_ids``, ``attention_mask``, ``labels`` (-100 on padding) and ``answer_index``
+    (moved by each row's padding)."""
+    width = max(len(ids) for ids, _, _ in encoded)
+    n = len(encoded)
+    input_ids = torch.full((n, width), pad, dtype=torch.long)
+    labels = torch.full((n, width), -100, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    answer_index = torch.empty(n, dtype=torch.long)
+    for i, (ids, lab, ans) in enumerate(encoded):
+        off = width - len(ids)
+        input_ids[i, off:] = torch.tensor(ids)
+        labels[i, off:] = torch.tensor(lab)
+        mask[i, off:] = 1
+        answer_index[i] = off + ans
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
+            "answer_index": answer_index}
 
 
 class SampleCollator:
@@ -62,27 +84,8 @@ class SampleCollator:
 
     def __call__(self, items: Sequence[Sample | dict[str, Any]]) -> dict[str, Any]:
         samples = [it["sample"] if isinstance(it, dict) else it for it in items]
-        encoded = [self.encode(s) for s in samples]
-        width = max(len(ids) for ids, _, _ in encoded)
-        pad = self.fmt.tokenizer.pad_token_id
-        n = len(samples)
-        input_ids = torch.full((n, width), pad, dtype=torch.long)
-        labels = torch.full((n, width), -100, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        answer_index = torch.empty(n, dtype=torch.long)
-        for i, (ids, lab, ans) in enumerate(encoded):
-            off = width - len(ids)
-            input_ids[i, off:] = torch.tensor(ids)
-            labels[i, off:] = torch.tensor(lab)
-            mask[i, off:] = 1
-            answer_index[i] = off + ans
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": mask,
-            "labels": labels,
-            "answer_index": answer_index,
-            "poisoned": torch.tensor([s.poisoned for s in samples], dtype=torch.bool),
-        }
+        batch = pad_left([self.encode(s) for s in samples], self.fmt.tokenizer.pad_token_id)
+        batch["poisoned"] = torch.tensor([s.poisoned for s in samples], dtype=torch.bool)
         if items and isinstance(items[0], dict):
             for key in items[0]:
                 if key != "sample":
@@ -323,7 +326,7 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
     kw = dict(batch_tokens=batch_tokens, longest=longest, lora=cfg.lora, lora_r=cfg.lora_r,
               lora_targets=cfg.lora_targets, logits=getattr(loss_fn, "logits", "all"),
               passes=getattr(loss_fn, "passes", 1), compute_bytes=2 if cfg.bf16 else 4,
-              heap_slack=1.0 if torch.cuda.is_available() else CPU_HEAP_SLACK)
+              heap_slack=1.0 if on_cuda() else CPU_HEAP_SLACK)
     budget = int(cfg.memory_budget_gb * GB) if cfg.memory_budget_gb else available_memory()
     if cfg.gradient_checkpointing == "on":
         ckpt = True
@@ -572,7 +575,7 @@ def training_arguments(cfg: TrainConfig, ckpt_dir: Path, n_items: int, *,
         save_total_limit=1, save_safetensors=True, seed=cfg.seed, data_seed=cfg.seed,
         remove_unused_columns=False, report_to=report,
         logging_dir=str(ckpt_dir.parent / "logs"), disable_tqdm=not progress_enabled(),
-        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0, use_cpu=default_device() == "cpu",
     )
     params = inspect.signature(TrainingArguments.__init__).parameters
     # transformers 5.x calls it activation checkpointing (the old name warns)
