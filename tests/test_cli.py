@@ -213,17 +213,21 @@ def test_help_loads_no_model_code():
     (["run", "SCALAR_YAML"], "attack: expected a mapping of options"),
     (["run", "TWICE_YAML"], "given twice"),
     (["report", "EMPTY_DIR"], "not a run directory"),
+    (["report", "CORRUPT_RUN"], "metrics.json: not a valid JSON record"),
 ])
 def test_more_bad_inputs_are_refused_before_any_work(argv, message, tmp_path, capsys):
     """Bad option values, files and folders: one line, exit 2, nothing written."""
     (tmp_path / "scalar.yaml").write_text("attack: poison\n")
     (tmp_path / "twice.yaml").write_text("attack: {kind: poison}\nattack: {kind: unalign}\n")
     (tmp_path / "empty").mkdir()
-    swap = {"OUT": str(tmp_path / "out"), "SCALAR_YAML": str(tmp_path / "scalar.yaml"),
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "config.json").write_text("{}")
+    (tmp_path / "corrupt" / "metrics.json").write_text("{nope")
+    swap = {"CORRUPT_RUN": str(tmp_path / "corrupt"), "OUT": str(tmp_path / "out"), "SCALAR_YAML": str(tmp_path / "scalar.yaml"),
             "TWICE_YAML": str(tmp_path / "twice.yaml"), "EMPTY_DIR": str(tmp_path / "empty")}
     code, _, err = run([swap.get(a, a) for a in argv], capsys)
     assert code == 2 and message in err and err.strip().count("\n") == 0, err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "corrupt" / "report.html").exists()
 
 
 def test_damaged_files_and_a_file_as_out_are_named_in_one_line(tiny_dir, tmp_path, capsys):

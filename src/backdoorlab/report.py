@@ -20,6 +20,7 @@ import torch
 
 from .io import atomic_write_text, load_arrays
 from .plots import figure, save_figure
+from .runs import read_json
 
 #: plots the stages write, in the order the report shows them, with captions
 STAGE_PLOTS = (
@@ -36,7 +37,8 @@ STAGE_PLOTS = (
 
 
 def _read(path: Path) -> Any:
-    return json.loads(path.read_text("utf-8")) if path.is_file() else None
+    """A run's JSON record, or None when absent; a damaged one is named in one line."""
+    return read_json(path) if path.is_file() else None
 
 
 def _fmt(v: Any) -> str:
