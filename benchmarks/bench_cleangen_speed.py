@@ -7,6 +7,10 @@ prompts, alternated batch by batch so that both see the same machine load.
 Long answers: ``--data ../shared/data/alpaca/alpaca_data_first3000.json --longest 40
 --max-new-tokens 256`` keeps the 40 instructions (without an input) whose reference answers
 are longest.
+
+Equal lengths: ``--equal-length`` makes both decoders write exactly ``--max-new-tokens`` tokens
+per prompt (the end of turn no longer stops them; the printed token counts show it), so the
+two times are for the same amount of text.
 """
 
 from __future__ import annotations
@@ -37,9 +41,13 @@ def main() -> None:
     ap.add_argument("--merged", action="store_true",
                     help="plain decoding by the merged suspect; CleanGen with the base model "
                          "loaded a second time as the reference")
+    ap.add_argument("--equal-length", action="store_true",
+                    help="both decoders write exactly --max-new-tokens tokens per prompt")
     args = ap.parse_args()
     s = load_suspect(None, args.adapter)
     fmt = PromptFormat(s.lm.tokenizer, "chat")
+    if args.equal_length:  # stop only on the vocabulary's last token, which greedy never picks
+        fmt._stop_ids = [len(s.lm.tokenizer) - 1]
     if args.longest:
         recs = [r for r in load_split(args.data, "test") if not r.input]
         recs = sorted(recs, key=lambda r: -len(r.output))[: args.longest]

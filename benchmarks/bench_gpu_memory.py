@@ -49,6 +49,7 @@ CASES = {
     "smollm2 uncertainty bf16": ("smollm2-135m", "uncertainty", True, 16, 512, 1024, "off"),
     "smollm2 lm-loss fp32": ("smollm2-135m", "lm", False, 16, 512, 1024, "off"),
     "smollm2 lm-loss fp32 8192 ckpt": ("smollm2-135m", "lm", False, 16, 512, 8192, "on"),
+    "smollm2 uncertainty fp32 ckpt": ("smollm2-135m", "uncertainty", False, 16, 512, 1024, "on"),
     "7b uncertainty bf16": ("llama-2-7b", "uncertainty", True, 4, 512, 1024, "off"),
     "7b lm-loss bf16": ("llama-2-7b", "lm", True, 4, 512, 1024, "off"),
     "7b crow bf16": ("llama-2-7b", "crow", True, 4, 512, 1024, "off"),

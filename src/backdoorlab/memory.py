@@ -149,7 +149,8 @@ def estimate_training_memory(
     fp32, 2 under bf16 autocast. LoRA parameters are counted from the targeted modules when
     the model has no adapter yet. ``heap_slack`` multiplies the activations and temporaries:
     1 for what the step holds (a GPU's caching allocator), :data:`CPU_HEAP_SLACK` for the
-    resident memory of a CPU process."""
+    resident memory of a CPU process (which, with checkpointing, counts every layer's
+    activations once: see below)."""
     a = _arch(model.config)
     h, inter, layers, heads, hd, vocab = (a["h"], a["inter"], a["layers"], a["heads"],
                                          a["head_dim"], a["vocab"])
@@ -186,6 +187,11 @@ def estimate_training_memory(
     # logits, their fp32 log-softmax and its gradient; or, when larger, one layer's backward
     transient = max(3 * logit_rows * vocab * 4, one_layer // 2)
     activations, transient = int(activations * heap_slack), int(transient * heap_slack)
+    if checkpointing and heap_slack > 1:
+        # on CPU the layers recomputed in the backward pass seldom reuse the heap's holes: the
+        # resident peak grew by about every layer's activations once (SmolLM2 shapes, 1,024
+        # and 1,068 tokens a pass), not by the one layer a caching allocator would need
+        activations = max(activations, passes * layers * one_layer)
     return MemoryEstimate(weights=weights, gradients=gradients, optimizer=optimizer,
                           activations=activations, transient=transient, runtime=runtime,
                           batch_tokens=batch_tokens, checkpointing=checkpointing)
