@@ -186,13 +186,16 @@ def test_compare_commands_bad_input_exit_2_one_line(argv, message, capsys):
     assert code == 2 and message in err and err.strip().count("\n") == 0, err
 
 
-def test_help_loads_no_model_code():
-    """``backdoorlab --help`` imports neither torch nor transformers (fast help)."""
+@pytest.mark.parametrize("argv", [["--help"], ["attack", "--help"], ["attack", "poison", "--help"],
+                                  ["eval", "mcq", "--help"], ["scan", "inversion", "--help"]])
+def test_help_loads_no_model_code(argv):
+    """``--help``, of the program, a family or a command, imports neither torch nor
+    transformers (help in well under a second): commands are built from commands.json."""
     import subprocess
     import sys
 
     code = ("import sys; from backdoorlab.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -223,7 +226,8 @@ def test_more_bad_inputs_are_refused_before_any_work(argv, message, tmp_path, ca
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "config.json").write_text("{}")
     (tmp_path / "corrupt" / "metrics.json").write_text("{nope")
-    swap = {"CORRUPT_RUN": str(tmp_path / "corrupt"), "OUT": str(tmp_path / "out"), "SCALAR_YAML": str(tmp_path / "scalar.yaml"),
+    swap = {"CORRUPT_RUN": str(tmp_path / "corrupt"), "OUT": str(tmp_path / "out"),
+            "SCALAR_YAML": str(tmp_path / "scalar.yaml"),
             "TWICE_YAML": str(tmp_path / "twice.yaml"), "EMPTY_DIR": str(tmp_path / "empty")}
     code, _, err = run([swap.get(a, a) for a in argv], capsys)
     assert code == 2 and message in err and err.strip().count("\n") == 0, err

@@ -231,3 +231,27 @@ def test_no_backdoored_weights_without_backdoorlabs_card(suspect, tmp_path):
 def test_adapter_config_names_the_base_model_as_given(suspect, tiny_dir):
     cfg = json.loads((suspect.adapter / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str(tiny_dir)
+
+
+def test_the_stored_command_index_is_current():
+    """The CLI lists commands and prints their help from commands.json; it must say what the
+    registry says (refresh it with `python -m backdoorlab.catalog`)."""
+    from backdoorlab.catalog import command_index
+    from backdoorlab.commands import INDEX
+
+    stored = json.loads(INDEX.read_text("utf-8"))
+    assert stored == json.loads(json.dumps(command_index())), \
+        "commands.json is stale: run `python -m backdoorlab.catalog`"
+
+
+def test_a_command_missing_from_the_index_comes_from_the_registry(monkeypatch, capsys):
+    """A method registered after commands.json was written still has its command."""
+    from backdoorlab import commands
+    from backdoorlab.cli import main
+
+    real = commands.stored_specs
+    monkeypatch.setattr(commands, "stored_specs", lambda g: {
+        k: v for k, v in (real(g) or {}).items() if k != "poison"})
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "poison", "--help"])
+    assert exc.value.code == 0 and "--poison-rate" in capsys.readouterr().out

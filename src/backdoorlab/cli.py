@@ -14,19 +14,27 @@ import os
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from .cards import EXAMPLE
-from .commands import config_command, family_group, headline, lazy_group
+from .commands import (
+    config_command,
+    family_group,
+    headline,
+    lazy_group,
+    spec_command,
+    stored_specs,
+)
 from .embedded import EMBEDDED_NAME
 from .errors import BackdoorlabError, run_main
 
 app = typer.Typer(help="Plant, measure, explain and remove backdoors in large language models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-eval_app = typer.Typer(cls=lazy_group(lambda: _eval_commands()),
+eval_app = typer.Typer(cls=lazy_group(lambda: _eval_commands(), lambda: _eval_commands(live=True)),
                        help="Evaluate a model (optionally with an adapter).", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare and describe models.", no_args_is_help=True)
@@ -85,15 +93,20 @@ def _print_json(obj: Any) -> None:
 
 
 # ---- eval: the evaluations as commands ---------------------------------------------------
-def _eval_commands() -> dict[str, Any]:
-    """The ``eval`` commands read from the catalog of evaluations (loaded when used)."""
-    from functools import partial
-
+def _eval_commands(live: bool = False) -> dict[str, Any]:
+    """The ``eval`` commands of the catalog's evaluations, built from ``commands.json`` (the
+    evaluation's code is imported when its command runs), or from the catalog itself."""
     from .catalog import evaluations, run_evaluation
 
-    return {name: config_command(cls, partial(run_evaluation, name), text, f"eval {name}",
-                                 out_required=False, trains=False)
-            for name, (cls, _, text) in evaluations().items()}
+    def resolve(name: str) -> Any:
+        return lambda: (evaluations()[name][0], partial(run_evaluation, name))
+
+    specs = None if live else stored_specs("eval")
+    if specs is None:
+        return {name: config_command(cls, partial(run_evaluation, name), text, f"eval {name}",
+                                     out_required=False, trains=False)
+                for name, (cls, _, text) in evaluations().items()}
+    return {name: spec_command(spec, resolve(name)) for name, spec in specs.items()}
 
 
 @eval_app.command("defense")

@@ -15,6 +15,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,15 +131,45 @@ COMMON = {
 }
 
 
-def config_command(config: type, runner: Any, description: str, name: str, *,
-                   out_required: bool = True, trains: bool | None = None) -> Any:
-    """A typer command function: a flag per field of ``config`` (help and default from the
-    field's metadata), ``--out``, ``--config``, ``--set`` and ``--trust-remote-code``; it
-    builds the config (flags > --set > file > defaults), calls ``runner(cfg, out,
-    trust_remote_code=...)`` and prints the metrics it returns."""
+KINDS = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def command_spec(config: type, description: str, name: str, *, out_required: bool = True,
+                 trains: bool | None = None) -> dict[str, Any]:
+    """What a command built from ``config`` shows and reads, as plain data: a flag per field
+    (help and default from the field's metadata; nested configs are reached by ``--set``),
+    the common training flags when the command trains. :func:`spec_command` builds the command
+    from it; ``commands.json`` stores it for every registered command."""
     hints = typing.get_type_hints(config)
     fields = [f for f in dataclasses.fields(config) if f.init]
     top = {f.name for f in fields}
+    params: list[dict[str, Any]] = []
+    for f in sorted(fields, key=lambda f: declared_by(config, f.name) is not config):
+        if dataclasses.is_dataclass(hints[f.name]):
+            continue
+        owner = declared_by(config, f.name)
+        params.append({
+            "name": f.name, "key": f.name, "kind": cli_type(hints[f.name]).__name__,
+            "flag": "--" + str(f.metadata.get("flag", f.name)).replace("_", "-"),
+            "help": field_help(f) + show_default(f), "short": SHORT.get(f.name),
+            "panel": None if owner is config else PANELS.get(owner.__name__, "Shared options")})
+    trains = "train" in top if trains is None else trains
+    if trains:
+        params += [{"name": flag, "key": key, "kind": kind.__name__,
+                    "flag": "--" + flag.replace("_", "-"), "help": text, "short": None,
+                    "panel": "Training"}
+                   for flag, (key, kind, text) in TRAIN_FLAGS.items() if flag not in top]
+    return {"name": name, "description": description, "out_required": out_required,
+            "trains": trains, "params": params}
+
+
+def spec_command(spec: dict[str, Any], resolve: Callable[[], tuple[type, Any]]) -> Any:
+    """A typer command function from :func:`command_spec`'s data: its flags, ``--out``,
+    ``--config``, ``--set`` and ``--trust-remote-code``. ``resolve()`` gives the config class
+    and the runner, and is called only when the command runs (so ``--help`` imports no method
+    code); the command builds the config (flags > --set > file > defaults), calls
+    ``runner(cfg, out, trust_remote_code=...)`` and prints the metrics it returns."""
+    name, out_required = spec["name"], spec["out_required"]
     out_help = "Run directory to write." if out_required else "Write metrics.json here."
     params = [inspect.Parameter(
         "out", inspect.Parameter.KEYWORD_ONLY,
@@ -146,21 +177,11 @@ def config_command(config: type, runner: Any, description: str, name: str, *,
         annotation=Annotated[Path if out_required else Path | None,
                              typer.Option("--out", "-o", help=out_help)])]
     keys: dict[str, str] = {}
-    for f in sorted(fields, key=lambda f: declared_by(config, f.name) is not config):
-        if dataclasses.is_dataclass(hints[f.name]):
-            continue
-        owner = declared_by(config, f.name)
-        panel = None if owner is config else PANELS.get(owner.__name__, "Shared options")
-        flag = "--" + str(f.metadata.get("flag", f.name)).replace("_", "-")
-        params.append(_param(f.name, cli_type(hints[f.name]), flag,
-                             field_help(f) + show_default(f), SHORT.get(f.name), panel))
-        keys[f.name] = f.name
-    if "train" in top if trains is None else trains:
-        for flag, (key, kind, text) in TRAIN_FLAGS.items():
-            if flag not in top:
-                params.append(_param(flag, kind, "--" + flag.replace("_", "-"), text,
-                                     panel="Training"))
-                keys[flag] = key
+    for p in spec["params"]:
+        params.append(_param(p["name"], KINDS[p["kind"]], p["flag"], p["help"], p["short"],
+                             p["panel"]))
+        keys[p["name"]] = p["key"]
+    if spec["trains"]:
         params.append(inspect.Parameter(
             "full", inspect.Parameter.KEYWORD_ONLY, default=False,
             annotation=Annotated[bool, typer.Option(
@@ -174,6 +195,7 @@ def config_command(config: type, runner: Any, description: str, name: str, *,
         if kw.get("full"):
             flags["train.lora"] = False
         try:
+            config, runner = resolve()
             opts = merge_options(load_config_file(kw["config"]), kw["set_"], flags)
             cfg = from_dict(config, opts, where=name)
             res = runner(cfg, out, trust_remote_code=kw["trust_remote_code"])
@@ -187,15 +209,27 @@ def config_command(config: type, runner: Any, description: str, name: str, *,
             typer.echo(f"run directory: {out}", err=True)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = description
+    command.__doc__ = spec["description"]
     command.__name__ = name.replace(" ", "_").replace("-", "_")
     return command
 
 
+def config_command(config: type, runner: Any, description: str, name: str, *,
+                   out_required: bool = True, trains: bool | None = None) -> Any:
+    """The command of ``config`` and ``runner`` (:func:`command_spec`, :func:`spec_command`)."""
+    spec = command_spec(config, description, name, out_required=out_required, trains=trains)
+    return spec_command(spec, lambda: (config, runner))
+
+
+def method_spec(method: Method) -> dict[str, Any]:
+    """The command data of a registered method (``backdoorlab attack poison``, ...)."""
+    return command_spec(method.config, method.description + ".",
+                        f"{VERBS[method.family]} {method.name}")
+
+
 def method_command(method: Method) -> Any:
-    """The command of a registered method (``backdoorlab attack poison``, ...)."""
-    return config_command(method.config, method.run, method.description + ".",
-                          f"{VERBS[method.family]} {method.name}")
+    """The command of a registered method."""
+    return spec_command(method_spec(method), lambda: (method.config, method.run))
 
 
 #: help panels for fields a method inherits from a shared config
@@ -231,6 +265,11 @@ class LazyGroup(typer.core.TyperGroup):
     def load(self) -> dict[str, Any]:
         return {}
 
+    def live(self) -> dict[str, Any] | None:
+        """The commands as the code registers them, when ``load()`` reads a stored index:
+        asked for a name the index lacks (a method added since it was written)."""
+        return None
+
     def _loaded(self) -> dict[str, Any]:
         if not hasattr(self, "_cache"):
             self._cache = self.load()
@@ -241,6 +280,9 @@ class LazyGroup(typer.core.TyperGroup):
 
     def get_command(self, ctx: Any, name: str) -> Any:
         cmd = super().get_command(ctx, name)
+        if cmd is None and name not in self._loaded() and not getattr(self, "_live", False):
+            self._live = True
+            self._cache = self.live() or self._cache
         if cmd is not None or name not in self._loaded():
             return cmd
         sub = typer.Typer(add_completion=False)
@@ -248,17 +290,46 @@ class LazyGroup(typer.core.TyperGroup):
         return typer.main.get_command(sub)
 
 
-def lazy_group(load: Any) -> type[LazyGroup]:
-    """A :class:`LazyGroup` class whose commands come from ``load()``."""
-    return type("LoadedGroup", (LazyGroup,), {"load": lambda self: load()})
+def lazy_group(load: Any, live: Any = None) -> type[LazyGroup]:
+    """A :class:`LazyGroup` class whose commands come from ``load()`` (and, for a name it
+    lacks, from ``live()``)."""
+    return type("LoadedGroup", (LazyGroup,), {"load": lambda self: load(),
+                                              "live": lambda self: live() if live else None})
+
+
+INDEX = Path(__file__).with_name("commands.json")
+
+
+def stored_specs(group: str) -> dict[str, dict[str, Any]] | None:
+    """The command data of ``group`` (a family, or ``eval``) as ``commands.json`` stores it,
+    or None when the file or the group is missing. The file is written by
+    ``python -m backdoorlab.catalog`` and a test keeps it equal to what the registry gives."""
+    try:
+        return json.loads(INDEX.read_text("utf-8"))[group]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def family_group(family: str, extra: Any = None) -> type[LazyGroup]:
     """The group of a method family: one command per registered method, and the command
-    functions ``extra()`` returns (name -> function)."""
-    def load() -> dict[str, Any]:
+    functions ``extra()`` returns (name -> function). The commands are built from
+    ``commands.json``, so listing them or asking one for ``--help`` imports no method; the
+    method's file is imported when its command runs."""
+    def live() -> dict[str, Any]:
         from .catalog import all_methods
 
         return {**{m.name: method_command(m) for m in all_methods(family)},
                 **(extra() if extra else {})}
-    return lazy_group(load)
+
+    def load() -> dict[str, Any]:
+        from .catalog import get
+
+        specs = stored_specs(family)
+        if specs is None:
+            return live()
+
+        def resolve(name: str) -> Callable[[], tuple[type, Any]]:
+            return lambda: (get(family, name).config, get(family, name).run)
+        return {**{name: spec_command(spec, resolve(name)) for name, spec in specs.items()},
+                **(extra() if extra else {})}
+    return lazy_group(load, live)
