@@ -1,6 +1,7 @@
 """The command line: results on good input, one line and exit 2 on bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -274,3 +275,20 @@ def test_damaged_files_and_a_file_as_out_are_named_in_one_line(tiny_dir, tmp_pat
         code, _, err = run(argv, capsys)
         assert code == 2 and message in err and err.strip().count("\n") == 0, (argv, err)
         assert not out.exists() and a_file.read_text() == "x"
+
+
+def test_an_out_in_a_folder_that_cannot_be_written_is_refused_first(tiny_dir, tmp_path,
+                                                                     capsys, monkeypatch):
+    """A read-only --out (a read-only mount: root cannot write there either) is named in one
+    line before any model is loaded."""
+    import os
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro
+                        else real(p, mode, **kw))
+    code, _, err = run(["eval", "mcq", "--model", str(tiny_dir), "--limit", "2", "--out",
+                        str(ro / "sub")], capsys)
+    assert code == 2 and f"option '--out': {ro} is not writable" in err, err
+    assert err.strip().count("\n") == 0 and not (ro / "sub").exists()
