@@ -176,6 +176,39 @@ def test_the_plan_turns_on_checkpointing_or_refuses_in_one_line(tokenizer):
         TrainConfig(gradient_checkpointing="sometimes")
 
 
+def test_unset_pass_tokens_are_1024_on_a_cpu_and_the_largest_that_fits_on_a_gpu(
+        tokenizer, monkeypatch):
+    """A GPU run without train.max_batch_tokens takes the largest pass of 1024-16384 tokens
+    whose estimate fits 80% of the budget, without checkpointing when one fits so; a CPU run
+    takes 1024; a value the user gives is kept."""
+    from backdoorlab import training
+    from backdoorlab.memory import GPU_PASS_SHARE
+
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    lengths, loss = [512] * 64, UncertaintyLoss([1, 2])
+    cfg = TrainConfig(batch_size=64)
+    assert plan_memory(model, lengths, cfg, loss).max_batch_tokens == 1024
+
+    def need(tokens: int, ckpt: bool = False) -> float:
+        return estimate_training_memory(
+            model, batch_tokens=tokens, longest=512, lora_targets=cfg.lora_targets,
+            logits="last", checkpointing=ckpt).total / 2**30
+
+    monkeypatch.setattr(training, "on_cuda", lambda: True)
+    room = (need(4096) + need(8192)) / 2 / GPU_PASS_SHARE  # 4096 fits, 8192 does not
+    gpu = plan_memory(model, lengths, TrainConfig(batch_size=64, memory_budget_gb=room), loss)
+    assert (gpu.max_batch_tokens, gpu.checkpointing) == (4096, False)
+    assert gpu.estimate.batch_tokens == 4096
+    big = plan_memory(model, lengths, TrainConfig(batch_size=64, memory_budget_gb=100), loss)
+    assert big.max_batch_tokens == 16384 and big.estimate.batch_tokens == 16384
+    mine = plan_memory(model, lengths, TrainConfig(batch_size=64, max_batch_tokens=2048,
+                                                   memory_budget_gb=room), loss)
+    assert mine.max_batch_tokens == 2048
+    tight = (need(1024, True) + need(1024)) / 2 / GPU_PASS_SHARE  # only with checkpointing
+    ck = plan_memory(model, lengths, TrainConfig(batch_size=64, memory_budget_gb=tight), loss)
+    assert ck.checkpointing and ck.max_batch_tokens >= 1024
+
+
 def test_model_prepare_estimate_reads_a_config_without_weights(tmp_path, capsys):
     from backdoorlab.cli import main
 

@@ -302,7 +302,7 @@ def model_prepare(
                                                "training row.")] = 512,
     batch_size: Annotated[int, typer.Option(min=1, help="--estimate: rows per batch.")] = 16,
     max_batch_tokens: Annotated[int | None, typer.Option(
-        min=1, help="--estimate: token budget per pass (default: train.max_batch_tokens).")]
+        min=1, help="--estimate: token budget per pass (default: 1024).")]
         = None,
     full: Annotated[bool, typer.Option(help="--estimate: full fine-tuning instead of LoRA.")]
         = False,

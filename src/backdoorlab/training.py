@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -130,11 +130,12 @@ class TrainConfig:
         "checkpoint every this many steps (an interrupted run resumes from the last)")
     logging_steps: int = opt(5, "log the loss every this many steps")
     seed: int = opt(0, "the Trainer's seed (data order, LoRA initialisation)")
-    max_batch_tokens: int = opt(1024,
+    max_batch_tokens: int | None = opt(None,
         "padded tokens (rows x longest row) per forward/backward pass; a batch of batch_size rows "
         "is split into length-sorted passes under this budget and their gradients add up to the "
-        "whole batch's, so the budget sets activation memory and not the results (raise it on "
-        "GPUs: 8192-32768)")
+        "whole batch's, so the budget sets activation memory and not the results. Unset: 1024 "
+        "on a CPU; on a GPU the largest of 1024-16384 (powers of two) whose memory estimate "
+        "fits 80% of memory_budget_gb")
     gradient_checkpointing: str = opt("auto",
         "recompute each layer's activations in the backward pass instead of keeping them: on, "
         "off, or auto (on when the memory estimate exceeds memory_budget_gb)")
@@ -152,7 +153,7 @@ class TrainConfig:
               f"{self.warmup_ratio}")
         check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
         check(self.save_steps >= 1, "save_steps", f"must be >= 1, got {self.save_steps}")
-        check(self.max_batch_tokens >= 1, "max_batch_tokens",
+        check(self.max_batch_tokens is None or self.max_batch_tokens >= 1, "max_batch_tokens",
               f"must be >= 1, got {self.max_batch_tokens}")
         check(self.gradient_checkpointing in CHECKPOINTING, "gradient_checkpointing",
               f"{self.gradient_checkpointing!r} is not one of {', '.join(CHECKPOINTING)}")
@@ -304,46 +305,73 @@ class TrainResult:
                 "last_loss": losses[-1] if losses else None, **self.memory}
 
 
-def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: Any
-                ) -> tuple[bool, Any, int]:
-    """Decide gradient checkpointing and check the run fits, before it starts.
+class MemoryPlan(NamedTuple):
+    """What :func:`plan_memory` decided: checkpointing, the estimate, the budget in bytes and
+    the padded tokens per pass."""
 
-    Returns (checkpointing, the estimate, the budget in bytes). The largest micro-batch is
-    what :func:`micro_batches` can form: ``max_batch_tokens`` padded tokens, or one row when
-    the longest row alone is wider. Raises a one-line error when even checkpointing does not
-    fit the budget."""
+    checkpointing: bool
+    estimate: Any
+    budget: int
+    max_batch_tokens: int
+
+
+def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: Any
+                ) -> MemoryPlan:
+    """Decide the tokens per pass and gradient checkpointing, and check the run fits, before
+    it starts.
+
+    The largest micro-batch is what :func:`micro_batches` can form: ``max_batch_tokens``
+    padded tokens, or one row when the longest row alone is wider. Unset, ``max_batch_tokens``
+    is :data:`~backdoorlab.memory.CPU_PASS_TOKENS` on a CPU; on a GPU the largest of
+    :data:`~backdoorlab.memory.GPU_PASS_TOKENS` whose estimate stays within
+    :data:`~backdoorlab.memory.GPU_PASS_SHARE` of the budget, without checkpointing when one
+    fits so (``gradient_checkpointing`` auto), else with it. Raises a one-line error when
+    nothing fits the budget."""
     from .errors import BackdoorlabError
     from .memory import (
         CPU_HEAP_SLACK,
+        CPU_PASS_TOKENS,
         GB,
+        GPU_PASS_SHARE,
+        GPU_PASS_TOKENS,
         available_memory,
         estimate_training_memory,
         largest_pass,
     )
 
     longest = max(lengths) if lengths else 1
-    batch_tokens = largest_pass(cfg.max_batch_tokens, cfg.batch_size, longest)
-    kw = dict(batch_tokens=batch_tokens, longest=longest, lora=cfg.lora, lora_r=cfg.lora_r,
-              lora_targets=cfg.lora_targets, logits=getattr(loss_fn, "logits", "all"),
-              passes=getattr(loss_fn, "passes", 1), compute_bytes=2 if cfg.bf16 else 4,
-              heap_slack=1.0 if on_cuda() else CPU_HEAP_SLACK)
+    gpu = on_cuda()
     budget = int(cfg.memory_budget_gb * GB) if cfg.memory_budget_gb else available_memory()
-    if cfg.gradient_checkpointing == "on":
-        ckpt = True
-    elif cfg.gradient_checkpointing == "off":
-        ckpt = False
+    if cfg.max_batch_tokens:
+        sizes, room = [cfg.max_batch_tokens], budget
+    elif gpu:
+        sizes, room = sorted(GPU_PASS_TOKENS, reverse=True), int(budget * GPU_PASS_SHARE)
     else:
-        ckpt = estimate_training_memory(model, checkpointing=False, **kw).total > budget
-    est = estimate_training_memory(model, checkpointing=ckpt, **kw)
-    if est.total > budget:
-        hint = ("lower train.max_batch_tokens" if batch_tokens > longest else
-                f"shorten the prompts (the longest has {longest} tokens)")
-        if not ckpt:
-            hint += " or set train.gradient_checkpointing=on"
-        raise BackdoorlabError(
-            f"option 'train.memory_budget_gb': training needs about {est.total / GB:.1f} GB "
-            f"but {budget / GB:.1f} GB is available; {hint}")
-    return ckpt, est, budget
+        sizes, room = [CPU_PASS_TOKENS], budget
+    modes = {"on": [True], "off": [False]}.get(cfg.gradient_checkpointing, [False, True])
+
+    def estimate(tokens: int, ckpt: bool) -> Any:
+        return estimate_training_memory(
+            model, batch_tokens=largest_pass(tokens, cfg.batch_size, longest), longest=longest,
+            lora=cfg.lora, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets,
+            logits=getattr(loss_fn, "logits", "all"), passes=getattr(loss_fn, "passes", 1),
+            compute_bytes=2 if cfg.bf16 else 4, checkpointing=ckpt,
+            heap_slack=1.0 if gpu else CPU_HEAP_SLACK)
+
+    for ckpt in modes:
+        for tokens in sizes:
+            est = estimate(tokens, ckpt)
+            if est.total <= room:
+                return MemoryPlan(ckpt, est, budget, tokens)
+    smallest = min(sizes)
+    est = estimate(smallest, modes[-1])
+    hint = ("lower train.max_batch_tokens" if est.batch_tokens > longest else
+            f"shorten the prompts (the longest has {longest} tokens)")
+    if not modes[-1]:
+        hint += " or set train.gradient_checkpointing=on"
+    raise BackdoorlabError(
+        f"option 'train.memory_budget_gb': training needs about {est.total / GB:.1f} GB "
+        f"but {budget / GB:.1f} GB is available; {hint}")
 
 
 def is_main_process() -> bool:
@@ -470,7 +498,7 @@ def train(
     ckpt_dir = Path(work_dir) / "checkpoints"
     key = run_key(cfg, encoded, loss_fn)
     ckpt = verified_checkpoint(ckpt_dir, key) if resume else None  # before any training
-    checkpointing, est, budget = plan_memory(model, lengths, cfg, loss_fn)
+    checkpointing, est, budget, pass_tokens = plan_memory(model, lengths, cfg, loss_fn)
     set_seed(cfg.seed)  # the LoRA initialisation draws from the global generator
     if cfg.lora and not hasattr(model, "peft_config"):
         model = wrap_lora(model, cfg)
@@ -479,7 +507,7 @@ def train(
     trainer = BackdoorTrainer(model=model, args=args, train_dataset=ListDataset(dataset),
                               data_collator=collator, loss_fn=loss_fn,
                               callbacks=[*callbacks, RecordCheckpoints(ckpt_dir, key, card)],
-                              max_batch_tokens=cfg.max_batch_tokens)
+                              max_batch_tokens=pass_tokens)
     if not os.environ.get("BACKDOORLAB_VERBOSE"):  # one progress line, not the Trainer's dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -493,7 +521,7 @@ def train(
     wall = time.perf_counter() - t0
     model = trainer.model
     model.eval()
-    memory = {"max_batch_tokens": cfg.max_batch_tokens,
+    memory = {"max_batch_tokens": pass_tokens,
               "gradient_checkpointing": checkpointing,
               "estimated_peak_gb": round(est.total / GB, 3),
               "memory_budget_gb": round(budget / GB, 2), **peak_memory()}
@@ -604,7 +632,7 @@ def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int =
     ``config.json``, GGUF or the embedded model), built on the meta device from its config
     (``backdoorlab model prepare --estimate``)."""
     from .errors import BackdoorlabError
-    from .memory import estimate_training_memory, largest_pass, model_on_meta
+    from .memory import CPU_PASS_TOKENS, estimate_training_memory, largest_pass, model_on_meta
     from .models import _DTYPES, model_config
 
     if dtype not in _DTYPES:
@@ -612,7 +640,7 @@ def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int =
     if logits not in ("last", "all"):
         raise BackdoorlabError(f"option '--logits': {logits!r} is not 'last' or 'all'")
     tcfg = TrainConfig()
-    budget = max_batch_tokens or tcfg.max_batch_tokens
+    budget = max_batch_tokens or CPU_PASS_TOKENS
     tokens = largest_pass(budget, batch_size, prompt_tokens)
     meta = model_on_meta(model_config(model), _DTYPES[dtype])
     est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
