@@ -235,13 +235,12 @@ def test_adapter_config_names_the_base_model_as_given(suspect, tiny_dir):
 
 def test_the_stored_command_index_is_current():
     """The CLI lists commands and prints their help from commands.json; it must say what the
-    registry says (refresh it with `python -m backdoorlab.catalog`)."""
-    from backdoorlab.catalog import command_index
-    from backdoorlab.commands import INDEX
+    registry says (refresh it with `python -m backdoorlab.commands`)."""
+    from backdoorlab.commands import INDEX, command_index
 
     stored = json.loads(INDEX.read_text("utf-8"))
     assert stored == json.loads(json.dumps(command_index())), \
-        "commands.json is stale: run `python -m backdoorlab.catalog`"
+        "commands.json is stale: run `python -m backdoorlab.commands`"
 
 
 def test_a_command_missing_from_the_index_comes_from_the_registry(monkeypatch, capsys):

@@ -4,7 +4,7 @@ and the Python API.
 
 A new method is one new file in ``attacks/``, ``analysis/``, ``defenses/``, ``scan/`` or
 ``detect/`` with a ``@register(...)`` run function; nothing here needs to change
-(``python -m backdoorlab.catalog`` refreshes ``commands.json``, the commands' data the CLI
+(``python -m backdoorlab.commands`` refreshes ``commands.json``, the commands' data the CLI
 reads for listings and help).
 """
 
@@ -149,33 +149,3 @@ def config_reference() -> str:
             "`--batch-size`, `--max-steps`, `--full`).", ""] + table(TrainConfig) + [""]
     return "\n".join(out)
 
-
-def command_index() -> dict[str, dict[str, dict[str, Any]]]:
-    """Every registered command as plain data (:func:`backdoorlab.commands.command_spec`):
-    family -> method -> command, and ``eval`` -> evaluation -> command. Stored as
-    ``commands.json`` beside the package's code, so that the CLI lists commands and prints
-    their help without importing them."""
-    from .commands import command_spec, method_spec
-
-    out: dict[str, dict[str, dict[str, Any]]] = {
-        fam: {m.name: method_spec(m) for m in all_methods(fam)} for fam in FAMILIES}
-    out["eval"] = {name: command_spec(cls, text, f"eval {name}", out_required=False,
-                                      trains=False)
-                   for name, (cls, _, text) in evaluations().items()}
-    return out
-
-
-def write_command_index(path: Path | None = None) -> Path:
-    """Write :func:`command_index` to ``commands.json`` (or ``path``)."""
-    import json
-
-    from .commands import INDEX
-    from .io import atomic_write_text
-
-    path = path or INDEX
-    atomic_write_text(path, json.dumps(command_index(), indent=1, sort_keys=True) + "\n")
-    return path
-
-
-if __name__ == "__main__":  # python -m backdoorlab.catalog: refresh commands.json
-    print(write_command_index())

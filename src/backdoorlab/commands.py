@@ -303,7 +303,7 @@ INDEX = Path(__file__).with_name("commands.json")
 def stored_specs(group: str) -> dict[str, dict[str, Any]] | None:
     """The command data of ``group`` (a family, or ``eval``) as ``commands.json`` stores it,
     or None when the file or the group is missing. The file is written by
-    ``python -m backdoorlab.catalog`` and a test keeps it equal to what the registry gives."""
+    ``python -m backdoorlab.commands`` and a test keeps it equal to what the registry gives."""
     try:
         return json.loads(INDEX.read_text("utf-8"))[group]
     except (OSError, ValueError, KeyError):
@@ -333,3 +333,32 @@ def family_group(family: str, extra: Any = None) -> type[LazyGroup]:
         return {**{name: spec_command(spec, resolve(name)) for name, spec in specs.items()},
                 **(extra() if extra else {})}
     return lazy_group(load, live)
+
+
+def command_index() -> dict[str, dict[str, dict[str, Any]]]:
+    """Every registered command as plain data (:func:`backdoorlab.commands.command_spec`):
+    family -> method -> command, and ``eval`` -> evaluation -> command. Stored as
+    ``commands.json`` beside the package's code, so that the CLI lists commands and prints
+    their help without importing them."""
+    from .catalog import all_methods, evaluations
+    from .registry import FAMILIES
+
+    out: dict[str, dict[str, dict[str, Any]]] = {
+        fam: {m.name: method_spec(m) for m in all_methods(fam)} for fam in FAMILIES}
+    out["eval"] = {name: command_spec(cls, text, f"eval {name}", out_required=False,
+                                      trains=False)
+                   for name, (cls, _, text) in evaluations().items()}
+    return out
+
+
+def write_command_index(path: Path | None = None) -> Path:
+    """Write :func:`command_index` to ``commands.json`` (or ``path``)."""
+    from .io import atomic_write_text
+
+    path = path or INDEX
+    atomic_write_text(path, json.dumps(command_index(), indent=1, sort_keys=True) + "\n")
+    return path
+
+
+if __name__ == "__main__":  # python -m backdoorlab.commands: refresh commands.json
+    print(write_command_index())
