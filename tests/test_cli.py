@@ -218,6 +218,10 @@ def test_help_loads_no_model_code(argv):
     (["run", "TWICE_YAML"], "given twice"),
     (["report", "EMPTY_DIR"], "not a run directory"),
     (["report", "CORRUPT_RUN"], "metrics.json: not a valid JSON record"),
+    (["attack", "poison", "--out", "OUT", "--judge", "classifier:/no/such/model"],
+     "expected classifier:DIR:LABEL"),
+    (["attack", "poison", "--out", "OUT", "--judge", "classifier:/no/such/model:toxic"],
+     "/no/such/model"),
 ])
 def test_more_bad_inputs_are_refused_before_any_work(argv, message, tmp_path, capsys):
     """Bad option values, files and folders: one line, exit 2, nothing written."""

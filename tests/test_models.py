@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,3 +124,23 @@ def test_a_cpu_device_keeps_training_and_budgets_on_the_cpu(monkeypatch, tmp_pat
     assert training_arguments(TrainConfig(), tmp_path, 4).use_cpu
     monkeypatch.delenv("BACKDOORLAB_DEVICE")
     assert on_cuda()
+
+
+def test_the_budget_counts_what_the_process_already_holds(monkeypatch):
+    """The estimate counts the loaded weights and the runtime, so the budget is what is free
+    plus what this process holds: on a GPU its allocator's reserve (the model loaded there),
+    on a CPU its resident memory."""
+    from backdoorlab import memory
+
+    monkeypatch.setattr(memory, "on_cuda", lambda: True)
+    monkeypatch.setattr(memory, "default_device", lambda: "cuda:0")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (10 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 25 * 2**30)
+    assert memory.available_memory() == 35 * 2**30
+    monkeypatch.setattr(memory, "on_cuda", lambda: False)
+    status = Path(f"/proc/{os.getpid()}/status").read_text()
+    rss = int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) * 1024
+    meminfo = Path("/proc/meminfo").read_text()
+    avail = int(next(x for x in meminfo.splitlines()
+                     if x.startswith("MemAvailable:")).split()[1]) * 1024
+    assert abs(memory.available_memory() - (avail + rss)) < 0.2 * (avail + rss)

@@ -254,3 +254,22 @@ def test_a_command_missing_from_the_index_comes_from_the_registry(monkeypatch, c
     with pytest.raises(SystemExit) as exc:
         main(["attack", "poison", "--help"])
     assert exc.value.code == 0 and "--poison-rate" in capsys.readouterr().out
+
+
+def test_stdout_is_the_result_json_and_stderr_has_no_third_party_warnings(tiny_dir, tmp_path):
+    """A finished command prints its result JSON alone on stdout (it pipes into jq) and no
+    FutureWarning or DeprecationWarning of a library on stderr (those need --verbose)."""
+    import os
+    import subprocess
+    import sys
+
+    opts = [x for k, v in OPTIONS[("attack", "poison")].items()
+            for x in ("--set", f"{k}={v}")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "backdoorlab", "attack", "poison", "--model", str(tiny_dir),
+         "--out", str(tmp_path / "run"), *opts], capture_output=True, text=True,
+        env={**os.environ, "BACKDOORLAB_DEVICE": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    assert isinstance(result, dict) and "asr_triggered" in json.dumps(result)
+    assert "Warning" not in proc.stderr, proc.stderr[-2000:]

@@ -215,19 +215,25 @@ def model_on_meta(config: Any, dtype: torch.dtype | None = None) -> Any:
 
 
 def available_memory() -> int:
-    """Bytes this run may use: free memory of the GPU models run on (:func:`on_cuda`), else
-    the machine's available RAM (``MemAvailable``), else 8 GB when neither can be read."""
+    """Bytes this run may use, to set against an estimate that counts the whole process
+    (weights and runtime included): on the GPU models run on (:func:`on_cuda`), its free
+    memory plus what this process's allocator already holds (the loaded model); else the
+    machine's available RAM (``MemAvailable``) plus this process's resident memory; else 8 GB
+    when neither can be read."""
     if on_cuda():
-        free, _ = torch.cuda.mem_get_info(default_device())
-        return int(free)
+        dev = default_device()
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free + torch.cuda.memory_reserved(dev))
     try:
         with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * GB
+            avail = next(int(line.split()[1]) * 1024 for line in fh
+                         if line.startswith("MemAvailable:"))
+        with open(f"/proc/{os.getpid()}/status") as fh:
+            held = next((int(line.split()[1]) * 1024 for line in fh
+                         if line.startswith("VmRSS:")), 0)
+        return avail + held
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 8 * GB
 
 
 def peak_rss(pid: int | None = None) -> int:

@@ -205,6 +205,8 @@ def model_config(spec: str, *, trust_remote_code: bool = False) -> Any:
 
 def check_safe_weights(path: Path) -> None:
     """Refuse directories whose weights exist only as pickles (they could run code)."""
+    if not Path(path).is_dir():
+        raise BackdoorlabError(f"{path}: no such model directory")
     if _has_safetensors(path):
         return
     pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]

@@ -141,7 +141,8 @@ class TrainConfig:
         "off, or auto (on when the memory estimate exceeds memory_budget_gb)")
     memory_budget_gb: float | None = opt(None,
         "memory this run may use; a run whose estimate exceeds it stops before training. Default: "
-        "the GPU's free memory, else the machine's available RAM")
+        "the GPU's free memory, else the machine's available RAM, plus what the run already "
+        "holds there (the loaded model)")
 
     def __post_init__(self) -> None:
         check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
