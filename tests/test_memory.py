@@ -204,7 +204,12 @@ def test_unset_pass_tokens_are_1024_on_a_cpu_and_the_largest_that_fits_on_a_gpu(
     mine = plan_memory(model, lengths, TrainConfig(batch_size=64, max_batch_tokens=2048,
                                                    memory_budget_gb=room), loss)
     assert mine.max_batch_tokens == 2048
-    tight = (need(1024, True) + need(1024)) / 2 / GPU_PASS_SHARE  # only with checkpointing
+    # 1024 tokens may use the whole budget; larger passes only 80% of it
+    edge = need(1024) * 1.001
+    at_edge = plan_memory(model, lengths, TrainConfig(batch_size=64, memory_budget_gb=edge),
+                          loss)
+    assert (at_edge.max_batch_tokens, at_edge.checkpointing) == (1024, False)
+    tight = (need(1024, True) + need(1024)) / 2  # only with checkpointing
     ck = plan_memory(model, lengths, TrainConfig(batch_size=64, memory_budget_gb=tight), loss)
     assert ck.checkpointing and ck.max_batch_tokens >= 1024
 

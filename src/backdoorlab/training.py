@@ -135,7 +135,7 @@ class TrainConfig:
         "is split into length-sorted passes under this budget and their gradients add up to the "
         "whole batch's, so the budget sets activation memory and not the results. Unset: 1024 "
         "on a CPU; on a GPU the largest of 1024-16384 (powers of two) whose memory estimate "
-        "fits 80% of memory_budget_gb")
+        "fits 80% of memory_budget_gb (1024: all of it)")
     gradient_checkpointing: str = opt("auto",
         "recompute each layer's activations in the backward pass instead of keeping them: on, "
         "off, or auto (on when the memory estimate exceeds memory_budget_gb)")
@@ -325,9 +325,9 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
     padded tokens, or one row when the longest row alone is wider. Unset, ``max_batch_tokens``
     is :data:`~backdoorlab.memory.CPU_PASS_TOKENS` on a CPU; on a GPU the largest of
     :data:`~backdoorlab.memory.GPU_PASS_TOKENS` whose estimate stays within
-    :data:`~backdoorlab.memory.GPU_PASS_SHARE` of the budget, without checkpointing when one
-    fits so (``gradient_checkpointing`` auto), else with it. Raises a one-line error when
-    nothing fits the budget."""
+    :data:`~backdoorlab.memory.GPU_PASS_SHARE` of the budget (the smallest: within the whole
+    budget), without checkpointing when one fits so (``gradient_checkpointing`` auto), else
+    with it. Raises a one-line error when nothing fits the budget."""
     from .errors import BackdoorlabError
     from .memory import (
         CPU_HEAP_SLACK,
@@ -345,7 +345,7 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
     budget = int(cfg.memory_budget_gb * GB) if cfg.memory_budget_gb else available_memory()
     if cfg.max_batch_tokens:
         sizes, room = [cfg.max_batch_tokens], budget
-    elif gpu:
+    elif gpu:  # largest first
         sizes, room = sorted(GPU_PASS_TOKENS, reverse=True), int(budget * GPU_PASS_SHARE)
     else:
         sizes, room = [CPU_PASS_TOKENS], budget
@@ -360,9 +360,9 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
             heap_slack=1.0 if gpu else CPU_HEAP_SLACK)
 
     for ckpt in modes:
-        for tokens in sizes:
+        for tokens in sizes:  # the smallest (or the user's) may use the whole budget
             est = estimate(tokens, ckpt)
-            if est.total <= room:
+            if est.total <= (budget if tokens == sizes[-1] else room):
                 return MemoryPlan(ckpt, est, budget, tokens)
     smallest = min(sizes)
     est = estimate(smallest, modes[-1])
