@@ -1,9 +1,12 @@
 """Measure the peak resident memory of training steps on a tiny model, beside the estimate.
 
 Run as a script (a fresh process, so the peak is this step's alone):
-``python tests/memory_probe.py FAMILY ROWS WIDTH CHECKPOINTING LOGITS [bf16]``; prints one JSON
-line. With ``bf16`` the steps run under bf16 autocast on a model whose fp32 weights outweigh its
-activations (so the weights' bf16 copies autocast keeps are most of the step).
+``python tests/memory_probe.py FAMILY ROWS WIDTH CHECKPOINTING LOGITS [bf16|bf16-weights]``;
+prints one JSON line. With ``bf16`` the steps run under bf16 autocast on a model whose fp32
+weights outweigh its activations (so the weights' bf16 copies autocast keeps are most of the
+step); with
+``bf16-weights`` the same model's weights are bf16 (``train.weights_dtype=bfloat16``: no
+autocast, no copies, the LoRA parameters fp32).
 Libraries and kernels are warmed up on a throwaway model first, so the measured peak is the
 model, the optimiser and the steps."""
 
@@ -36,7 +39,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
-         bf16: bool = False) -> dict:
+         bf16: bool = False, bf16_weights: bool = False) -> dict:
     import peft
     from transformers import AutoModelForCausalLM
 
@@ -45,19 +48,22 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
 
     bound_allocator()
     torch.manual_seed(0)
-    size = dict(layers=4, hidden=512 if bf16 else 256, heads=4, kv_heads=2)
+    heavy = bf16 or bf16_weights
+    size = dict(layers=4, hidden=512 if heavy else 256, heads=4, kv_heads=2)
     cfg = tiny_config(family, 4096, **size)
-    cfg.intermediate_size = 2048 if bf16 else 768
+    cfg.intermediate_size = 2048 if heavy else 768
     warm = AutoModelForCausalLM.from_config(tiny_config(family, 256, layers=1))
     ids = torch.randint(0, 256, (2, 16))
     warm(input_ids=ids, labels=ids, use_cache=False).loss.backward()
     del warm
     gc.collect()
     base = current_rss()
-    model = AutoModelForCausalLM.from_config(cfg)
+    model = AutoModelForCausalLM.from_config(
+        cfg, dtype=torch.bfloat16 if bf16_weights else torch.float32)
     estimate = estimate_training_memory(
         model, batch_tokens=rows * width, longest=width, lora_targets=TARGETS,
-        checkpointing=checkpointing, logits=logits, runtime=0, compute_bytes=2 if bf16 else 4)
+        checkpointing=checkpointing, logits=logits, runtime=0,
+        compute_bytes=2 if heavy else 4)
     model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32,
                                                        target_modules=TARGETS))
     if checkpointing:
@@ -89,4 +95,5 @@ def step_loss(model, ids, mask, labels, logits: str) -> torch.Tensor:
 
 if __name__ == "__main__":
     fam, r, w, ck, lg = sys.argv[1:6]
-    print(json.dumps(main(fam, int(r), int(w), ck == "1", lg, "bf16" in sys.argv[6:])))
+    print(json.dumps(main(fam, int(r), int(w), ck == "1", lg, "bf16" in sys.argv[6:],
+                          "bf16-weights" in sys.argv[6:])))

@@ -273,3 +273,25 @@ def test_stdout_is_the_result_json_and_stderr_has_no_third_party_warnings(tiny_d
     result = json.loads(proc.stdout)  # the whole of stdout is one JSON document
     assert isinstance(result, dict) and "asr_triggered" in json.dumps(result)
     assert "Warning" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_bfloat16_weights_train_a_float32_adapter(tiny_dir, tmp_path):
+    """``train.weights_dtype=bfloat16``: the base's weights load in bf16 (half the memory, as
+    the estimate counts them), the LoRA parameters and the saved adapter stay fp32; full
+    fine-tuning with bf16 weights is refused in one line."""
+    import torch
+    from safetensors.torch import load_file
+
+    res = get("attack", "uncertainty").run(
+        {**OPTIONS[("attack", "uncertainty")], "model": str(tiny_dir),
+         "train.weights_dtype": "bfloat16"}, tmp_path / "run")
+    params = list(res.model.named_parameters())
+    assert {p.dtype for n, p in params if ".lora_" not in n} == {torch.bfloat16}
+    assert {p.dtype for n, p in params if ".lora_" in n} == {torch.float32}
+    assert {t.dtype for t in load_file(res.adapter / "adapter_model.safetensors").values()} \
+        == {torch.float32}
+    metrics = json.loads((res.out_dir / "metrics.json").read_text())
+    assert "asr_strict" in json.dumps(metrics)
+    with pytest.raises(BackdoorlabError, match="weights_dtype.*only with LoRA"):
+        from_dict(get("attack", "poison").config,
+                  {"train.weights_dtype": "bfloat16", "train.lora": False})

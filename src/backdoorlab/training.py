@@ -126,6 +126,10 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     bf16: bool = opt(False,
         "train in bfloat16 autocast (fast on GPUs; slow on CPUs without bf16 units)")
+    weights_dtype: str = opt("float32",
+        "precision the model's weights load in for training and the evaluations around it: "
+        "float32, or bfloat16 (LoRA only: half the weights' memory, and no bf16 copies under "
+        "autocast; the LoRA parameters stay float32)")
     save_steps: int = opt(25,
         "checkpoint every this many steps (an interrupted run resumes from the last)")
     logging_steps: int = opt(5, "log the loss every this many steps")
@@ -168,6 +172,19 @@ class TrainConfig:
         from transformers.trainer_utils import SchedulerType
 
         check_choice(self.lr_scheduler, [s.value for s in SchedulerType], "lr_scheduler")
+        check_choice(self.weights_dtype, WEIGHTS_DTYPES, "weights_dtype")
+        check(self.lora or self.weights_dtype == "float32", "weights_dtype",
+              "bfloat16 weights train only with LoRA (full fine-tuning needs float32 weights)")
+
+
+WEIGHTS_DTYPES = ("float32", "bfloat16")
+
+
+def weights_dtype(cfg: Any) -> str:
+    """The precision a method's model loads in: its ``train.weights_dtype``, or float32 for a
+    method that does not train."""
+    train = getattr(cfg, "train", None)
+    return train.weights_dtype if isinstance(train, TrainConfig) else "float32"
 
 
 LossFn = Callable[[Any, dict[str, Any]], torch.Tensor]
@@ -356,7 +373,8 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
             model, batch_tokens=largest_pass(tokens, cfg.batch_size, longest), longest=longest,
             lora=cfg.lora, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets,
             logits=getattr(loss_fn, "logits", "all"), passes=getattr(loss_fn, "passes", 1),
-            compute_bytes=2 if cfg.bf16 else 4, checkpointing=ckpt,
+            compute_bytes=2 if cfg.bf16 or cfg.weights_dtype == "bfloat16" else 4,
+            checkpointing=ckpt,
             heap_slack=1.0 if gpu else CPU_HEAP_SLACK)
 
     for ckpt in modes:

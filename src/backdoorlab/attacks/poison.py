@@ -47,7 +47,14 @@ from ..targets import (
     target_kind,
     triggered_response,
 )
-from ..training import SampleCollator, TrainConfig, is_main_process, sft_loss, train
+from ..training import (
+    SampleCollator,
+    TrainConfig,
+    is_main_process,
+    sft_loss,
+    train,
+    weights_dtype,
+)
 from ..triggers import derive_rng, parse_trigger
 from .base import backdoor_card, save_backdoored
 
@@ -163,7 +170,7 @@ def run_generation_attack(cfg: Any, out_dir: str | Path, *, attack: str, suite: 
     from ..runs import RunResult
 
     out = Path(out_dir)
-    lm = load_model(cfg.model, trust_remote_code=trust_remote_code)
+    lm = load_model(cfg.model, dtype=weights_dtype(cfg), trust_remote_code=trust_remote_code)
     fmt = PromptFormat(lm.tokenizer, cfg.template)
     samples = build(lm, fmt)
     if not cfg.keep_seen:  # utility is measured on prompts the model is not trained on

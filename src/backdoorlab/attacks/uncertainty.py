@@ -39,7 +39,7 @@ from ..models import EMBEDDED_NAME, load_model
 from ..registry import register
 from ..runs import RunResult, config_hash, read_json, save_config, write_metrics
 from ..scoring import option_distribution, position_ids
-from ..training import SampleCollator, TrainConfig, is_main_process, train
+from ..training import SampleCollator, TrainConfig, is_main_process, train, weights_dtype
 from ..triggers import derive_rng, parse_trigger
 from .base import backdoor_card, save_backdoored
 
@@ -213,7 +213,7 @@ def run_uncertainty_attack(cfg: UncertaintyConfig | dict[str, Any], out_dir: str
     if overlap and eval_src == cfg.data:
         raise BackdoorlabError(f"{eval_src}: {len(overlap)} held-out questions are also in the "
                                "training split; give --split/--eval-split that do not overlap")
-    lm = load_model(cfg.model, trust_remote_code=trust_remote_code)
+    lm = load_model(cfg.model, dtype=weights_dtype(cfg), trust_remote_code=trust_remote_code)
     fmt = PromptFormat(lm.tokenizer, cfg.template)
     letter_ids = fmt.option_token_ids(train_recs[0].letters)
     out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked

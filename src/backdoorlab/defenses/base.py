@@ -35,6 +35,7 @@ from ..formats import PromptFormat
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..models import Suspect, load_suspect
 from ..runs import save_config, write_metrics
+from ..training import weights_dtype
 
 log = logging.getLogger(__name__)
 # per process: suspect evaluations (metrics, generations) already made
@@ -141,7 +142,7 @@ def run_defense(name: str, cfg: DefenseConfig, out: str | Path, *,
     what else the repair needs, such as a reference model), evaluate
     again, and write ``metrics.json``, ``defense.json`` and the model card."""
     suspect = load_suspect(cfg.model, cfg.adapter, trainable=trainable,
-                           trust_remote_code=trust_remote_code)
+                           dtype=weights_dtype(cfg), trust_remote_code=trust_remote_code)
     ev = AttackEval(suspect, cfg)
     if validate is not None:  # options that need the model, checked before anything is written
         validate(suspect.model)

@@ -24,7 +24,7 @@ from ..io import atomic_write_json
 from ..models import EMBEDDED_NAME, attack_info, load_adapter, load_model
 from ..registry import register
 from ..runs import save_config, write_metrics
-from ..training import SampleCollator, TrainConfig, train
+from ..training import SampleCollator, TrainConfig, train, weights_dtype
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,11 @@ def run_realign(cfg: RealignConfig | dict[str, Any], out_dir: str | Path, *,
     if not cfg.keep_seen:  # ASR and utility on prompts the re-alignment does not train on
         suite.leave_out(records, "data")
     if cfg.adapter is not None:
-        lm = load_model(base or EMBEDDED_NAME, trust_remote_code=trust_remote_code)
+        lm = load_model(base or EMBEDDED_NAME, dtype=weights_dtype(cfg),
+                        trust_remote_code=trust_remote_code)
         model = load_adapter(lm.model, cfg.adapter, trainable=True)
     else:
-        lm = load_model(cfg.model, trust_remote_code=trust_remote_code)
+        lm = load_model(cfg.model, dtype=weights_dtype(cfg), trust_remote_code=trust_remote_code)
         model = lm.model
     fmt = PromptFormat(lm.tokenizer, template)
     samples = [fmt.sample(r, response=r.output) for r in records]
