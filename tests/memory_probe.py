@@ -63,7 +63,7 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
     estimate = estimate_training_memory(
         model, batch_tokens=rows * width, longest=width, lora_targets=TARGETS,
         checkpointing=checkpointing, logits=logits, runtime=0,
-        compute_bytes=2 if heavy else 4)
+        compute_bytes=2 if heavy else 4, autocast=bf16)
     model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32,
                                                        target_modules=TARGETS))
     if checkpointing:

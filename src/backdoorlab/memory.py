@@ -145,6 +145,7 @@ def estimate_training_memory(
     logits: str = "all",
     passes: int = 1,
     compute_bytes: int = 4,
+    autocast: bool = False,
     runtime: int = RUNTIME_BYTES,
     heap_slack: float = 1.0,
 ) -> MemoryEstimate:
@@ -154,7 +155,8 @@ def estimate_training_memory(
     its width. ``logits``: ``"all"`` when the loss reads every position (language-model loss),
     ``"last"`` when it reads one per row. ``passes``: forward passes whose activations are
     held at once (CROW keeps its clean and perturbed passes: 2). ``compute_bytes``: 4 for
-    fp32, 2 under bf16 autocast. LoRA parameters are counted from the targeted modules when
+    fp32, 2 under bf16 autocast or with bf16 weights; ``autocast``: the step runs under bf16
+    autocast. LoRA parameters are counted from the targeted modules when
     the model has no adapter yet. ``heap_slack`` multiplies the activations and temporaries:
     1 for what the step holds (a GPU's caching allocator), :data:`CPU_HEAP_SLACK` for the
     resident memory of a CPU process (which, with checkpointing, counts every layer's
@@ -165,6 +167,7 @@ def estimate_training_memory(
     params = list(model.parameters())
     weights = sum(p.numel() * p.element_size() for p in params)
     already = any("lora_" in n for n, _ in model.named_parameters())
+    lora_inputs = 0  # per layer: the input widths of the adapted modules
     if not lora:
         trainable = sum(p.numel() for p in params)
         lora_width = 0
@@ -172,17 +175,27 @@ def estimate_training_memory(
         trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
         lora_width = sum(p.shape[0] for n, p in model.named_parameters()
                          if "lora_A" in n) // max(layers, 1)
+        lora_inputs = sum(p.shape[1] for n, p in model.named_parameters()
+                          if "lora_A" in n) // max(layers, 1)
     else:
         shapes = lora_shapes(model, lora_targets)
         trainable = sum(lora_r * (i + o) for i, o in shapes)
         weights += trainable * 4
         lora_width = lora_r * len(shapes) // max(layers, 1)
+        lora_inputs = sum(i for i, _ in shapes) // max(layers, 1)
+    # fp32 adapters on bf16 weights: peft casts each adapted module's input to fp32 for the
+    # adapter, and autograd keeps that copy for the backward pass (under autocast, the bf16
+    # copy autocast makes of it for the adapter's matmul instead)
+    base_bytes = min((p.element_size() for n, p in model.named_parameters()
+                      if p.dim() == 2 and "lora_" not in n), default=4)
+    cast_inputs = lora_inputs * (2 if autocast else 4) if lora and base_bytes < 4 else 0
     gradients = trainable * 4
     optimizer = 2 * trainable * 4  # Adam's two moments, fp32
     rows = max(1, batch_tokens // max(longest, 1))
     # per token and layer: q, k, v (repeated per query head) and the attention output, the
     # norms' inputs and outputs, four MLP-wide tensors, the LoRA intermediates, two norm scales
-    per_token_layer = (4 * heads * hd + 4 * h + 4 * inter + lora_width) * compute_bytes + 8
+    per_token_layer = ((4 * heads * hd + 4 * h + 4 * inter + lora_width) * compute_bytes + 8
+                       + cast_inputs)
     mask_layer = rows * longest * longest * 4  # SDPA's float padding mask, one per layer
     one_layer = batch_tokens * per_token_layer + mask_layer
     if checkpointing:

@@ -374,7 +374,7 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
             lora=cfg.lora, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets,
             logits=getattr(loss_fn, "logits", "all"), passes=getattr(loss_fn, "passes", 1),
             compute_bytes=2 if cfg.bf16 or cfg.weights_dtype == "bfloat16" else 4,
-            checkpointing=ckpt,
+            autocast=cfg.bf16, checkpointing=ckpt,
             heap_slack=1.0 if gpu else CPU_HEAP_SLACK)
 
     for ckpt in modes:
@@ -665,7 +665,8 @@ def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int =
     est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
                                    lora=not full, lora_r=lora_r, lora_targets=tcfg.lora_targets,
                                    checkpointing=checkpointing, logits=logits, passes=passes,
-                                   compute_bytes=2 if bf16 else 4)
+                                   compute_bytes=2 if bf16 or dtype == "bfloat16" else 4,
+                                   autocast=bf16)
     return {"model": model, "parameters": sum(p.numel() for p in meta.parameters()),
             "dtype": dtype, "prompt_tokens": prompt_tokens, "batch_size": batch_size,
             "max_batch_tokens": budget, "lora": not full, "bf16": bf16, "logits": logits,
