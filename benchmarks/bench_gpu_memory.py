@@ -54,11 +54,17 @@ CASES = {
     "7b lm-loss bf16": ("llama-2-7b", "lm", True, 4, 512, 1024, "off"),
     "7b crow bf16": ("llama-2-7b", "crow", True, 4, 512, 1024, "off"),
     "7b lm-loss bf16 8192 ckpt": ("llama-2-7b", "lm", True, 16, 512, 8192, "on"),
+    "smollm2 uncertainty bf16 weights": ("smollm2-135m", "uncertainty", True, 16, 512, 1024,
+                                         "off", "bfloat16"),
+    "7b uncertainty bf16 weights": ("llama-2-7b", "uncertainty", True, 4, 512, 1024, "off",
+                                    "bfloat16"),
+    "7b crow bf16 weights": ("llama-2-7b", "crow", True, 4, 512, 1024, "off", "bfloat16"),
 }
 SMALL = {
     "small uncertainty": ("small", "uncertainty", False, 8, 128, 256, "off"),
     "small lm-loss ckpt": ("small", "lm", False, 8, 128, 512, "on"),
     "small crow": ("small", "crow", False, 4, 128, 256, "off"),
+    "small bf16 weights": ("small", "uncertainty", False, 8, 128, 256, "off", "bfloat16"),
 }
 LETTERS = [32, 33, 34, 35, 36, 37]
 
@@ -89,13 +95,14 @@ def one_case(name: str, table: dict, out: Path) -> dict[str, Any]:
     from backdoorlab.models import default_device
     from backdoorlab.training import TrainConfig, sft_loss, train
 
-    shape, loss, bf16, rows, width, mbt, ckpt = table[name]
+    shape, loss, bf16, rows, width, mbt, ckpt, *rest = table[name]
+    wdtype = rest[0] if rest else "float32"  # train.weights_dtype
     dev = default_device()
     cfg = LlamaConfig(**SHAPES[shape], pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(dev):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, wdtype))
     build_s = time.perf_counter() - t0
     g = torch.Generator().manual_seed(0)
     vocab = cfg.vocab_size
@@ -105,6 +112,7 @@ def one_case(name: str, table: dict, out: Path) -> dict[str, Any]:
     loss_fn = {"uncertainty": lambda: UncertaintyLoss(LETTERS), "lm": lambda: sft_loss,
                "crow": lambda: crow_loss(5.5, 0.1)}[loss]()
     tcfg = TrainConfig(batch_size=rows, max_steps=2, bf16=bf16, max_batch_tokens=mbt,
+                       weights_dtype=wdtype,
                        gradient_checkpointing=ckpt, save_steps=1000, logging_steps=1,
                        learning_rate=1e-4)
     if dev.startswith("cuda"):
@@ -113,7 +121,8 @@ def one_case(name: str, table: dict, out: Path) -> dict[str, Any]:
     weights = (torch.cuda.memory_allocated() if dev.startswith("cuda") else 0)
     res = train(model, data, IdsCollator(), loss_fn, tcfg, out / "work", resume=False)
     got: dict[str, Any] = {"case": name, "device": dev, "shape": shape, "loss": loss,
-                           "bf16": bf16, "rows_per_step": rows, "width": width,
+                           "bf16": bf16, "weights_dtype": wdtype, "rows_per_step": rows,
+                           "width": width,
                            "max_batch_tokens": mbt, "build_s": round(build_s, 1),
                            "weights_gb": round(weights / GB, 3), **res.summary()}
     if dev.startswith("cuda"):
