@@ -255,3 +255,20 @@ def _other_adapter(path):
     cfg = json.loads((path / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = "smollm2-135m-instruct"
     (path / "adapter_config.json").write_text(json.dumps(cfg))
+
+
+def test_a_zoo_model_key_ignores_memory_settings_but_not_the_recipe(tiny_dir, tmp_path):
+    """Settings that change memory or logging, not the weights, leave a model's key (and so a
+    finished zoo) as it was; the recipe's learning rate changes it."""
+    from backdoorlab.zoo import load_spec
+
+    def keys(train: str) -> list[str]:
+        text = write_spec(tmp_path / "spec.yaml", tiny_dir).read_text()
+        path = tmp_path / "spec2.yaml"
+        path.write_text(text.replace("train: {max_steps: 2,", f"train: {{{train}max_steps: 2,"))
+        return [m.key() for m in load_spec(str(path), "a").models]
+
+    plain = keys("")
+    assert keys("max_batch_tokens: 64, gradient_checkpointing: 'on', logging_steps: 7, ") \
+        == plain
+    assert keys("learning_rate: 0.01, ")[0] != plain[0]

@@ -50,6 +50,11 @@ SPEC_KEYS = ("base", "template", "train", "evaluate", "variants", "models")
 _VAR = re.compile(r"\{(\w+)\}")
 
 
+#: training settings that set memory use and logging, not the trained weights (passes under a
+#: token budget add up to the whole batch's gradient; checkpointing recomputes the same values)
+RUN_ONLY = ("max_batch_tokens", "gradient_checkpointing", "memory_budget_gb", "logging_steps")
+
+
 @dataclass
 class ZooModel:
     """One model of a zoo: its id, what builds it and the options its builder gets."""
@@ -65,8 +70,13 @@ class ZooModel:
 
     def key(self) -> str:
         """A digest of everything that determines the model (its build is skipped when a
-        finished entry has the same key)."""
-        blob = json.dumps([self.attack, self.options, self.seed], sort_keys=True, default=str)
+        finished entry has the same key); the training settings that change memory and
+        logging but not the weights (:data:`RUN_ONLY`) are left out, so that a new default
+        for one of them does not orphan the zoos already built."""
+        train = {k: v for k, v in (self.options.get("train") or {}).items()
+                 if k not in RUN_ONLY}
+        options = {**self.options, **({"train": train} if "train" in self.options else {})}
+        blob = json.dumps([self.attack, options, self.seed], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
