@@ -296,3 +296,16 @@ def test_an_out_in_a_folder_that_cannot_be_written_is_refused_first(tiny_dir, tm
                         str(ro / "sub")], capsys)
     assert code == 2 and f"option '--out': {ro} is not writable" in err, err
     assert err.strip().count("\n") == 0 and not (ro / "sub").exists()
+
+
+def test_a_misspelt_command_gets_a_did_you_mean_without_loading_any_method():
+    import subprocess
+    import sys
+
+    code = ("import sys; from backdoorlab.cli import main\n"
+            "try:\n    main(['attack', 'poisn'])\nexcept SystemExit as exc:\n    print(exc.code)\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.split() == ["2", "[]"], proc.stdout
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0 and "did you mean 'poison'" in err, err

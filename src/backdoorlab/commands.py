@@ -10,6 +10,7 @@ file > the defaults.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import json
 import re
@@ -281,6 +282,10 @@ class LazyGroup(typer.core.TyperGroup):
     def get_command(self, ctx: Any, name: str) -> Any:
         cmd = super().get_command(ctx, name)
         if cmd is None and name not in self._loaded() and not getattr(self, "_live", False):
+            known = sorted(set(super().list_commands(ctx)) | set(self._loaded()))
+            close = difflib.get_close_matches(name, known, n=1)
+            if close:  # a misspelt command: say so without loading every method
+                ctx.fail(f"No such command {name!r} (did you mean {close[0]!r}?).")
             self._live = True
             self._cache = self.live() or self._cache
         if cmd is not None or name not in self._loaded():
