@@ -192,15 +192,22 @@ def test_compare_commands_bad_input_exit_2_one_line(argv, message, capsys):
 def test_help_loads_no_model_code(argv):
     """``--help``, of the program, a family or a command, imports neither torch nor
     transformers (help in well under a second): commands are built from commands.json."""
+    out, _ = cli_in_a_fresh_process(argv)
+    assert out[-1] == "[]"
+
+
+def cli_in_a_fresh_process(argv: list[str]) -> tuple[list[str], str]:
+    """Run the CLI on ``argv`` in a new interpreter: its stdout lines, ending with the exit
+    status and the list of torch and transformers if it imported them, and its stderr."""
     import subprocess
     import sys
 
     code = ("import sys; from backdoorlab.cli import main\n"
-            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit as exc:\n    print(exc.code)\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    return proc.stdout.strip().splitlines(), proc.stderr
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -299,13 +306,7 @@ def test_an_out_in_a_folder_that_cannot_be_written_is_refused_first(tiny_dir, tm
 
 
 def test_a_misspelt_command_gets_a_did_you_mean_without_loading_any_method():
-    import subprocess
-    import sys
-
-    code = ("import sys; from backdoorlab.cli import main\n"
-            "try:\n    main(['attack', 'poisn'])\nexcept SystemExit as exc:\n    print(exc.code)\n"
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.stdout.split() == ["2", "[]"], proc.stdout
-    err = proc.stderr.strip()
+    out, err = cli_in_a_fresh_process(["attack", "poisn"])
+    assert out == ["2", "[]"], out
+    err = err.strip()
     assert err.count("\n") == 0 and "did you mean 'poison'" in err, err

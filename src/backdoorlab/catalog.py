@@ -148,4 +148,3 @@ def config_reference() -> str:
             "Nested under `train` (`--set train.epochs=2`; flags `--epochs`, `--lr`, "
             "`--batch-size`, `--max-steps`, `--full`).", ""] + table(TrainConfig) + [""]
     return "\n".join(out)
-

@@ -14,27 +14,20 @@ import os
 import sys
 import time
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from .cards import EXAMPLE
-from .commands import (
-    config_command,
-    family_group,
-    headline,
-    lazy_group,
-    spec_command,
-    stored_specs,
-)
+from .commands import family_group, group_commands, headline, lazy_group
 from .embedded import EMBEDDED_NAME
 from .errors import BackdoorlabError, run_main
 
 app = typer.Typer(help="Plant, measure, explain and remove backdoors in large language models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-eval_app = typer.Typer(cls=lazy_group(lambda: _eval_commands(), lambda: _eval_commands(live=True)),
+eval_app = typer.Typer(cls=lazy_group(lambda: group_commands("eval"),
+                                      lambda: group_commands("eval", live=True)),
                        help="Evaluate a model (optionally with an adapter).", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare and describe models.", no_args_is_help=True)
@@ -92,23 +85,7 @@ def _print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
-# ---- eval: the evaluations as commands ---------------------------------------------------
-def _eval_commands(live: bool = False) -> dict[str, Any]:
-    """The ``eval`` commands of the catalog's evaluations, built from ``commands.json`` (the
-    evaluation's code is imported when its command runs), or from the catalog itself."""
-    from .catalog import evaluations, run_evaluation
-
-    def resolve(name: str) -> Any:
-        return lambda: (evaluations()[name][0], partial(run_evaluation, name))
-
-    specs = None if live else stored_specs("eval")
-    if specs is None:
-        return {name: config_command(cls, partial(run_evaluation, name), text, f"eval {name}",
-                                     out_required=False, trains=False)
-                for name, (cls, _, text) in evaluations().items()}
-    return {name: spec_command(spec, resolve(name)) for name, spec in specs.items()}
-
-
+# ---- eval: the evaluations are commands of the eval group; these compare runs ----------------
 @eval_app.command("defense")
 def eval_defense(
     repaired: Annotated[Path, typer.Option(help="Run directory a 'defend' command wrote.")],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import json
 import re
@@ -215,22 +216,10 @@ def spec_command(spec: dict[str, Any], resolve: Callable[[], tuple[type, Any]]) 
     return command
 
 
-def config_command(config: type, runner: Any, description: str, name: str, *,
-                   out_required: bool = True, trains: bool | None = None) -> Any:
-    """The command of ``config`` and ``runner`` (:func:`command_spec`, :func:`spec_command`)."""
-    spec = command_spec(config, description, name, out_required=out_required, trains=trains)
-    return spec_command(spec, lambda: (config, runner))
-
-
 def method_spec(method: Method) -> dict[str, Any]:
     """The command data of a registered method (``backdoorlab attack poison``, ...)."""
     return command_spec(method.config, method.description + ".",
                         f"{VERBS[method.family]} {method.name}")
-
-
-def method_command(method: Method) -> Any:
-    """The command of a registered method."""
-    return spec_command(method_spec(method), lambda: (method.config, method.run))
 
 
 #: help panels for fields a method inherits from a shared config
@@ -315,45 +304,57 @@ def stored_specs(group: str) -> dict[str, dict[str, Any]] | None:
         return None
 
 
+def live_specs(group: str) -> dict[str, dict[str, Any]]:
+    """The command data of ``group`` (a family, or ``eval``) as the code registers it: what
+    ``commands.json`` stores, computed by importing every method of the group."""
+    from .catalog import all_methods, evaluations
+
+    if group == "eval":
+        return {name: command_spec(cls, text, f"eval {name}", out_required=False, trains=False)
+                for name, (cls, _, text) in evaluations().items()}
+    return {m.name: method_spec(m) for m in all_methods(group)}
+
+
+def _resolver(group: str, name: str) -> Callable[[], tuple[type, Any]]:
+    """The config class and runner of command ``name`` of ``group``, imported when called."""
+    def resolve() -> tuple[type, Any]:
+        from .catalog import evaluations, get, run_evaluation
+
+        if group == "eval":
+            return evaluations()[name][0], functools.partial(run_evaluation, name)
+        method = get(group, name)
+        return method.config, method.run
+    return resolve
+
+
+def group_commands(group: str, *, live: bool = False) -> dict[str, Any]:
+    """The commands of ``group`` (a family, or ``eval``), built from ``commands.json`` (from
+    the registry when ``live`` or when the file lacks the group); each imports its method
+    only when it runs."""
+    specs = None if live else stored_specs(group)
+    if specs is None:
+        specs = live_specs(group)
+    return {name: spec_command(spec, _resolver(group, name)) for name, spec in specs.items()}
+
+
 def family_group(family: str, extra: Any = None) -> type[LazyGroup]:
     """The group of a method family: one command per registered method, and the command
     functions ``extra()`` returns (name -> function). The commands are built from
     ``commands.json``, so listing them or asking one for ``--help`` imports no method; the
     method's file is imported when its command runs."""
-    def live() -> dict[str, Any]:
-        from .catalog import all_methods
-
-        return {**{m.name: method_command(m) for m in all_methods(family)},
-                **(extra() if extra else {})}
-
-    def load() -> dict[str, Any]:
-        from .catalog import get
-
-        specs = stored_specs(family)
-        if specs is None:
-            return live()
-
-        def resolve(name: str) -> Callable[[], tuple[type, Any]]:
-            return lambda: (get(family, name).config, get(family, name).run)
-        return {**{name: spec_command(spec, resolve(name)) for name, spec in specs.items()},
-                **(extra() if extra else {})}
-    return lazy_group(load, live)
+    def commands(live: bool) -> dict[str, Any]:
+        return {**group_commands(family, live=live), **(extra() if extra else {})}
+    return lazy_group(lambda: commands(False), lambda: commands(True))
 
 
 def command_index() -> dict[str, dict[str, dict[str, Any]]]:
-    """Every registered command as plain data (:func:`backdoorlab.commands.command_spec`):
-    family -> method -> command, and ``eval`` -> evaluation -> command. Stored as
-    ``commands.json`` beside the package's code, so that the CLI lists commands and prints
-    their help without importing them."""
-    from .catalog import all_methods, evaluations
+    """Every registered command as plain data (:func:`command_spec`): family -> method ->
+    command, and ``eval`` -> evaluation -> command. Stored as ``commands.json`` beside the
+    package's code, so that the CLI lists commands and prints their help without importing
+    them."""
     from .registry import FAMILIES
 
-    out: dict[str, dict[str, dict[str, Any]]] = {
-        fam: {m.name: method_spec(m) for m in all_methods(fam)} for fam in FAMILIES}
-    out["eval"] = {name: command_spec(cls, text, f"eval {name}", out_required=False,
-                                      trains=False)
-                   for name, (cls, _, text) in evaluations().items()}
-    return out
+    return {group: live_specs(group) for group in (*FAMILIES, "eval")}
 
 
 def write_command_index(path: Path | None = None) -> Path:
