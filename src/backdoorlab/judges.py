@@ -94,15 +94,14 @@ class ClassifierJudge(Judge):
 
         from transformers import pipeline
 
-        from .models import check_safe_weights
+        from .models import check_safe_weights, first_line
 
         check_safe_weights(Path(model_dir))
         try:
             self.pipe = pipeline("text-classification", model=model_dir, top_k=None)
         except (OSError, ValueError, KeyError) as exc:
             raise BackdoorlabError(f"judge classifier:{model_dir}: cannot load the classifier "
-                                   f"({str(exc).splitlines()[0] if str(exc) else exc!r})"
-                                   ) from None
+                                   f"({first_line(exc)})") from None
         self.label, self.threshold = positive_label, threshold
         self.name = f"classifier:{model_dir}"
 

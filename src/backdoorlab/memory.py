@@ -144,7 +144,7 @@ def estimate_training_memory(
     checkpointing: bool = False,
     logits: str = "all",
     passes: int = 1,
-    compute_bytes: int = 4,
+    compute_bytes: int | None = None,
     autocast: bool = False,
     runtime: int = RUNTIME_BYTES,
     heap_slack: float = 1.0,
@@ -154,12 +154,12 @@ def estimate_training_memory(
     ``batch_tokens``: padded tokens of the largest micro-batch (rows x width); ``longest``:
     its width. ``logits``: ``"all"`` when the loss reads every position (language-model loss),
     ``"last"`` when it reads one per row. ``passes``: forward passes whose activations are
-    held at once (CROW keeps its clean and perturbed passes: 2). ``compute_bytes``: 4 for
-    fp32, 2 under bf16 autocast or with bf16 weights; ``autocast``: the step runs under bf16
-    autocast. LoRA parameters are counted from the targeted modules when
-    the model has no adapter yet. ``heap_slack`` multiplies the activations and temporaries:
-    1 for what the step holds (a GPU's caching allocator), :data:`CPU_HEAP_SLACK` for the
-    resident memory of a CPU process (which, with checkpointing, counts every layer's
+    held at once (CROW keeps its clean and perturbed passes: 2). ``autocast``: the step runs
+    under bf16 autocast. ``compute_bytes``: bytes per activation element; by default 2 under
+    autocast or with bf16 weights, else 4. LoRA parameters are counted from the targeted
+    modules when the model has no adapter yet. ``heap_slack`` multiplies the activations and
+    temporaries: 1 for what the step holds (a GPU's caching allocator), :data:`CPU_HEAP_SLACK`
+    for the resident memory of a CPU process (which, with checkpointing, counts every layer's
     activations once: see below)."""
     a = _arch(model.config)
     h, inter, layers, heads, hd, vocab = (a["h"], a["inter"], a["layers"], a["heads"],
@@ -173,10 +173,9 @@ def estimate_training_memory(
         lora_width = 0
     elif already:  # an adapter in place: its own A matrices give the intermediates' width
         trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-        lora_width = sum(p.shape[0] for n, p in model.named_parameters()
-                         if "lora_A" in n) // max(layers, 1)
-        lora_inputs = sum(p.shape[1] for n, p in model.named_parameters()
-                          if "lora_A" in n) // max(layers, 1)
+        a_mats = [p for n, p in model.named_parameters() if "lora_A" in n]
+        lora_width = sum(p.shape[0] for p in a_mats) // max(layers, 1)
+        lora_inputs = sum(p.shape[1] for p in a_mats) // max(layers, 1)
     else:
         shapes = lora_shapes(model, lora_targets)
         trainable = sum(lora_r * (i + o) for i, o in shapes)
@@ -188,6 +187,8 @@ def estimate_training_memory(
     # copy autocast makes of it for the adapter's matmul instead)
     base_bytes = min((p.element_size() for n, p in model.named_parameters()
                       if p.dim() == 2 and "lora_" not in n), default=4)
+    if compute_bytes is None:
+        compute_bytes = 2 if autocast or base_bytes < 4 else 4
     cast_inputs = lora_inputs * (2 if autocast else 4) if lora and base_bytes < 4 else 0
     gradients = trainable * 4
     optimizer = 2 * trainable * 4  # Adam's two moments, fp32
@@ -238,15 +239,21 @@ def available_memory() -> int:
         free, _ = torch.cuda.mem_get_info(dev)
         return int(free + torch.cuda.memory_reserved(dev))
     try:
-        with open("/proc/meminfo") as fh:
-            avail = next(int(line.split()[1]) * 1024 for line in fh
-                         if line.startswith("MemAvailable:"))
-        with open(f"/proc/{os.getpid()}/status") as fh:
-            held = next((int(line.split()[1]) * 1024 for line in fh
-                         if line.startswith("VmRSS:")), 0)
-        return avail + held
-    except (OSError, StopIteration, ValueError, IndexError):
+        avail = _proc_bytes("/proc/meminfo", "MemAvailable")
+        held = _proc_bytes(f"/proc/{os.getpid()}/status", "VmRSS") or 0
+    except (OSError, ValueError, IndexError):
         return 8 * GB
+    return 8 * GB if avail is None else avail + held
+
+
+def _proc_bytes(path: str, key: str) -> int | None:
+    """The ``key: N kB`` line of a /proc file in bytes, None when the file has no such line
+    (OSError when it cannot be read)."""
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 def peak_rss(pid: int | None = None) -> int:
@@ -258,10 +265,9 @@ def peak_rss(pid: int | None = None) -> int:
     import sys
 
     try:
-        with open(f"/proc/{pid or os.getpid()}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+        hwm = _proc_bytes(f"/proc/{pid or os.getpid()}/status", "VmHWM")
+        if hwm is not None:
+            return hwm
     except OSError:
         if pid is not None:
             return 0

@@ -36,10 +36,10 @@ def tiny_config(family: str, vocab_size: int, *, layers: int = 2, hidden: int = 
 def tiny_model(family: str = "llama", vocab_size: int = 49152, seed: int = 0,
                device: str | None = None, **kw: Any) -> Any:
     """A randomly initialised causal LM of ``family``, deterministic under ``seed``, on
-    ``device`` (default: :func:`~backdoorlab.models.default_device`, where loaded models go)."""
+    ``device`` (default: :func:`~backdoorlab.devices.default_device`, where loaded models go)."""
     from transformers import AutoModelForCausalLM
 
-    from .models import default_device
+    from .devices import default_device
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family, vocab_size, **kw),

@@ -373,7 +373,6 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
             model, batch_tokens=largest_pass(tokens, cfg.batch_size, longest), longest=longest,
             lora=cfg.lora, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets,
             logits=getattr(loss_fn, "logits", "all"), passes=getattr(loss_fn, "passes", 1),
-            compute_bytes=2 if cfg.bf16 or cfg.weights_dtype == "bfloat16" else 4,
             autocast=cfg.bf16, checkpointing=ckpt,
             heap_slack=1.0 if gpu else CPU_HEAP_SLACK)
 
@@ -382,8 +381,7 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
             est = estimate(tokens, ckpt)
             if est.total <= (budget if tokens == sizes[-1] else room):
                 return MemoryPlan(ckpt, est, budget, tokens)
-    smallest = min(sizes)
-    est = estimate(smallest, modes[-1])
+    est = estimate(sizes[-1], modes[-1])  # the smallest pass, checkpointing if allowed
     hint = ("lower train.max_batch_tokens" if est.batch_tokens > longest else
             f"shorten the prompts (the longest has {longest} tokens)")
     if not modes[-1]:
@@ -665,7 +663,6 @@ def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int =
     est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
                                    lora=not full, lora_r=lora_r, lora_targets=tcfg.lora_targets,
                                    checkpointing=checkpointing, logits=logits, passes=passes,
-                                   compute_bytes=2 if bf16 or dtype == "bfloat16" else 4,
                                    autocast=bf16)
     return {"model": model, "parameters": sum(p.numel() for p in meta.parameters()),
             "dtype": dtype, "prompt_tokens": prompt_tokens, "batch_size": batch_size,
