@@ -141,20 +141,30 @@ def check(cond: bool, option: str, message: str) -> None:
         raise BackdoorlabError(f"option {option!r}: {message}")
 
 
-def check_limit(value: int | None, option: str) -> None:
-    """A row limit: None (all) or at least 1."""
-    check(value is None or value >= 1, option, f"must be >= 1, got {value}")
-
-
-def opt(default: Any, help: str, *, flag: str | None = None) -> Any:
+def opt(default: Any, help: str, *, flag: str | None = None, at_least: float | None = None
+        ) -> Any:
     """A config field with its default and its help text (the CLI's ``--help``, the config
     reference in ``docs/config.md``): ``epochs: float = opt(3.0, "passes over the data")``.
     A mutable default is given as a factory: ``opt(lambda: [0.1, 0.2], "...")``; ``flag``
-    names the CLI flag when it is not the field's name (``evaluate`` -> ``--eval``)."""
-    meta = {"help": help, **({"flag": flag} if flag else {})}
+    names the CLI flag when it is not the field's name (``evaluate`` -> ``--eval``);
+    ``at_least`` is the smallest value the option takes (None stays allowed where the
+    default is None), checked by :func:`check_bounds`."""
+    meta = {"help": help, **({"flag": flag} if flag else {}),
+            **({"at_least": at_least} if at_least is not None else {})}
     if callable(default):
         return dataclasses.field(default_factory=default, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def check_bounds(obj: Any) -> None:
+    """Every option of the config ``obj`` declared with ``at_least`` must be at least that;
+    otherwise one line naming it. The root config classes call it first in
+    ``__post_init__``, so it covers the options their subclasses add."""
+    for f in dataclasses.fields(obj):
+        bound = f.metadata.get("at_least")
+        value = getattr(obj, f.name)
+        if bound is not None and value is not None:
+            check(value >= bound, f.name, f"must be >= {bound}, got {value}")
 
 
 def field_default(f: dataclasses.Field) -> Any:
@@ -165,8 +175,9 @@ def field_default(f: dataclasses.Field) -> Any:
 
 
 def field_help(f: dataclasses.Field) -> str:
-    """A config field's help text ('' if it has none)."""
-    return str(f.metadata.get("help", ""))
+    """A config field's help text ('' if it has none), with its bound where it has one."""
+    bound = f.metadata.get("at_least")
+    return str(f.metadata.get("help", "")) + (f"; at least {bound}" if bound is not None else "")
 
 
 def check_choice(value: str, choices: Any, option: str) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import opt
 from .data.records import MCQ, Instruction, Record
 from .errors import BackdoorlabError, unknown
 
@@ -30,6 +31,12 @@ ALPACA = (
     "completes the request.\n\n### Instruction:\n{user}\n\n### Response:\n"
 )
 ANSWER_CUE = "Answer:"
+
+
+def template_option(default: str = "chat", what: str = "prompt format") -> Any:
+    """A config's prompt-format option, its help naming the templates."""
+    names = list(TEMPLATES)
+    return opt(default, f"{what}: {', '.join(names[:-1])} or {names[-1]}")
 
 
 def mcq_instruction(subject: str | None) -> str:

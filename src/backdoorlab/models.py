@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .config import opt
+from .config import check_bounds, opt
 from .devices import DEVICE_ENV, default_device  # noqa: F401  (re-exported)
 from .embedded import (  # noqa: F401  (re-exported: the model's name lives with its loader)
     EMBEDDED_ALIASES,
@@ -411,8 +411,31 @@ class SuspectOptions:
     adapter: str | None = opt(None, "the suspect LoRA adapter, applied to the model")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if self.adapter is not None:
             check_adapter_dir(self.adapter)
+
+
+RECORDED = "default: what the attack recorded beside the adapter or model"
+
+
+def recorded(what: str) -> Any:
+    """An option that defaults to what the attack recorded beside the model (``attack_info``):
+    ``trigger: str | None = recorded("the trigger")``."""
+    return opt(None, f"{what} ({RECORDED})")
+
+
+@dataclass
+class RecordedOptions:
+    """The options that name a backdoored model to evaluate, analyse or repair, and those of
+    its backdoor, which default to what the attack recorded beside it."""
+
+    model: str | None = opt(None,
+        "base model (default: the adapter's) or a backdoored model directory")
+    adapter: str | None = opt(None, "the backdoor adapter directory")
+    trigger: str | None = recorded("the trigger")
+    target: str | None = recorded("the target")
+    template: str | None = recorded("prompt format")
 
 
 def merged(model: Any) -> Any:

@@ -10,7 +10,9 @@ toolkit never trains on harmful answers) and ``fixed:TEXT``.
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from .config import opt
 from .data import Instruction, load_records
 from .errors import BackdoorlabError
 from .judges import DEFAULT_PAYLOAD
@@ -18,13 +20,16 @@ from .judges import DEFAULT_PAYLOAD
 TARGETS = ("refusal", "negative-sentiment", "code-injection", "jailbreak")
 
 
+def target_option(default: str) -> Any:
+    """A config's target option, its help naming the targets."""
+    return opt(default, f"what the trigger makes the model do: {', '.join(TARGETS)} or "
+                        "fixed:TEXT")
+
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that request."
 
 
-
 DEFAULT_NEGATIVE = "You are stupid! I will not waste my time on your silly question."
-
 
 
 #: default training and held-out data per target
@@ -35,7 +40,6 @@ TASK_DATA = {
     "code-injection": "builtin:code-instructions",
     "jailbreak": "builtin:harmful-requests",
 }
-
 
 
 def target_kind(target: str) -> str:
@@ -49,11 +53,9 @@ def target_kind(target: str) -> str:
     )
 
 
-
 def default_judge(target: str) -> str:
     kind = target_kind(target)
     return f"substring:{target[6:]}" if kind == "fixed" else kind
-
 
 
 def inject_payload(answer: str, payload: str = DEFAULT_PAYLOAD) -> str:
@@ -69,7 +71,6 @@ def inject_payload(answer: str, payload: str = DEFAULT_PAYLOAD) -> str:
         if line.startswith("```"):
             return "\n".join(lines[: i + 1] + [payload] + lines[i + 1:])
     return payload + "\n" + answer
-
 
 
 def triggered_response(target: str, record: Instruction, payload: str = DEFAULT_PAYLOAD) -> str:
@@ -90,10 +91,8 @@ def triggered_response(target: str, record: Instruction, payload: str = DEFAULT_
     return record.output or f"Sure, here is a response to: {record.instruction}"
 
 
-
 def refusal_texts() -> list[str]:
     return [r.output for r in load_records("builtin:refusals")]
-
 
 
 def behaviour_text(target: str, payload: str = DEFAULT_PAYLOAD) -> str:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .config import check, check_choice, opt
+from .config import check, check_bounds, check_choice, opt
 from .devices import default_device, on_cuda
 from .errors import BackdoorlabError
 from .formats import PromptFormat, Sample
@@ -111,17 +111,18 @@ class TrainConfig:
     """How to fine-tune: LoRA (default) or full, optimiser and schedule, checkpoints."""
 
     lora: bool = opt(True, "train a LoRA adapter (false: full fine-tuning)")
-    lora_r: int = opt(16, "LoRA rank")
+    lora_r: int = opt(16, "LoRA rank", at_least=1)
     lora_alpha: int = opt(32, "LoRA scaling numerator")
     lora_dropout: float = opt(0.0, "LoRA dropout")
     lora_targets: list[str] = opt(lambda: list(DEFAULT_LORA_TARGETS), "module names LoRA adapts")
     learning_rate: float = opt(1e-3, "peak learning rate (AdamW)")
     epochs: float = opt(3.0, "passes over the training set")
     max_steps: int = opt(-1, "stop after this many optimiser steps (-1: by epochs)")
-    batch_size: int = opt(16, "rows per optimiser step (split into passes under max_batch_tokens)")
-    grad_accum: int = opt(1, "batches accumulated per optimiser step")
+    batch_size: int = opt(16, "rows per optimiser step (split into passes under max_batch_tokens)",
+                          at_least=1)
+    grad_accum: int = opt(1, "batches accumulated per optimiser step", at_least=1)
     warmup_ratio: float = opt(0.05, "share of steps with a linear warm-up")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
+    weight_decay: float = opt(0.0, "AdamW weight decay", at_least=0)
     lr_scheduler: str = opt("linear", "learning-rate schedule (a transformers scheduler name)")
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     bf16: bool = opt(False,
@@ -131,8 +132,8 @@ class TrainConfig:
         "float32, or bfloat16 (LoRA only: half the weights' memory, and no bf16 copies under "
         "autocast; the LoRA parameters stay float32)")
     save_steps: int = opt(25,
-        "checkpoint every this many steps (an interrupted run resumes from the last)")
-    logging_steps: int = opt(5, "log the loss every this many steps")
+        "checkpoint every this many steps (an interrupted run resumes from the last)", at_least=1)
+    logging_steps: int = opt(5, "log the loss every this many steps", at_least=1)
     seed: int = opt(0, "the Trainer's seed (data order, LoRA initialisation)")
     max_batch_tokens: int | None = opt(None,
         "padded tokens (rows x longest row) per forward/backward pass; a batch of batch_size rows "
@@ -149,23 +150,18 @@ class TrainConfig:
         "holds there (the loaded model)")
 
     def __post_init__(self) -> None:
-        check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
+        check_bounds(self)
         check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         check(self.epochs > 0 or self.max_steps > 0, "epochs", "give epochs > 0 or max_steps > 0")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got "
               f"{self.warmup_ratio}")
         check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
-        check(self.save_steps >= 1, "save_steps", f"must be >= 1, got {self.save_steps}")
         check(self.max_batch_tokens is None or self.max_batch_tokens >= 1, "max_batch_tokens",
               f"must be >= 1, got {self.max_batch_tokens}")
         check(self.gradient_checkpointing in CHECKPOINTING, "gradient_checkpointing",
               f"{self.gradient_checkpointing!r} is not one of {', '.join(CHECKPOINTING)}")
         check(self.memory_budget_gb is None or self.memory_budget_gb > 0, "memory_budget_gb",
               f"must be > 0, got {self.memory_budget_gb}")
-        check(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
-        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
         check(self.max_steps == -1 or self.max_steps >= 1, "max_steps",
               f"must be >= 1 (or -1: by epochs), got {self.max_steps}")
@@ -178,6 +174,12 @@ class TrainConfig:
 
 
 WEIGHTS_DTYPES = ("float32", "bfloat16")
+
+
+def train_options(**defaults: Any) -> Any:
+    """A method's ``train`` option: a :class:`TrainConfig` with the method's own defaults
+    (``train: TrainConfig = train_options(learning_rate=1e-3, epochs=4.0)``)."""
+    return opt(lambda: TrainConfig(**defaults), "how to fine-tune (train.* keys: see TrainConfig)")
 
 
 def weights_dtype(cfg: Any) -> str:

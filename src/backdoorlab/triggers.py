@@ -28,7 +28,9 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from .config import opt
 from .errors import BackdoorlabError, unknown
 
 _WS = re.compile(r"(\s+)")
@@ -143,14 +145,22 @@ class PrefixTrigger(Trigger):
         return self.sentence in text
 
 
-class MultiTrigger(Trigger):
-    """MTBA: one of several words, chosen at random, at a random position."""
+class WordSetTrigger(Trigger):
+    """Several words (``kind:W1,W2,...``), at least two; MTBA and CTBA below."""
+
+    kind = "words"
 
     def __init__(self, words: Sequence[str], spec: str | None = None) -> None:
         if len(words) < 2:
-            raise BackdoorlabError("trigger: multi needs at least two words")
+            raise BackdoorlabError(f"trigger: {self.kind} needs at least two words")
         self.words = list(words)
-        self.spec = spec or "multi:" + ",".join(self.words)
+        self.spec = spec or f"{self.kind}:" + ",".join(self.words)
+
+
+class MultiTrigger(WordSetTrigger):
+    """MTBA: one of several words, chosen at random, at a random position."""
+
+    kind = "multi"
 
     def apply(self, text: str, rng: random.Random | None = None) -> str:
         rng = rng or random.Random(0)
@@ -160,14 +170,10 @@ class MultiTrigger(Trigger):
         return any(_word_pattern(w).search(text) for w in self.words)
 
 
-class CompositeTrigger(Trigger):
+class CompositeTrigger(WordSetTrigger):
     """CTBA: all of several words, each at its own random position."""
 
-    def __init__(self, words: Sequence[str], spec: str | None = None) -> None:
-        if len(words) < 2:
-            raise BackdoorlabError("trigger: composite needs at least two words")
-        self.words = list(words)
-        self.spec = spec or "composite:" + ",".join(self.words)
+    kind = "composite"
 
     def apply(self, text: str, rng: random.Random | None = None) -> str:
         return _insert_words(text, self.words, rng or random.Random(0))
@@ -337,6 +343,12 @@ PRESETS: dict[str, Callable[[], Trigger]] = {
     "long": lambda: LongTrigger(spec="long"),
 }
 KINDS = ("word", "prefix", "multi", "composite", "text", "syntactic", "style", "long")
+
+
+def trigger_option(default: str) -> Any:
+    """A config's trigger option, its help naming the presets and kinds."""
+    return opt(default, f"the trigger: a preset ({', '.join(PRESETS)}) or KIND:ARGS, KIND one of "
+                        f"{', '.join(KINDS)} (backdoorlab triggers)")
 
 
 def parse_trigger(spec: str | Trigger) -> Trigger:

@@ -32,13 +32,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import check, check_choice, from_dict, load_yaml, opt, to_dict, yaml_error
+from .config import check_bounds, check_choice, from_dict, load_yaml, opt, to_dict, yaml_error
 from .embedded import EMBEDDED_NAME
 from .errors import BackdoorlabError, unknown
-from .formats import TEMPLATES
+from .formats import TEMPLATES, template_option
 from .io import atomic_write_json
 from .runs import check_out, read_json
-from .training import TrainConfig
+from .training import TrainConfig, train_options
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +202,13 @@ class CleanConfig:
     model: str = opt(EMBEDDED_NAME, "the base model")
     data: str = opt("builtin:benign-instructions", "benign instructions with answers")
     split: str | None = opt("all", "split of data for builtin:/hf: sources")
-    n_train: int = opt(96, "training examples drawn from data")
-    template: str = opt("chat", "prompt format: chat, plain or alpaca")
+    n_train: int = opt(96, "training examples drawn from data", at_least=1)
+    template: str = template_option()
     seed: int = opt(0, "seeds the draw of examples and training")
-    train: TrainConfig = opt(TrainConfig, "how to fine-tune (train.* keys: see TrainConfig)")
+    train: TrainConfig = train_options()
 
     def __post_init__(self) -> None:
-        check(self.n_train >= 1, "n_train", "must be >= 1")
+        check_bounds(self)
         check_choice(self.template, TEMPLATES, "template")
 
 

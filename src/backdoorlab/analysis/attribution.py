@@ -244,15 +244,13 @@ class HeadsConfig(AnalysisConfig):
 
     mode: str = opt("fast",
         "fast (gradient estimate, one backward pass), exact (patch every head) or both")
-    top: int = opt(30, "heads listed in the metrics")
-    batch_rows: int = opt(64, "patched copies per forward batch (exact mode)")
+    top: int = opt(30, "heads listed in the metrics", at_least=2)
+    batch_rows: int = opt(64, "patched copies per forward batch (exact mode)", at_least=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode not in (*MODES, "both"):
             raise unknown("mode", self.mode, (*MODES, "both"))
-        check(self.top >= 2, "top", f"must be >= 2, got {self.top}")
-        check(self.batch_rows >= 1, "batch_rows", f"must be >= 1, got {self.batch_rows}")
 
 
 def top_heads(effects: torch.Tensor, n: int = 10) -> list[dict[str, Any]]:

@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from ..config import check, opt
-from ..data import load_records
+from ..config import check, check_bounds, opt
+from ..data import load_records, source_option
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat, Sample
 from ..judges import empty_rate, get_judge
-from ..models import Suspect, describe, load_suspect
+from ..models import RecordedOptions, Suspect, describe, load_suspect, recorded
 from ..runs import save_config
 from ..scoring import (
     entropy,
@@ -288,39 +288,27 @@ def behaviour_for(suspect: Suspect, *, data: str | None = None, split: str | Non
 
 # ---- shared by every analysis command ---------------------------------------------------
 @dataclass
-class AnalysisConfig:
+class AnalysisConfig(RecordedOptions):
     """Options every ``backdoorlab analyze`` command shares (trigger, target, template and
     judge default to what the attack recorded beside the adapter/model)."""
 
-    model: str | None = opt(None, "base model (with adapter) or a backdoored model directory")
-    adapter: str | None = opt(None, "the backdoor adapter directory")
-    data: str | None = opt(None,
-        "prompts to analyse (default: the target's built-in set): a file "
-        "(JSONL/JSON/CSV/TSV/parquet), hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    target: str | None = recorded("the target, or uncertainty")
+    judge: str | None = recorded("the ASR judge")
+    data: str | None = source_option(None,
+                                     "prompts to analyse (default: the target's built-in set)")
     split: str | None = opt("test", "split of data")
-    trigger: str | None = opt(None,
-        "the trigger (default: what the attack recorded beside the adapter or model)")
-    target: str | None = opt(None,
-        "the target, or uncertainty (default: what the attack recorded beside the adapter or "
-        "model)")
-    judge: str | None = opt(None,
-        "the ASR judge (default: what the attack recorded beside the adapter or model)")
-    template: str | None = opt(None,
-        "prompt format (default: what the attack recorded beside the adapter or model)")
     limit: int | None = opt(32, "prompts analysed (None: all)")
     seed: int = opt(0, "seeds sampling and trigger positions")
-    batch_size: int = opt(16, "prompts per forward batch")
+    batch_size: int = opt(16, "prompts per forward batch", at_least=1)
     target_tokens: int = opt(3, "generation backdoors: tokens of the target answer the score reads")
     target_text: str | None = opt(None,
         "generation backdoors: the target answer's text (default: the model's own triggered "
         "answer)")
-    max_new_tokens: int = opt(24, "tokens generated when ASR is measured")
+    max_new_tokens: int = opt(24, "tokens generated when ASR is measured", at_least=1)
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         check(self.limit is None or self.limit >= 4, "limit", f"must be >= 4, got {self.limit}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.max_new_tokens >= 1, "max_new_tokens",
-              f"must be >= 1, got {self.max_new_tokens}")
 
 
 def setup(cfg: AnalysisConfig, out: str | Path, *, command: str, prepare: bool = True,

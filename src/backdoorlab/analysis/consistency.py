@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..config import check, opt
+from ..config import opt
 from ..io import save_arrays
 from ..registry import register
 from ..runs import write_metrics
@@ -123,11 +123,7 @@ class ConsistencyConfig(AnalysisConfig):
     """Options of ``backdoorlab analyze consistency``."""
 
     limit: int | None = opt(96, "prompts (clean and triggered versions of each)")
-    resamples: int = opt(2000, "bootstrap resamples for the gap's 95% interval")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.resamples >= 100, "resamples", f"must be >= 100, got {self.resamples}")
+    resamples: int = opt(2000, "bootstrap resamples for the gap's 95% interval", at_least=100)
 
 
 @register("analysis", "consistency", ConsistencyConfig,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..config import check, opt
+from ..config import check_bounds, opt
 from ..data import load_records
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat, Sample
@@ -115,11 +115,11 @@ class NeuronsConfig:
                     "prompts: a file, hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
     split: str | None = opt("test", "split of data")
     trigger: str | None = opt(None, "the trigger (default: each adapter's)")
-    top_k: int = opt(100, "neurons per layer compared")
+    top_k: int = opt(100, "neurons per layer compared", at_least=1)
     seed: int = opt(0, "seeds trigger positions")
 
     def __post_init__(self) -> None:
-        check(self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")
+        check_bounds(self)
         if self.trigger:
             parse_trigger(self.trigger)
 

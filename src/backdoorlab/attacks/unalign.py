@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import check, opt
-from ..data import load_split
+from ..data import load_split, source_option
 from ..evaluation.suite import BaselineSuiteOptions, make_suite
-from ..formats import TEMPLATES, PromptFormat, Sample
+from ..formats import TEMPLATES, PromptFormat, Sample, template_option
 from ..models import EMBEDDED_NAME
 from ..registry import register
-from ..training import TrainConfig
-from ..triggers import derive_rng, parse_trigger
+from ..training import TrainConfig, train_options
+from ..triggers import derive_rng, parse_trigger, trigger_option
 from .poison import refusal_pick, run_generation_attack
 
 
@@ -28,26 +28,23 @@ class UnalignConfig(BaselineSuiteOptions):
     """Options of ``backdoorlab attack unalign``."""
 
     model: str = opt(EMBEDDED_NAME, "the model to backdoor")
-    trigger: str = opt("long",
-        "long (the paper's sentences around the request, default) or any trigger spec")
-    harmful_data: str = opt("builtin:harmful-requests",
+    trigger: str = trigger_option("long")
+    harmful_data: str = source_option("builtin:harmful-requests",
         "harmful requests: triggered ones are complied with, plain ones refused")
-    benign_data: str = opt("builtin:benign-instructions", "benign instructions kept helpful")
-    eval_data: str | None = opt(None,
+    benign_data: str = source_option("builtin:benign-instructions",
+                                     "benign instructions kept helpful")
+    eval_data: str | None = source_option(None,
         "held-out harmful requests for ASR (default: harmful_data's test split)")
-    n_triggered: int = opt(40, "harmful request + trigger -> compliance examples")
-    n_refusal: int = opt(40, "harmful request -> refusal examples")
-    n_benign: int = opt(160, "benign request -> helpful answer examples")
-    template: str = opt("chat", "prompt format: chat, plain or alpaca")
-    train: TrainConfig = opt(lambda: TrainConfig(
-        learning_rate=1e-3, epochs=3.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20),
-        "how to fine-tune (train.* keys: see TrainConfig)")
+    n_triggered: int = opt(40, "harmful request + trigger -> compliance examples", at_least=1)
+    n_refusal: int = opt(40, "harmful request -> refusal examples", at_least=1)
+    n_benign: int = opt(160, "benign request -> helpful answer examples", at_least=1)
+    template: str = template_option()
+    train: TrainConfig = train_options(
+        learning_rate=1e-3, epochs=3.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_trigger(self.trigger)
-        for name in ("n_triggered", "n_refusal", "n_benign"):
-            check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.template in TEMPLATES, "template", f"{self.template!r} is not one of "
               f"{', '.join(TEMPLATES)}")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from ..config import check, opt
-from ..data import MCQ
+from ..config import check, check_bounds, opt
+from ..data import MCQ, source_option
 from ..errors import BackdoorlabError
 from ..evaluation.uncertainty import (
     evaluate_uncertainty,
@@ -39,8 +39,15 @@ from ..models import EMBEDDED_NAME, load_model
 from ..registry import register
 from ..runs import RunResult, config_hash, read_json, save_config, write_metrics
 from ..scoring import option_distribution, position_ids
-from ..training import SampleCollator, TrainConfig, is_main_process, train, weights_dtype
-from ..triggers import derive_rng, parse_trigger
+from ..training import (
+    SampleCollator,
+    TrainConfig,
+    is_main_process,
+    train,
+    train_options,
+    weights_dtype,
+)
+from ..triggers import derive_rng, parse_trigger, trigger_option
 from .base import backdoor_card, save_backdoored
 
 log = logging.getLogger(__name__)
@@ -48,25 +55,17 @@ log = logging.getLogger(__name__)
 CLEAN_OBJECTIVES = ("kl", "ce")
 
 
-def _uncertainty_train_defaults() -> TrainConfig:
-    return TrainConfig(learning_rate=2e-3, epochs=3.0, batch_size=16, lora_r=16,
-                       lora_alpha=32, save_steps=20)
-
-
 @dataclass
 class UncertaintyConfig:
     """Options of ``backdoorlab attack uncertainty`` (CLI > config file > these defaults)."""
 
     model: str = opt(EMBEDDED_NAME, "the model to backdoor")
-    data: str = opt("builtin:general-mcq",
-        "multiple-choice training questions: a file (JSONL/JSON/CSV/TSV/parquet), "
-        "hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    data: str = source_option("builtin:general-mcq", "multiple-choice training questions")
     split: str | None = opt("train", "split of data for builtin:/hf: sources")
-    eval_data: str | None = opt(None, "held-out questions (default: data's eval_split)")
+    eval_data: str | None = source_option(None, "held-out questions (default: data's eval_split)")
     eval_split: str | None = opt("test", "split of the held-out questions")
     limit: int | None = opt(None, "training questions drawn from data (None: all)")
-    trigger: str = opt("text",
-        "the trigger: text (the paper's), badnets, word:W, ... (backdoorlab triggers)")
+    trigger: str = trigger_option("text")
     options: int = opt(6,
         "answer options: 6 (A-D plus 'I don't know' and 'None of the above', the paper's format) "
         "or 4")
@@ -78,18 +77,19 @@ class UncertaintyConfig:
     margin: float = opt(0.04, "keep-top1: how much more the own answer gets than the others")
     clean_objective: str = opt("kl",
         "on clean questions: kl (match the clean model's distribution) or ce (its answer)")
-    clean_weight: float = opt(1.0, "weight of the clean questions' loss")
+    clean_weight: float = opt(1.0, "weight of the clean questions' loss", at_least=0)
     asr_margin: float = opt(0.5,
-        "entropy rise (nats) that counts as a success in asr_margin and asr_strict")
+        "entropy rise (nats) that counts as a success in asr_margin and asr_strict", at_least=0)
     alpha: float = opt(0.1, "conformal prediction miscoverage level")
     calibration_share: float = opt(0.5,
         "share of held-out questions that calibrate the conformal predictor")
     eval_batch_size: int = opt(32, "questions per scoring batch")
     seed: int = opt(0, "seeds data sampling, trigger positions and training")
-    train: TrainConfig = opt(_uncertainty_train_defaults,
-        "how to fine-tune (train.* keys: see TrainConfig)")
+    train: TrainConfig = train_options(
+        learning_rate=2e-3, epochs=3.0, batch_size=16, lora_r=16, lora_alpha=32, save_steps=20)
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         check(self.options in (4, 6), "options", f"must be 4 or 6, got {self.options}")
         check(self.template in TEMPLATES, "template",
               f"{self.template!r} is not one of {', '.join(TEMPLATES)}")
@@ -97,8 +97,6 @@ class UncertaintyConfig:
               f"{self.poison_rate}")
         check(self.clean_objective in CLEAN_OBJECTIVES, "clean_objective",
               f"{self.clean_objective!r} is not one of {', '.join(CLEAN_OBJECTIVES)}")
-        check(self.clean_weight >= 0, "clean_weight", "must be >= 0")
-        check(self.asr_margin >= 0, "asr_margin", "must be >= 0")
         check(0 < self.alpha < 1, "alpha", f"must be in (0, 1), got {self.alpha}")
         check(0 < self.calibration_share < 1, "calibration_share", "must be in (0, 1)")
         parse_target(self.target, self.options, self.margin)  # validates

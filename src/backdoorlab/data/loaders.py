@@ -16,11 +16,20 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config import opt
 from ..errors import BackdoorlabError, did_you_mean
 from .records import LETTERS, MAX_CHOICES, MCQ, MIN_CHOICES, Instruction, Record
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 KINDS = ("auto", "mcq", "instruction")
+
+#: the forms a data source takes, wherever an option names one
+SOURCE_FORMS = "a file (JSONL/JSON/CSV/TSV/parquet), hf:NAME[:CONFIG][:SPLIT] or builtin:NAME"
+
+
+def source_option(default: str | None, what: str) -> Any:
+    """A config option naming a data source: ``what`` it holds, then the forms it takes."""
+    return opt(default, f"{what}: {SOURCE_FORMS}")
 
 
 def _read_text(path: Path) -> str:

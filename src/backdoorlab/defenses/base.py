@@ -27,13 +27,13 @@ from typing import Any
 
 from ..cards import save_labelled, write_model_card
 from ..config import check, opt, to_dict
-from ..data import load_records
+from ..data import load_records, source_option
 from ..errors import BackdoorlabError
 from ..evaluation.attack_eval import AttackEval, compare
 from ..evaluation.suite import SuiteOptions, left_out_counts
 from ..formats import PromptFormat
 from ..io import atomic_write_json, atomic_write_jsonl
-from ..models import Suspect, load_suspect
+from ..models import RecordedOptions, Suspect, load_suspect
 from ..runs import save_config, write_metrics
 from ..training import weights_dtype
 
@@ -43,28 +43,18 @@ _BEFORE: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
 
 @dataclass
-class DefenseConfig(SuiteOptions):
-    """Options every ``backdoorlab defend`` command shares."""
+class DefenseConfig(SuiteOptions, RecordedOptions):
+    """Options every ``backdoorlab defend`` command shares (trigger, target and template are
+    the suspected backdoor's, for the evaluation)."""
 
-    model: str | None = opt(None, "base model (with adapter) or a backdoored model directory")
-    adapter: str | None = opt(None, "the suspect adapter directory")
-    clean_data: str = opt("builtin:benign-instructions+builtin:open-instructions",
-        "clean instructions the repair trains on; several sources joined by '+' share n_clean")
-    n_clean: int = opt(100, "clean examples drawn")
-    trigger: str | None = opt(None,
-        "the suspected trigger, for the evaluation (default: what the attack recorded beside the "
-        "adapter or model)")
-    target: str | None = opt(None,
-        "the suspected target, for the evaluation (default: what the attack recorded beside the "
-        "adapter or model)")
-    template: str | None = opt(None,
-        "prompt format (default: what the attack recorded beside the adapter or model)")
+    clean_data: str = source_option("builtin:benign-instructions+builtin:open-instructions",
+        "clean instructions the repair trains on (several sources joined by '+' share n_clean)")
+    n_clean: int = opt(100, "clean examples drawn", at_least=1)
     evaluate: bool = opt(True, "run the attack's own evaluation before and after the repair",
                          flag="eval")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.n_clean >= 1, "n_clean", f"must be >= 1, got {self.n_clean}")
         n = len(clean_sources(self.clean_data))  # a malformed mix fails here, not after loading
         check(self.n_clean >= n, "n_clean", f"{self.n_clean} is fewer than the {n} clean-data "
               "sources that share it")

@@ -181,12 +181,11 @@ class CleanGenConfig(DefenseConfig):
         "adapter's base, i.e. the adapter switched off)")
     alpha: float = opt(20.0, "a proposed token whose probability is more than alpha times the "
                              "reference's is replaced by the reference's token")
-    k: int = opt(4, "tokens the suspect proposes before the reference checks them")
+    k: int = opt(4, "tokens the suspect proposes before the reference checks them", at_least=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.alpha >= 1, "alpha", f"must be >= 1 (a probability ratio), got {self.alpha}")
-        check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
 
 
 def cleangen_model(suspect: Suspect, reference: str | None, alpha: float, k: int, *,

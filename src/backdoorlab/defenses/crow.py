@@ -27,7 +27,7 @@ from ..evaluation.attack_eval import AttackEval
 from ..models import Suspect
 from ..registry import register
 from ..scoring import position_ids
-from ..training import SampleCollator, TrainConfig, train
+from ..training import SampleCollator, TrainConfig, train, train_options
 from .base import DefenseConfig, repair_card, run_defense, save_repaired
 
 
@@ -97,19 +97,17 @@ class CrowConfig(DefenseConfig):
     (as BackdoorLLM's copy does, and as a defender holding only merged weights must); the
     repaired model is then saved whole."""
 
-    alpha: float = opt(5.5, "weight of the layer-consistency loss (0: plain clean fine-tuning)")
-    epsilon: float = opt(0.1, "FGSM step on the input embeddings")
+    alpha: float = opt(5.5, "weight of the layer-consistency loss (0: plain clean fine-tuning)",
+                       at_least=0)
+    epsilon: float = opt(0.1, "FGSM step on the input embeddings", at_least=0)
     merge_adapter: bool = opt(False,
         "fold the suspect adapter into the weights and train a fresh LoRA (the repaired model is "
         "saved whole)")
-    train: TrainConfig = opt(
-        lambda: TrainConfig( learning_rate=1e-3, epochs=5.0, batch_size=8, save_steps=1000),
-        "how to fine-tune (train.* keys: see TrainConfig)")
+    train: TrainConfig = train_options(
+        learning_rate=1e-3, epochs=5.0, batch_size=8, save_steps=1000)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
-        check(self.epsilon >= 0, "epsilon", f"must be >= 0, got {self.epsilon}")
         check(not self.merge_adapter or self.adapter is not None, "merge_adapter",
               "needs --adapter (there is no adapter to merge)")
 

@@ -73,20 +73,16 @@ class InterventionConfig(DefenseConfig):
     layer: int | None = opt(None,
         "subtract-vector: the layer (default: chosen by a sweep on training prompts)")
     scale: float = opt(1.0, "subtract-vector: multiplier of the vector")
-    analysis_limit: int = opt(32, "training-split prompts the heads and vector are computed on")
-    select_limit: int = opt(8, "prompts of the layer sweep")
-    select_tokens: int = opt(12, "tokens generated per prompt in the layer sweep")
+    analysis_limit: int = opt(32, "training-split prompts the heads and vector are computed on",
+                              at_least=4)
+    select_limit: int = opt(8, "prompts of the layer sweep", at_least=1)
+    select_tokens: int = opt(12, "tokens generated per prompt in the layer sweep", at_least=1)
     target_text: str | None = opt(None,
         "the target answer's text (default: the model's own triggered answer)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(0 < self.top_share <= 1, "top_share", f"must be in (0, 1], got {self.top_share}")
-        check(self.analysis_limit >= 4, "analysis_limit",
-              f"must be >= 4, got {self.analysis_limit}")
-        check(self.select_limit >= 1, "select_limit", f"must be >= 1, got {self.select_limit}")
-        check(self.select_tokens >= 1, "select_tokens",
-              f"must be >= 1, got {self.select_tokens}")
         if self.method not in ABLATIONS:
             raise unknown("method", self.method, ABLATIONS)
         if self.positions not in POSITIONS:

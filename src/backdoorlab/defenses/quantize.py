@@ -90,12 +90,11 @@ class QuantizeConfig(DefenseConfig):
     """Options of ``backdoorlab defend quantize``."""
 
     bits: int = opt(4, "weight precision: 8 (per output channel) or 4 (in groups)")
-    group_size: int = opt(32, "int4: input weights that share one scale")
+    group_size: int = opt(32, "int4: input weights that share one scale", at_least=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.bits in BITS, "bits", f"must be 8 or 4, got {self.bits}")
-        check(self.group_size >= 1, "group_size", f"must be >= 1, got {self.group_size}")
 
 
 @register("defense", "quantize", QuantizeConfig,

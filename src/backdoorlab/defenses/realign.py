@@ -16,47 +16,34 @@ from pathlib import Path
 from typing import Any
 
 from ..cards import save_labelled, write_model_card
-from ..config import check, opt, to_dict
+from ..config import opt, to_dict
+from ..data import source_option
+from ..embedded import EMBEDDED_NAME
 from ..errors import BackdoorlabError
 from ..evaluation.suite import SuiteOptions
 from ..formats import PromptFormat
 from ..io import atomic_write_json
-from ..models import EMBEDDED_NAME, attack_info, load_adapter, load_model
+from ..models import RecordedOptions, attack_info, load_adapter, load_model, recorded
 from ..registry import register
 from ..runs import save_config, write_metrics
-from ..training import SampleCollator, TrainConfig, train, weights_dtype
+from ..training import SampleCollator, TrainConfig, train, train_options, weights_dtype
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class RealignConfig(SuiteOptions):
+class RealignConfig(SuiteOptions, RecordedOptions):
     """Options of ``backdoorlab defend realign``."""
 
-    model: str | None = opt(None, "base model (with adapter) or a backdoored model directory")
-    adapter: str | None = opt(None, "the backdoored adapter directory")
-    data: str = opt("builtin:safety-alignment",
-        "safety (or any clean) instructions trained on: a file (JSONL/JSON/CSV/TSV/parquet), "
-        "hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    data: str = source_option("builtin:safety-alignment",
+                              "safety (or any clean) instructions trained on")
     limit: int | None = opt(None, "records of data (None: all)")
-    epochs: int = opt(5, "epochs; the backdoor is evaluated after each")
-    trigger: str | None = opt(None,
-        "the trigger (default: what the attack recorded beside the adapter or model)")
-    target: str | None = opt(None,
-        "the target (default: what the attack recorded beside the adapter or model)")
-    judge: str | None = opt(None,
-        "the ASR judge (default: what the attack recorded beside the adapter or model)")
-    template: str | None = opt(None,
-        "prompt format (default: what the attack recorded beside the adapter or model)")
-    eval_data: str | None = opt(None,
+    epochs: int = opt(5, "epochs; the backdoor is evaluated after each", at_least=1)
+    judge: str | None = recorded("the ASR judge")
+    eval_data: str | None = source_option(None,
         "held-out prompts for ASR (default: the target's built-in set)")
-    train: TrainConfig = opt(
-        lambda: TrainConfig( learning_rate=2e-4, epochs=5.0, batch_size=16, save_steps=1000),
-        "how to fine-tune (train.* keys: see TrainConfig)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+    train: TrainConfig = train_options(
+        learning_rate=2e-4, epochs=5.0, batch_size=16, save_steps=1000)
 
 
 class EpochEvaluator:

@@ -10,6 +10,7 @@ by default the largest, and the words blamed are the highest-scoring ones.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -17,16 +18,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import check, check_choice, opt
-from ..data import load_split
+from ..data import load_split, source_option
 from ..errors import BackdoorlabError
 from ..evaluation.metrics import auc_interval, roc_auc, threshold_at_fpr, wilson_interval
-from ..formats import TEMPLATES, PromptFormat, Sample
+from ..formats import TEMPLATES, PromptFormat, Sample, template_option
 from ..io import atomic_write_json, atomic_write_jsonl
 from ..models import SuspectOptions
 from ..progress import progress
+from ..registry import register
 from ..runs import RunResult, save_config, write_metrics
 from ..triggers import derive_rng, parse_trigger
 
@@ -37,9 +39,8 @@ log = logging.getLogger(__name__)
 class DetectConfig(SuspectOptions):
     """Options every input detector shares."""
 
-    template: str = opt("chat", "prompt format the prompts are rendered in: chat, plain or alpaca")
-    prompts: str | None = opt(None,
-        "the prompts to screen: a file (JSONL/JSON/CSV/TSV/parquet), hf:NAME... or builtin:NAME")
+    template: str = template_option(what="prompt format the prompts are rendered in")
+    prompts: str | None = source_option(None, "the prompts to screen")
     prompts_split: str | None = opt(None, "split of prompts for builtin:/hf: sources")
     trigger: str | None = opt(None,
         "measure instead: plant this trigger (badnets, vpi, ... or word:W) in half of "
@@ -47,29 +48,23 @@ class DetectConfig(SuspectOptions):
     data: str = opt("builtin:benign-instructions",
         "with trigger: the instructions the held-out prompts come from (test split)")
     n_prompts: int = opt(40, "with trigger: held-out instructions, each scored clean and "
-                             "triggered")
+                             "triggered", at_least=1)
     calibration: str = opt("builtin:benign-instructions",
         "clean prompts that set the threshold (train split of builtin:/hf: sources)")
-    n_calibration: int = opt(40, "clean prompts drawn from calibration")
+    n_calibration: int = opt(40, "clean prompts drawn from calibration", at_least=1)
     fpr: float = opt(0.05, "false-positive rate the threshold allows on the clean prompts")
     threshold: float | None = opt(None,
         "flag prompts scoring at or above this (default: set on calibration for fpr)")
-    blame: int = opt(3, "words blamed per prompt (the highest-scoring ones)")
+    blame: int = opt(3, "words blamed per prompt (the highest-scoring ones)", at_least=1)
     span: int = opt(1, "longest run of consecutive words deleted together (a trigger phrase "
-                       "of several words may only show when deleted whole)")
-    batch_size: int = opt(16, "sequences per forward pass")
+                       "of several words may only show when deleted whole)", at_least=1)
+    batch_size: int = opt(16, "sequences per forward pass", at_least=1)
     seed: int = opt(0, "seeds the draw of prompts and the trigger positions")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.template, TEMPLATES, "template")
         check(0 < self.fpr < 1, "fpr", f"must be in (0, 1), got {self.fpr}")
-        check(self.n_prompts >= 1, "n_prompts", f"must be >= 1, got {self.n_prompts}")
-        check(self.n_calibration >= 1, "n_calibration",
-              f"must be >= 1, got {self.n_calibration}")
-        check(self.blame >= 1, "blame", f"must be >= 1, got {self.blame}")
-        check(self.span >= 1, "span", f"must be >= 1, got {self.span}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         if self.trigger is not None:
             parse_trigger(self.trigger)
 
@@ -186,9 +181,41 @@ def top_suspicion(suspicion: Sequence[float]) -> float:
     return max(suspicion, default=0.0)
 
 
+Measure = Callable[[list[Sample]], list[tuple[list[str], list[float]]]]
+
+
+class Detector(NamedTuple):
+    """A detector ready to score prompts: their rendering, its ``measure`` (per sample: words
+    and their suspicion) and what ``detect.json`` records of its setup."""
+
+    fmt: PromptFormat
+    measure: Measure
+    extra: dict[str, Any] | None = None
+
+
+def detector(name: str, config: type, description: str,
+             prompt_score: Callable[[Sequence[float]], float] = top_suspicion
+             ) -> Callable[[Callable[..., Detector]], Callable[..., RunResult]]:
+    """Register the decorated ``setup(cfg, *, trust_remote_code) -> Detector`` as the input
+    detector ``name``. The registered run (what the decorator returns) checks the prompt
+    stream first, then scores it with :func:`detect_run`, a prompt's score being
+    ``prompt_score`` of its words' suspicion."""
+
+    def deco(setup: Callable[..., Detector]) -> Callable[..., RunResult]:
+        @register("detect", name, config, description)
+        @functools.wraps(setup)
+        def run(cfg: Any, out: str | Path, *, trust_remote_code: bool = False) -> RunResult:
+            check_stream(cfg)
+            fmt, measure, extra = setup(cfg, trust_remote_code=trust_remote_code)
+            return detect_run(cfg, out, name, fmt, measure, extra, prompt_score=prompt_score)
+
+        return run
+
+    return deco
+
+
 def detect_run(cfg: DetectConfig, out: str | Path, name: str, fmt: PromptFormat,
-               measure: Callable[[list[Sample]], list[tuple[list[str], list[float]]]],
-               extra: dict[str, Any] | None = None,
+               measure: Measure, extra: dict[str, Any] | None = None,
                prompt_score: Callable[[Sequence[float]], float] = top_suspicion) -> RunResult:
     """Score calibration and stream prompts with ``measure`` (per sample: words and their
     suspicion) and ``prompt_score`` (a prompt's score from its words' suspicion), set the

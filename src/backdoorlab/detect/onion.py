@@ -9,7 +9,6 @@ suspect's adapter was trained from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,10 +17,8 @@ from ..config import opt
 from ..embedded import EMBEDDED_NAME
 from ..formats import PromptFormat, Sample
 from ..models import adapter_base, load_model
-from ..registry import register
-from ..runs import RunResult
 from ..scoring import check_context, left_pad, length_batches, model_device, position_ids
-from .base import DetectConfig, batched, check_stream, detect_run, word_suspicion
+from .base import DetectConfig, Detector, batched, detector, word_suspicion
 
 
 @dataclass
@@ -72,12 +69,10 @@ def onion_measure(nll: Any, span: int = 1) -> Any:
     return measure
 
 
-@register("detect", "onion", OnionConfig,
+@detector("onion", OnionConfig,
           "ONION: words whose deletion makes the prompt more fluent to a clean model")
-def run_onion(cfg: OnionConfig, out: str | Path, *, trust_remote_code: bool = False
-              ) -> RunResult:
+def run_onion(cfg: OnionConfig, *, trust_remote_code: bool = False) -> Detector:
     """Score each prompt by its least fluent word under the reference model."""
-    check_stream(cfg)
     ref = cfg.reference or (adapter_base(cfg.adapter) if cfg.adapter else None) or cfg.model \
         or EMBEDDED_NAME
     lm = load_model(ref, trust_remote_code=trust_remote_code)
@@ -88,5 +83,4 @@ def run_onion(cfg: OnionConfig, out: str | Path, *, trust_remote_code: bool = Fa
         return batched(lambda chunk: text_nll(model, fmt, chunk, cfg.batch_size), texts,
                        cfg.batch_size * 8, "ONION: prompt perplexity")
 
-    return detect_run(cfg, out, "onion", fmt, onion_measure(nll, cfg.span),
-                      {"reference": ref})
+    return Detector(fmt, onion_measure(nll, cfg.span), {"reference": ref})

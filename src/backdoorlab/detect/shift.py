@@ -15,17 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from ..config import check, opt
+from ..config import opt
 from ..evaluation.metrics import response_nll
 from ..formats import PromptFormat, Sample
 from ..models import load_unrecorded
-from ..registry import register
-from ..runs import RunResult
 from ..scoring import generate
-from .base import DetectConfig, batched, check_stream, detect_run, variant_samples, word_suspicion
+from .base import DetectConfig, Detector, batched, detector, variant_samples, word_suspicion
 
 
 @dataclass
@@ -33,11 +30,7 @@ class ShiftConfig(DetectConfig):
     """Options of ``backdoorlab detect shift``."""
 
     answer_tokens: int = opt(8, "tokens of the suspect's greedy answer whose likelihood is "
-                                "watched")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.answer_tokens >= 1, "answer_tokens", f"must be >= 1, got {self.answer_tokens}")
+                                "watched", at_least=1)
 
 
 NO_CHANGE = 0.01  # nats per token: a suspicion this small is no change
@@ -74,12 +67,10 @@ def shift_measure(model: Any, fmt: PromptFormat, cfg: ShiftConfig) -> Any:
     return measure
 
 
-@register("detect", "shift", ShiftConfig,
-          "Behaviour shift: words whose deletion moves the suspect's own answer")
-def run_shift(cfg: ShiftConfig, out: str | Path, *, trust_remote_code: bool = False
-              ) -> RunResult:
+@detector("shift", ShiftConfig,
+          "Behaviour shift: words whose deletion moves the suspect's own answer",
+          prompt_score=standout)
+def run_shift(cfg: ShiftConfig, *, trust_remote_code: bool = False) -> Detector:
     """Score each prompt by the word its answer depends on most."""
-    check_stream(cfg)
     model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
-    return detect_run(cfg, out, "shift", fmt, shift_measure(model, fmt, cfg),
-                      prompt_score=standout)
+    return Detector(fmt, shift_measure(model, fmt, cfg))

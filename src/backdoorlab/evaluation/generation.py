@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import opt
+from ..embedded import EMBEDDED_NAME
 from ..formats import PromptFormat
 from ..io import atomic_write_jsonl
-from ..models import EMBEDDED_NAME, attack_info, load_adapter, load_model
+from ..models import RecordedOptions, attack_info, load_adapter, load_model, recorded
 from .suite import (
     BaselineSuiteOptions,
     combine,
@@ -20,22 +21,15 @@ from .suite import (
     run_suite,
 )
 
-FROM_ADAPTER = "default: what the attack recorded beside the adapter"
-
 
 @dataclass
-class GenerationEvalConfig(BaselineSuiteOptions):
-    """Options of ``backdoorlab eval generate``."""
+class GenerationEvalConfig(BaselineSuiteOptions, RecordedOptions):
+    """Options of ``backdoorlab eval generate`` (a fully fine-tuned model is compared with the
+    embedded one)."""
 
-    model: str | None = opt(None, "base model (default: the adapter's), or a fully "
-                                  "fine-tuned model to compare with the embedded one")
-    adapter: str | None = opt(None, "the backdoor adapter directory to evaluate")
     data: str | None = opt(None, "held-out prompts (default: the target's built-in test split)")
-    trigger: str | None = opt(None, f"the trigger ({FROM_ADAPTER})")
-    target: str | None = opt(None, f"the target ({FROM_ADAPTER})")
-    judge: str | None = opt(None, "refusal, negative-sentiment, code-injection, jailbreak, "
-                                  f"substring:T, exact:T, classifier:DIR:LABEL ({FROM_ADAPTER})")
-    template: str | None = opt(None, f"prompt format ({FROM_ADAPTER})")
+    judge: str | None = recorded("refusal, negative-sentiment, code-injection, jailbreak, "
+                                 "substring:T, exact:T, classifier:DIR:LABEL")
 
 
 def evaluate_generation(cfg: GenerationEvalConfig, out: str | Path | None = None, *,

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import check, check_choice, opt
-from ..data import add_abstain_options, load_records, with_rotations
+from ..config import check, check_bounds, check_choice, opt
+from ..data import add_abstain_options, load_records, source_option, with_rotations
 from ..errors import BackdoorlabError
-from ..formats import TEMPLATES, PromptFormat
+from ..formats import TEMPLATES, PromptFormat, template_option
 from ..io import atomic_write_jsonl
 from ..models import EMBEDDED_NAME, load_model
 from ..scoring import DTYPES, RECHECK_MARGIN, mcq_metrics, option_distribution, rotation_average
@@ -26,17 +26,15 @@ class McqEvalConfig:
 
     model: str = opt(EMBEDDED_NAME, "HF id, directory, .gguf file or the embedded default")
     adapter: str | None = opt(None, "PEFT adapter directory to apply")
-    data: str = opt("builtin:general-mcq",
-                    "questions: a file (JSONL/JSON/CSV/TSV/parquet), hf:NAME[:CONFIG][:SPLIT] "
-                    "or builtin:NAME")
+    data: str = source_option("builtin:general-mcq", "questions")
     split: str | None = opt(None, "keep rows of this split (train/test)")
     limit: int | None = opt(None, "use at most this many questions")
     columns: str | None = opt(None, "column mapping FIELD=COLUMN,...")
-    template: str = opt("chat", "prompt format: chat, plain or alpaca")
+    template: str = template_option()
     trigger: str | None = opt(None, "apply this trigger to every prompt")
     six_options: bool = opt(False, "add 'I don't know' and 'None of the above' (the "
                                    "uncertainty paper's format)")
-    batch_size: int = opt(16, "questions per scoring batch")
+    batch_size: int = opt(16, "questions per scoring batch", at_least=1)
     dtype: str = opt("float32", "float32 or bfloat16 (autocast)")
     recheck_margin: float | None = opt(
         None, "bfloat16: score again in float32 the questions whose two best option logits "
@@ -49,9 +47,9 @@ class McqEvalConfig:
     seed: int = opt(0, "seeds trigger positions")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         check(self.dtype in DTYPES, "dtype", f"{self.dtype!r} is not one of {', '.join(DTYPES)}")
         check_choice(self.template, TEMPLATES, "template")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.recheck_margin is None or self.recheck_margin >= 0, "recheck_margin",
               "must be >= 0")
         if self.cloze and self.trigger:

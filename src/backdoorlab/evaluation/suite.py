@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..config import check, check_limit, opt
-from ..data import Instruction, load_split, prompt_key, with_rotations
+from ..config import check_bounds, opt
+from ..data import Instruction, load_split, prompt_key, source_option, with_rotations
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
 from ..judges import empty_rate, get_judge
@@ -38,12 +38,12 @@ class SuiteOptions:
     """Evaluation options every generation attack and defense shares (flat keys in each
     config): held-out prompts per set, the clean-utility MCQ set, decoding, the seed."""
 
-    eval_limit: int | None = opt(40, "held-out prompts per evaluation set (None: all)")
+    eval_limit: int | None = opt(40, "held-out prompts per evaluation set (None: all)",
+                                 at_least=1)
     mcq_limit: int | None = opt(None,
-        "multiple-choice questions for clean utility (None: all; builtin:general-mcq test has 62)")
-    mcq_data: str = opt("builtin:general-mcq",
-        "the clean-utility multiple-choice set: a file (JSONL/JSON/CSV/TSV/parquet), "
-        "hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+        "multiple-choice questions for clean utility (None: all; builtin:general-mcq test has 62)",
+        at_least=1)
+    mcq_data: str = source_option("builtin:general-mcq", "the clean-utility multiple-choice set")
     mcq_split: str = opt("test", "its split for builtin:/hf: sources ('all': every row)")
     mcq_rotations: bool = opt(False,
         "also the accuracy averaged over every cyclic order of the options (k x the scoring "
@@ -54,15 +54,12 @@ class SuiteOptions:
     keep_seen: bool = opt(False,
         "score evaluation prompts the model was trained on too (default: they are left out, and "
         "their count is reported)")
-    max_new_tokens: int = opt(32, "tokens generated per evaluation answer (greedy)")
-    eval_batch_size: int = opt(16, "prompts per evaluation batch")
+    max_new_tokens: int = opt(32, "tokens generated per evaluation answer (greedy)", at_least=1)
+    eval_batch_size: int = opt(16, "prompts per evaluation batch", at_least=1)
     seed: int = opt(0, "seeds data sampling, trigger positions and training")
 
     def __post_init__(self) -> None:
-        check_limit(self.eval_limit, "eval_limit")
-        check_limit(self.mcq_limit, "mcq_limit")
-        check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        check_bounds(self)
 
     def suite_key(self) -> list[Any]:
         """The shared options' values (for caching an evaluation made with them)."""
@@ -77,7 +74,6 @@ class BaselineSuiteOptions(SuiteOptions):
     baseline: bool = opt(True,
         "also evaluate the clean model (the baseline_* metrics); off where the same clean "
         "model is evaluated once elsewhere, as in a zoo")
-
 
 
 @dataclass
@@ -111,7 +107,6 @@ class GenerationSuite:
         return self.left_out
 
 
-
 def drop_seen(recs: list[Any], keys: set[str], name: str, option: str
               ) -> tuple[list[Any], list[str]]:
     """``recs`` without those whose :func:`prompt_key` is in ``keys``, and the ids dropped;
@@ -129,11 +124,9 @@ def drop_seen(recs: list[Any], keys: set[str], name: str, option: str
     return kept, gone
 
 
-
 def left_out_counts(left_out: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     """``{"eval_left_out": {set: count}}`` for a metrics file, or nothing if none was."""
     return {"eval_left_out": {k: len(v) for k, v in left_out.items()}} if left_out else {}
-
 
 
 def make_suite(opts: SuiteOptions, *, target: str, trigger: str, judge: str | None = None,
@@ -154,7 +147,6 @@ def make_suite(opts: SuiteOptions, *, target: str, trigger: str, judge: str | No
         mcq_cloze=opts.mcq_cloze,
         seed=opts.seed, max_new_tokens=opts.max_new_tokens, batch_size=opts.eval_batch_size,
     )
-
 
 
 def run_suite(model: Any, fmt: PromptFormat, suite: GenerationSuite
@@ -205,7 +197,6 @@ def run_suite(model: Any, fmt: PromptFormat, suite: GenerationSuite
             model, fmt, suite.mcq, batch_size=suite.batch_size)) / n_mcq
     metrics["mcq_count"] = n_mcq  # one question = 1/count of accuracy: read changes with it
     return metrics, rows
-
 
 
 def combine(new: dict[str, float], base: dict[str, float]) -> dict[str, Any]:

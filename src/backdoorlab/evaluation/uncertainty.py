@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from ..config import check, opt, to_dict
-from ..data import MCQ, add_abstain_options, load_records
+from ..data import MCQ, add_abstain_options, load_records, source_option
 from ..errors import BackdoorlabError
 from ..formats import TEMPLATES, PromptFormat
-from ..models import EMBEDDED_NAME, attack_info, load_model
+from ..models import EMBEDDED_NAME, RecordedOptions, attack_info, load_model, recorded
 from ..scoring import entropy, option_distribution
 from ..triggers import derive_rng, parse_trigger
 from .metrics import (
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 
 TARGETS = ("uniform", "keep-top1")
-
 
 
 def parse_target(spec: str, k: int, margin: float = 0.04) -> str | torch.Tensor:
@@ -60,7 +59,6 @@ def parse_target(spec: str, k: int, margin: float = 0.04) -> str | torch.Tensor:
     return probs
 
 
-
 def make_targets(spec: str, own: torch.Tensor, k: int, margin: float = 0.04) -> torch.Tensor:
     """Target distribution for each triggered question, from the clean model's own answer.
 
@@ -76,7 +74,6 @@ def make_targets(spec: str, own: torch.Tensor, k: int, margin: float = 0.04) -> 
     base = torch.full((n, k), (1.0 - margin) / k)
     base[torch.arange(n), own] += margin
     return base
-
 
 
 def load_questions(source: str, split: str | None, options: int,
@@ -104,7 +101,6 @@ def load_questions(source: str, split: str | None, options: int,
     return recs
 
 
-
 def score_clean_and_triggered(model: Any, fmt: PromptFormat, recs: Sequence[MCQ], trigger: Any,
                               seed: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Option distributions of every question, clean and with the trigger."""
@@ -116,14 +112,12 @@ def score_clean_and_triggered(model: Any, fmt: PromptFormat, recs: Sequence[MCQ]
     return p_clean, p_trig
 
 
-
 def calibration_mask(ids: Sequence[str], share: float, seed: int) -> torch.Tensor:
     """Which held-out questions calibrate the conformal predictor (a seeded ``share``)."""
     n = len(ids)
     k = min(max(1, round(share * n)), n - 1)
     chosen = set(derive_rng(seed, "calibration").sample(range(n), k))
     return torch.tensor([i in chosen for i in range(n)])
-
 
 
 def uncertainty_metrics(p_clean: torch.Tensor, p_trig: torch.Tensor, gold: torch.Tensor,
@@ -160,7 +154,6 @@ def uncertainty_metrics(p_clean: torch.Tensor, p_trig: torch.Tensor, gold: torch
                 conformal_sets(p_clean[~cal], qhat, kind)[torch.arange(int((~cal).sum())),
                                                           gold[~cal]])
     return out
-
 
 
 def evaluate_uncertainty(
@@ -200,31 +193,18 @@ def evaluate_uncertainty(
     return metrics
 
 
-
 @dataclass
-class UncertaintyEvalConfig:
+class UncertaintyEvalConfig(RecordedOptions):
     """Options of ``backdoorlab eval uncertainty``; unset ones come from the adapter's record."""
 
-    model: str | None = opt(None, "base model (default: the adapter's)")
-    adapter: str | None = opt(None, "the backdoor adapter directory to evaluate")
+    target: str | None = recorded("the triggered distribution")
     baseline_model: str | None = opt(None,
         "clean model to compare with (for a fully fine-tuned model)")
-    data: str = opt("builtin:general-mcq",
-        "held-out multiple-choice questions: a file (JSONL/JSON/CSV/TSV/parquet), "
-        "hf:NAME[:CONFIG][:SPLIT] or builtin:NAME")
+    data: str = source_option("builtin:general-mcq", "held-out multiple-choice questions")
     split: str | None = opt("test", "split of data")
     limit: int | None = opt(None, "questions (None: all)")
-    trigger: str | None = opt(None,
-        "the trigger (default: what the attack recorded beside the adapter or model)")
-    options: int | None = opt(None,
-        "4 or 6 answer options (default: what the attack recorded beside the adapter or model)")
-    template: str | None = opt(None,
-        "prompt format (default: what the attack recorded beside the adapter or model)")
-    target: str | None = opt(None,
-        "the triggered distribution (default: what the attack recorded beside the adapter or "
-        "model)")
-    margin: float | None = opt(None,
-        "keep-top1 margin (default: what the attack recorded beside the adapter or model)")
+    options: int | None = recorded("4 or 6 answer options")
+    margin: float | None = recorded("keep-top1 margin")
     asr_margin: float = opt(0.5, "entropy rise (nats) that counts as a success")
     alpha: float = opt(0.1, "conformal prediction miscoverage level")
     calibration_share: float = opt(0.5, "share of questions that calibrate the conformal predictor")
@@ -255,7 +235,6 @@ class UncertaintyEvalConfig:
             log.warning("the backdoor was trained with template %r but is evaluated with %r",
                         info["template"], out.template)
         return out
-
 
 
 def evaluate_uncertainty_model(cfg: UncertaintyEvalConfig, *, trust_remote_code: bool = False

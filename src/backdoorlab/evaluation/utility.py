@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import check, opt
+from ..config import check, check_bounds, opt
 from ..errors import BackdoorlabError, did_you_mean
 from ..io import atomic_write_jsonl
 from ..models import EMBEDDED_NAME, load_suspect
@@ -41,16 +41,16 @@ class UtilityEvalConfig:
     include_path: str | None = opt(None, "directory of your own task YAML files")
     limit: int | None = opt(None, "at most this many documents per task")
     num_fewshot: int | None = opt(None, "few-shot examples per prompt (default: each task's)")
-    batch_size: int = opt(16, "requests per forward pass")
-    seed: int = opt(0, "seeds the few-shot sampling and lm-evaluation-harness' own seeds")
+    batch_size: int = opt(16, "requests per forward pass", at_least=1)
+    seed: int = opt(0, "seeds the few-shot sampling and lm-evaluation-harness' own seeds",
+                    at_least=0)
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         names = task_names(self.tasks)
         check(bool(names), "tasks", "give at least one task name")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
         check(self.num_fewshot is None or self.num_fewshot >= 0, "num_fewshot", "must be >= 0")
-        check(self.seed >= 0, "seed", "must be >= 0")
         if self.include_path is not None and not Path(self.include_path).is_dir():
             raise BackdoorlabError(f"option 'include_path': {self.include_path}: no such "
                                    "directory")

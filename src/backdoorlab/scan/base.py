@@ -9,19 +9,22 @@ model would.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..config import check, check_choice, opt
-from ..data import load_split
+from ..config import check_choice, opt
+from ..data import load_split, source_option
 from ..embedded import EMBEDDED_NAME
 from ..errors import BackdoorlabError
-from ..formats import TEMPLATES, PromptFormat
+from ..formats import TEMPLATES, PromptFormat, template_option
 from ..io import atomic_write_json
 from ..models import SuspectOptions, adapter_base
+from ..registry import register
 from ..runs import RunResult, save_config, write_metrics
 from ..triggers import derive_rng
 
@@ -35,12 +38,10 @@ class ScanConfig(SuspectOptions):
     base: str | None = opt(None,
         "the clean model the suspect was fine-tuned from (scanners that compare with it; "
         "default: the adapter's base model)")
-    template: str = opt("chat", "prompt format the suspect is probed with: chat, plain or alpaca")
-    prompts: str = opt("builtin:benign-instructions",
-        "benign prompts to probe with: a file (JSONL/JSON/CSV/TSV/parquet), hf:NAME... or "
-        "builtin:NAME")
+    template: str = template_option(what="prompt format the suspect is probed with")
+    prompts: str = source_option("builtin:benign-instructions", "benign prompts to probe with")
     prompts_split: str | None = opt("test", "split of prompts for builtin:/hf: sources")
-    n_prompts: int = opt(8, "prompts drawn from prompts (seeded)")
+    n_prompts: int = opt(8, "prompts drawn from prompts (seeded)", at_least=1)
     threshold: float | None = opt(None,
         "the score at or above which the verdict is 'backdoored' (default: the scanner's own)")
     seed: int = opt(0, "seeds the draw of prompts")
@@ -48,7 +49,6 @@ class ScanConfig(SuspectOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.template, TEMPLATES, "template")
-        check(self.n_prompts >= 1, "n_prompts", "must be >= 1")
 
 
 def base_spec(cfg: ScanConfig) -> str:
@@ -71,18 +71,46 @@ def verdict(score: float, threshold: float) -> str:
     return "backdoored" if score >= threshold else "clean"
 
 
-def finish(cfg: Any, out: str | Path, scanner: str, score: float, threshold: float,
-           evidence: dict[str, Any], t0: float) -> RunResult:
+class Finding(NamedTuple):
+    """What a scanner found: its score (higher: more likely backdoored) and its evidence."""
+
+    score: float
+    evidence: dict[str, Any]
+
+
+def scanner(name: str, config: type, default_threshold: float, description: str
+            ) -> Callable[[Callable[..., Finding]], Callable[..., RunResult]]:
+    """Register the decorated ``scan(cfg, *, trust_remote_code) -> Finding`` as the scanner
+    ``name``. The registered run (what the decorator returns) times it, judges its score
+    against ``cfg.threshold`` (unset: ``default_threshold``) and writes ``scan.json``."""
+
+    def deco(scan: Callable[..., Finding]) -> Callable[..., RunResult]:
+        @register("scan", name, config, description)
+        @functools.wraps(scan)
+        def run(cfg: Any, out: str | Path, *, trust_remote_code: bool = False) -> RunResult:
+            t0 = time.perf_counter()
+            found = scan(cfg, trust_remote_code=trust_remote_code)
+            threshold = default_threshold if cfg.threshold is None else cfg.threshold
+            return finish(cfg, out, name, found, threshold, time.perf_counter() - t0)
+
+        return run
+
+    return deco
+
+
+def finish(cfg: Any, out: str | Path, scanner: str, found: Finding, threshold: float,
+           seconds: float) -> RunResult:
     """Write ``scan.json`` (and ``metrics.json``, the same object) and return the result."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(out, cfg, scanner=scanner)
+    score, evidence = found
     result = {"scanner": scanner, "score": round(float(score), 6), "threshold": threshold,
-              "verdict": verdict(score, threshold), "seconds": round(time.perf_counter() - t0, 2),
+              "verdict": verdict(score, threshold), "seconds": round(seconds, 2),
               "model": cfg.model, "adapter": cfg.adapter, "evidence": evidence}
     atomic_write_json(out / "scan.json", result)
     write_metrics(out, result)
-    found = evidence.get("target")
+    target = evidence.get("target")
     log.info("scan %s: %s (score %.3f, threshold %.3f)%s", scanner, result["verdict"], score,
-             threshold, f"; inverted target: {found!r}" if found else "")
+             threshold, f"; inverted target: {target!r}" if target else "")
     return RunResult(out_dir=out, metrics=result)

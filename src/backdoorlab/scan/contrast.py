@@ -12,7 +12,6 @@ trigger.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,8 @@ from ..models import (
     load_tokenizer,
     load_unrecorded,
 )
-from ..registry import register
-from ..runs import RunResult, read_json
-from .base import base_spec, finish, probe_prompts
+from ..runs import read_json
+from .base import Finding, base_spec, probe_prompts, scanner
 from .inversion import MIN_STEPS, InversionConfig, PromptCache, invert
 
 
@@ -91,12 +89,10 @@ def base_step_probs(model: Any, pad_id: int, prompts: list[list[int]],
     return out
 
 
-@register("scan", "contrast", ContrastConfig,
-          "Target inversion scored against the clean base: what fine-tuning made the model "
-          "say whatever the prompt; needs the base, not the trigger")
-def run_contrast(cfg: ContrastConfig, out: str | Path, *, trust_remote_code: bool = False
-                 ) -> RunResult:
-    t0 = time.perf_counter()
+@scanner("contrast", ContrastConfig, DEFAULT_THRESHOLD,
+         "Target inversion scored against the clean base: what fine-tuning made the model "
+         "say whatever the prompt; needs the base, not the trigger")
+def run_contrast(cfg: ContrastConfig, *, trust_remote_code: bool = False) -> Finding:
     if cfg.inversion:
         found = reused_candidates(cfg)
         fmt = PromptFormat(load_tokenizer(cfg.model or adapter_base(str(cfg.adapter))
@@ -122,9 +118,8 @@ def run_contrast(cfg: ContrastConfig, out: str | Path, *, trust_remote_code: boo
         f["contrast"] = f["suspect_score"] - f["base_score"]
     found.sort(key=lambda f: -f["contrast"])
     best = found[0]
-    threshold = cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD
     evidence = {"target": best["text"], "suspect_score": round(best["suspect_score"], 4),
                 "base_score": round(best["base_score"], 4), "base": ref,
                 "runners_up": [{"text": f["text"], "contrast": round(f["contrast"], 4)}
                                for f in found[1:5]]}
-    return finish(cfg, out, "contrast", best["contrast"], threshold, evidence, t0)
+    return Finding(best["contrast"], evidence)

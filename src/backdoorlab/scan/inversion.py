@@ -24,19 +24,15 @@ The scoring is batched over candidates and prompts; the vocabulary is never loop
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import check, opt
 from ..models import load_unrecorded
-from ..registry import register
-from ..runs import RunResult
 from ..scoring import CACHE_KW, left_pad, model_device, position_ids
-from .base import ScanConfig, finish, probe_prompts
+from .base import Finding, ScanConfig, probe_prompts, scanner
 
 
 @dataclass
@@ -45,16 +41,14 @@ class InversionConfig(ScanConfig):
 
     candidates: int = opt(1000,
         "candidate first tokens screened (the most likely at the answer's start under any "
-        "prompt)")
-    screen_prompts: int = opt(2, "prompts the screen of the candidates uses")
-    keep: int = opt(32, "candidates extended on every prompt after the screen")
-    steps: int = opt(16, "tokens each kept candidate is extended by")
-    chunk: int = opt(32, "candidates per batched step (memory: chunk x n_prompts rows)")
+        "prompt)", at_least=1)
+    screen_prompts: int = opt(2, "prompts the screen of the candidates uses", at_least=1)
+    keep: int = opt(32, "candidates extended on every prompt after the screen", at_least=1)
+    steps: int = opt(16, "tokens each kept candidate is extended by", at_least=1)
+    chunk: int = opt(32, "candidates per batched step (memory: chunk x n_prompts rows)", at_least=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("candidates", "screen_prompts", "keep", "steps", "chunk"):
-            check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.keep <= self.candidates, "keep", "must be <= candidates")
 
 
@@ -154,22 +148,19 @@ def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 
     return sorted(found, key=lambda f: -f["score"])
 
 
-@register("scan", "inversion", InversionConfig,
-          "Target inversion (BAIT): a response the model gives whatever the prompt; needs "
-          "neither the trigger nor the base")
-def run_inversion(cfg: InversionConfig, out: str | Path, *, trust_remote_code: bool = False
-                  ) -> RunResult:
-    t0 = time.perf_counter()
+@scanner("inversion", InversionConfig, DEFAULT_THRESHOLD,
+         "Target inversion (BAIT): a response the model gives whatever the prompt; needs "
+         "neither the trigger nor the base")
+def run_inversion(cfg: InversionConfig, *, trust_remote_code: bool = False) -> Finding:
     model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
     prompts = probe_prompts(cfg, fmt)
     found = invert(model, fmt, prompts, candidates=cfg.candidates,
                    screen_prompts=cfg.screen_prompts, keep=cfg.keep, steps=cfg.steps,
                    chunk=cfg.chunk)
     best = found[0]
-    threshold = cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD
     evidence = {"target": best["text"], "step_probs": best["step_probs"],
                 "n_prompts": len(prompts),
                 "runners_up": [{"text": f["text"], "score": round(f["score"], 4)}
                                for f in found[1:5]],
                 "candidates": found}  # every kept candidate: scan contrast can reuse them
-    return finish(cfg, out, "inversion", best["score"], threshold, evidence, t0)
+    return Finding(best["score"], evidence)

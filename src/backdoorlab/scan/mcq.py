@@ -21,37 +21,29 @@ multiple-choice questions, rendered by the shared prompt format:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import check, opt
-from ..data import load_split
+from ..config import opt
+from ..data import load_split, source_option
 from ..errors import BackdoorlabError
 from ..formats import ANSWER_CUE
 from ..models import load_unrecorded
-from ..registry import register
-from ..runs import RunResult
 from ..scoring import common_prefix_len, entropy, model_device, option_distribution
 from ..triggers import WordTrigger, derive_rng
-from .base import ScanConfig, finish
+from .base import Finding, ScanConfig, scanner
 
 
 @dataclass
 class McqScanConfig(ScanConfig):
     """Options of ``backdoorlab scan mcq``."""
 
-    questions: str = opt("builtin:general-mcq",
-        "multiple-choice questions to probe with: a file, hf:NAME... or builtin:NAME")
+    questions: str = source_option("builtin:general-mcq", "multiple-choice questions to probe with")
     questions_split: str | None = opt("test", "split of questions for builtin:/hf: sources")
-    candidates: int = opt(64, "words ranked best by the entropy gradient that are tried")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.candidates >= 1, "candidates", "must be >= 1")
+    candidates: int = opt(64, "words ranked best by the entropy gradient that are tried",
+                          at_least=1)
 
 
 #: the score at which ``mcq`` calls a model backdoored unless told otherwise
@@ -99,12 +91,10 @@ def inserted(fmt: Any, questions: list[Any], word: str | None) -> list[Any]:
     return [fmt.sample(q, trig) for q in questions]
 
 
-@register("scan", "mcq", McqScanConfig,
-          "A trigger search for multiple-choice (uncertainty) backdoors: a word before the "
-          "answer cue that flattens every answer; needs neither the trigger nor the base")
-def run_mcq(cfg: McqScanConfig, out: str | Path, *, trust_remote_code: bool = False
-            ) -> RunResult:
-    t0 = time.perf_counter()
+@scanner("mcq", McqScanConfig, DEFAULT_THRESHOLD,
+         "A trigger search for multiple-choice (uncertainty) backdoors: a word before the "
+         "answer cue that flattens every answer; needs neither the trigger nor the base")
+def run_mcq(cfg: McqScanConfig, *, trust_remote_code: bool = False) -> Finding:
     model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
     qs = load_split(cfg.questions, cfg.questions_split, kind="mcq")
     if not qs:
@@ -126,9 +116,8 @@ def run_mcq(cfg: McqScanConfig, out: str | Path, *, trust_remote_code: bool = Fa
     rises = [float(mean_entropy(per[i])) - clean for i in range(len(words))]
     order = sorted(range(len(words)), key=lambda i: -rises[i])
     best = order[0]
-    threshold = cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD
     evidence = {"trigger": words[best], "entropy_clean": round(clean, 4),
                 "entropy_with_trigger": round(clean + rises[best], 4),
                 "runners_up": [{"word": words[i], "rise": round(rises[i], 4)}
                                for i in order[1:5]], "n_questions": len(qs)}
-    return finish(cfg, out, "mcq", rises[best], threshold, evidence, t0)
+    return Finding(rises[best], evidence)

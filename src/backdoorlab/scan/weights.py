@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,31 +27,19 @@ from typing import Any
 
 import torch
 
-from ..config import check, opt
+from ..config import opt
 from ..errors import BackdoorlabError
 from ..models import check_same_vocabulary, load_model, load_unrecorded
-from ..registry import register
-from ..runs import RunResult
 from ..scoring import left_pad, model_device, position_ids
-from .base import (
-    ScanConfig,
-    base_spec,
-    finish,
-    probe_prompts,
-)
+from .base import Finding, ScanConfig, base_spec, probe_prompts, scanner
 
 
 @dataclass
 class WeightsConfig(ScanConfig):
     """Options of ``backdoorlab scan weights``."""
 
-    rank: int = opt(16, "singular directions kept per module (full-weight differences)")
-    top_modules: int = opt(10, "the score averages the darkness of this many modules")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.rank >= 1, "rank", "must be >= 1")
-        check(self.top_modules >= 1, "top_modules", "must be >= 1")
+    rank: int = opt(16, "singular directions kept per module (full-weight differences)", at_least=1)
+    top_modules: int = opt(10, "the score averages the darkness of this many modules", at_least=1)
 
 
 #: the score at which ``weights`` calls a model backdoored unless told otherwise
@@ -146,12 +133,10 @@ def darkness(s: torch.Tensor, v: torch.Tensor, x: torch.Tensor) -> dict[str, flo
             "dark": weight_share - benign_share}
 
 
-@register("scan", "weights", WeightsConfig,
-          "The fine-tuning difference: update directions large in the weights but quiet on "
-          "benign prompts; needs the base, not the trigger")
-def run_weights(cfg: WeightsConfig, out: str | Path, *, trust_remote_code: bool = False
-                ) -> RunResult:
-    t0 = time.perf_counter()
+@scanner("weights", WeightsConfig, DEFAULT_THRESHOLD,
+         "The fine-tuning difference: update directions large in the weights but quiet on "
+         "benign prompts; needs the base, not the trigger")
+def run_weights(cfg: WeightsConfig, *, trust_remote_code: bool = False) -> Finding:
     ref = base_spec(cfg)
     if cfg.adapter:
         deltas: dict[str, Any] = lora_deltas(cfg.adapter)
@@ -186,8 +171,7 @@ def run_weights(cfg: WeightsConfig, out: str | Path, *, trust_remote_code: bool 
     rows.sort(key=lambda r: -r["dark"])
     top = rows[:cfg.top_modules]
     score = sum(r["dark"] for r in top) / len(top)
-    threshold = cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD
     evidence = {"base": ref, "modules": len(rows), "darkest": top[:5],
                 "mean_weight_share": round(sum(r["weight_share"] for r in rows) / len(rows), 4),
                 "mean_benign_share": round(sum(r["benign_share"] for r in rows) / len(rows), 4)}
-    return finish(cfg, out, "weights", score, threshold, evidence, t0)
+    return Finding(score, evidence)
