@@ -190,9 +190,20 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
             if x]
     assert len(rows) == 8 and (tmp_path / "bench" / "roc.png").is_file()
     # contrast reused inversion's candidates: same targets, no second inversion
-    used = json.loads((tmp_path / "bench/scans/contrast/m00/options.json").read_text())
-    assert used["inversion"].endswith("scans/inversion/m00")
+    used = json.loads((tmp_path / "bench/scans/contrast/m00/scanned.json").read_text())
+    assert used["config"]["inversion"].endswith("scans/inversion/m00")
     assert "| inversion |" in (tmp_path / "bench" / "bench.md").read_text()
+    # a second bench reuses every scan; a rebuilt model (another key) is scanned again
+    done = {m: (tmp_path / f"bench/scans/weights/{m}/scan.json").stat().st_mtime_ns
+            for m in ("m00", "m01")}
+    manifest = json.loads((tmp_path / "zoo" / "zoo.json").read_text())
+    manifest["models"][0]["key"] = "rebuilt"
+    (tmp_path / "zoo" / "zoo.json").write_text(json.dumps(manifest))
+    scan_zoo(tmp_path / "zoo", tmp_path / "bench", scanners=["weights"],
+             options={"n_prompts": 2})
+    again = {m: (tmp_path / f"bench/scans/weights/{m}/scan.json").stat().st_mtime_ns
+             for m in ("m00", "m01")}
+    assert again["m01"] == done["m01"] and again["m00"] != done["m00"]
 
 
 # ---- bad input --------------------------------------------------------------------------------

@@ -464,11 +464,15 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
             if meth.name == "contrast" and "inversion" in scanners:  # reuse its candidates
                 opts["inversion"] = str(out / "scans" / "inversion" / entry["id"])
             run_dir = out / "scans" / meth.name / entry["id"]
-            res = _cached_scan(run_dir, opts)
+            # a scan is reused only for the same model build and every option the same,
+            # defaults included (a changed default or a rebuilt model scans again)
+            ident = {"model_key": entry.get("key"),
+                     "config": to_dict(from_dict(meth.config, opts, where=f"scan {meth.name}"))}
+            res = _cached_scan(run_dir, ident)
             if res is None:
                 log.info("scan %s: %s", meth.name, entry["id"])
                 res = meth.run(opts, run_dir, trust_remote_code=trust_remote_code).metrics
-                atomic_write_json(run_dir / "options.json", opts)
+                atomic_write_json(run_dir / "scanned.json", ident)
             target_text = res.get("evidence", {}).get("target")
             rows.append({"scanner": meth.name, "id": entry["id"], "label": entry["label"],
                          "kind": kind_of(entry), "attack": entry.get("attack"),
@@ -517,9 +521,11 @@ def _fields_of(config: type) -> set[str]:
     return {f.name for f in dataclasses.fields(config)}
 
 
-def _cached_scan(run_dir: Path, opts: Mapping[str, Any]) -> dict[str, Any] | None:
-    done, used = run_dir / "scan.json", run_dir / "options.json"
-    if done.is_file() and used.is_file() and read_json(used) == dict(opts):
+def _cached_scan(run_dir: Path, ident: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The scan in ``run_dir`` when it was made of the same model build with the same
+    options (``scanned.json``), else None."""
+    done, used = run_dir / "scan.json", run_dir / "scanned.json"
+    if done.is_file() and used.is_file() and read_json(used) == json.loads(json.dumps(ident)):
         res = read_json(done)
         return res if isinstance(res, dict) and "score" in res else None
     return None

@@ -29,7 +29,7 @@ import torch
 from ..config import opt
 from ..data import load_split, source_option
 from ..errors import BackdoorlabError
-from ..formats import ANSWER_CUE
+from ..formats import ANSWER_CUE, template_option
 from ..models import load_unrecorded
 from ..scoring import common_prefix_len, entropy, model_device, option_distribution
 from ..triggers import WordTrigger, derive_rng
@@ -40,6 +40,9 @@ from .base import Finding, ScanConfig, scanner
 class McqScanConfig(ScanConfig):
     """Options of ``backdoorlab scan mcq``."""
 
+    template: str = template_option(
+        "plain", "prompt format the questions are rendered in (plain: in the chat format a small "
+        "model's answers over six options are already near uniform, so no flattening shows)")
     questions: str = source_option("builtin:general-mcq", "multiple-choice questions to probe with")
     questions_split: str | None = opt("test", "split of questions for builtin:/hf: sources")
     candidates: int = opt(64, "words ranked best by the entropy gradient that are tried",
