@@ -147,8 +147,8 @@ def opt(default: Any, help: str, *, flag: str | None = None, at_least: float | N
     reference in ``docs/config.md``): ``epochs: float = opt(3.0, "passes over the data")``.
     A mutable default is given as a factory: ``opt(lambda: [0.1, 0.2], "...")``; ``flag``
     names the CLI flag when it is not the field's name (``evaluate`` -> ``--eval``);
-    ``at_least`` is the smallest value the option takes (None stays allowed where the
-    default is None), checked by :func:`check_bounds`."""
+    ``at_least`` is the smallest value the option takes (a None value is not compared: an
+    option typed ``X | None`` keeps None), checked by :func:`check_bounds`."""
     meta = {"help": help, **({"flag": flag} if flag else {}),
             **({"at_least": at_least} if at_least is not None else {})}
     if callable(default):
