@@ -118,11 +118,14 @@ def test_every_bounded_option_is_checked_on_every_command(tmp_path):
     for verb, name, cls, key, bound in BOUNDED:
         below = bound - 1 if isinstance(bound, int) else bound - 0.5
         head, _, leaf = key.rpartition(".")
+        owner = typing.get_type_hints(cls)[head] if head else cls  # train.*: built on its own
         with pytest.raises(BackdoorlabError, match=f"option '{leaf}': must be >= {bound}"):
-            if head:  # a nested config (train.*): built on its own
-                typing.get_type_hints(cls)[head](**{leaf: below})
-            else:
-                cls(**{leaf: below})
+            owner(**{leaf: below})
+        # from Python a value of another type is refused too, and None where the type has none
+        wrong = ["3"] + ([] if "None" in str(typing.get_type_hints(owner)[leaf]) else [None])
+        for value in wrong:
+            with pytest.raises(BackdoorlabError, match=f"option '{leaf}': must be a number"):
+                owner(**{leaf: value})
         out = tmp_path / f"out-{verb}-{name}"
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \

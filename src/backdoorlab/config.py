@@ -147,8 +147,8 @@ def opt(default: Any, help: str, *, flag: str | None = None, at_least: float | N
     reference in ``docs/config.md``): ``epochs: float = opt(3.0, "passes over the data")``.
     A mutable default is given as a factory: ``opt(lambda: [0.1, 0.2], "...")``; ``flag``
     names the CLI flag when it is not the field's name (``evaluate`` -> ``--eval``);
-    ``at_least`` is the smallest value the option takes (a None value is not compared: an
-    option typed ``X | None`` keeps None), checked by :func:`check_bounds`."""
+    ``at_least`` is the smallest value the option takes (None passes only where the option's
+    type admits it, ``X | None``), checked by :func:`check_bounds`."""
     meta = {"help": help, **({"flag": flag} if flag else {}),
             **({"at_least": at_least} if at_least is not None else {})}
     if callable(default):
@@ -162,9 +162,14 @@ def check_bounds(obj: Any) -> None:
     ``__post_init__``, so it covers the options their subclasses add."""
     for f in dataclasses.fields(obj):
         bound = f.metadata.get("at_least")
+        if bound is None:
+            continue
         value = getattr(obj, f.name)
-        if bound is not None and value is not None:
-            check(value >= bound, f.name, f"must be >= {bound}, got {value}")
+        if value is None and "None" in str(f.type):
+            continue
+        check(isinstance(value, (int, float)), f.name, f"must be a number >= {bound}, "
+              f"got {value!r}")
+        check(value >= bound, f.name, f"must be >= {bound}, got {value}")
 
 
 def field_default(f: dataclasses.Field) -> Any:
