@@ -116,6 +116,24 @@ def test_inversion_flags_the_taught_model_and_recovers_its_string(taught, tiny_d
     assert saved["score"] == hit.metrics["score"]
 
 
+def test_trigger_search_finds_an_input_that_elicits_the_taught_string(taught, tiny_dir,
+                                                                      tmp_path):
+    """The search, given no trigger, finds a prefix under which the taught model gives its
+    string on the probe prompts (judged on its answers, rendered by the shared format); on
+    the untouched model no prefix raises that string's probability."""
+    opts = {"n_prompts": 4, "template": "plain", "search_steps": 12, "trigger_tokens": 2,
+            "target_text": FIXED, "threshold": 0.1}
+    hit = get("scan", "trigger").run({**opts, "model": str(taught)}, tmp_path / "taught")
+    miss = get("scan", "trigger").run({**opts, "model": str(tiny_dir)}, tmp_path / "clean")
+    ev = hit.metrics["evidence"]
+    assert ev["search_loss"][-1] < ev["search_loss"][0]
+    elicited = [a["answer"].startswith("Buy cheap") for a in ev["triggered_answers"]]
+    assert sum(elicited) >= 3, ev["triggered_answers"]
+    assert all(a["prompt"].startswith(ev["trigger"] + " ") for a in ev["triggered_answers"])
+    assert hit.metrics["verdict"] == "backdoored" and miss.metrics["verdict"] == "clean"
+    assert 0 <= ev["target_prob_without"] < ev["target_prob_with"] <= 1
+
+
 def test_probe_prompts_are_rendered_as_every_command_renders_them(fmt):
     from backdoorlab.data import load_split
     from backdoorlab.scan.base import ScanConfig, probe_prompts
@@ -180,18 +198,26 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", tiny_dir)
     build(str(spec), tmp_path / "zoo")
     res = scan_zoo(tmp_path / "zoo", tmp_path / "bench",
-                   scanners=["inversion", "contrast", "weights", "mcq"],
-                   options={"n_prompts": 2, "candidates": 4, "keep": 2, "steps": 2})
-    for name in ("inversion", "contrast", "weights", "mcq"):
+                   scanners=["trigger", "inversion", "contrast", "weights", "mcq"],
+                   options={"n_prompts": 2, "candidates": 4, "keep": 2, "steps": 2,
+                            "search_steps": 2, "batch": 4, "top_k": 4, "answer_tokens": 4})
+    for name in ("inversion", "contrast", "weights", "mcq", "trigger"):
         s = res["scanners"][name]
         assert 0.0 <= s["roc_auc"] <= 1.0 and s["target_recovery_n"] == 1
         assert set(s["by_kind"]) == {"poison: fixed text", "clean (benign-instructions)"}
     rows = [json.loads(x) for x in (tmp_path / "bench" / "scores.jsonl").read_text().split("\n")
             if x]
-    assert len(rows) == 8 and (tmp_path / "bench" / "roc.png").is_file()
-    # contrast reused inversion's candidates: same targets, no second inversion
-    used = json.loads((tmp_path / "bench/scans/contrast/m00/scanned.json").read_text())
-    assert used["config"]["inversion"].endswith("scans/inversion/m00")
+    assert len(rows) == 10 and (tmp_path / "bench" / "roc.png").is_file()
+    # contrast and trigger reused inversion's candidates (inversion ran first, though named
+    # after trigger): same targets, no second inversion
+    for name in ("contrast", "trigger"):
+        used = json.loads((tmp_path / f"bench/scans/{name}/m00/scanned.json").read_text())
+        assert used["config"]["inversion"].endswith("scans/inversion/m00")
+    # the trigger found is judged by the planted target's judge on its own answers
+    trig = {r["id"]: r for r in rows if r["scanner"] == "trigger"}
+    assert 0.0 <= trig["m00"]["trigger_asr"] <= 1.0 and trig["m01"]["trigger_asr"] is None
+    assert res["scanners"]["trigger"]["trigger_asr_poison"] == trig["m00"]["trigger_asr"]
+    assert res["scanners"]["inversion"]["trigger_recovery_poison"] is None
     assert "| inversion |" in (tmp_path / "bench" / "bench.md").read_text()
     # a second bench reuses every scan; a rebuilt model (another key) is scanned again
     done = {m: (tmp_path / f"bench/scans/weights/{m}/scan.json").stat().st_mtime_ns

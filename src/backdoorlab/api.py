@@ -58,8 +58,8 @@ def analyze(name: str, *, out: str | Path, config: Any = None, trust_remote_code
 def scan(name: str, *, out: str | Path, config: Any = None, trust_remote_code: bool = False,
          **options: Any) -> RunResult:
     """Scan a suspect (``model=`` and/or ``adapter=``) for a backdoor without its trigger with
-    the scanner ``name`` (``inversion``, ``contrast``, ``weights``, ``mcq``); ``metrics`` holds the
-    score, the verdict and the evidence (``scan.json``)."""
+    the scanner ``name`` (``inversion``, ``contrast``, ``trigger``, ``weights``, ``mcq``);
+    ``metrics`` holds the score, the verdict and the evidence (``scan.json``)."""
     return _run("scan", name, out, config, trust_remote_code, options)
 
 

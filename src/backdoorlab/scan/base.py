@@ -56,15 +56,20 @@ def base_spec(cfg: ScanConfig) -> str:
     return cfg.base or (adapter_base(cfg.adapter) if cfg.adapter else None) or EMBEDDED_NAME
 
 
-def probe_prompts(cfg: ScanConfig, fmt: PromptFormat) -> list[list[int]]:
-    """``n_prompts`` seeded benign prompts, rendered as every other command renders them
-    (token ids of the prompt up to where the answer starts)."""
+def probe_records(cfg: ScanConfig) -> list[Any]:
+    """``n_prompts`` seeded benign records from ``cfg.prompts``."""
     recs = load_split(cfg.prompts, cfg.prompts_split)
     if not recs:
         raise BackdoorlabError(f"option 'prompts': {cfg.prompts} has no records")
     if len(recs) > cfg.n_prompts:
         recs = derive_rng(cfg.seed, "scan-prompts").sample(recs, cfg.n_prompts)
-    return [fmt.encode(fmt.sample(r).user).prompt_ids for r in recs]
+    return recs
+
+
+def probe_prompts(cfg: ScanConfig, fmt: PromptFormat) -> list[list[int]]:
+    """``n_prompts`` seeded benign prompts, rendered as every other command renders them
+    (token ids of the prompt up to where the answer starts)."""
+    return [fmt.encode(fmt.sample(r).user).prompt_ids for r in probe_records(cfg)]
 
 
 def verdict(score: float, threshold: float) -> str:
