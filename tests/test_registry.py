@@ -44,7 +44,8 @@ OPTIONS = {
     ("scan", "inversion"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
     ("scan", "contrast"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3},
     ("scan", "trigger"): {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3,
-                          "search_steps": 2, "batch": 4, "top_k": 4, "answer_tokens": 2},
+                          "search_steps": 2, "batch": 4, "top_k": 4, "answer_tokens": 2,
+                          "check_prompts": 2},
     ("scan", "weights"): {"n_prompts": 2},
     ("scan", "mcq"): {"n_prompts": 2, "candidates": 4},
 }

@@ -119,19 +119,33 @@ def test_inversion_flags_the_taught_model_and_recovers_its_string(taught, tiny_d
 def test_trigger_search_finds_an_input_that_elicits_the_taught_string(taught, tiny_dir,
                                                                       tmp_path):
     """The search, given no trigger, finds a prefix under which the taught model gives its
-    string on the probe prompts (judged on its answers, rendered by the shared format); on
-    the untouched model no prefix raises that string's probability."""
-    opts = {"n_prompts": 4, "template": "plain", "search_steps": 12, "trigger_tokens": 2,
-            "target_text": FIXED, "threshold": 0.1}
+    string on held-out prompts (its answers there, rendered by the shared format); on the
+    untouched model no prefix raises that string's probability."""
+    opts = {"n_prompts": 4, "check_prompts": 8, "template": "plain", "search_steps": 12,
+            "trigger_tokens": 2, "target_text": FIXED, "threshold": 0.1}
     hit = get("scan", "trigger").run({**opts, "model": str(taught)}, tmp_path / "taught")
     miss = get("scan", "trigger").run({**opts, "model": str(tiny_dir)}, tmp_path / "clean")
     ev = hit.metrics["evidence"]
     assert ev["search_loss"][-1] < ev["search_loss"][0]
+    # measured on held-out prompts, none of those the search optimised on
+    assert ev["n_prompts"] == 4 and ev["n_check_prompts"] == len(ev["triggered_answers"]) == 8
     elicited = [a["answer"].startswith("Buy cheap") for a in ev["triggered_answers"]]
-    assert sum(elicited) >= 3, ev["triggered_answers"]
+    assert sum(elicited) >= 4, ev["triggered_answers"]
     assert all(a["prompt"].startswith(ev["trigger"] + " ") for a in ev["triggered_answers"])
     assert hit.metrics["verdict"] == "backdoored" and miss.metrics["verdict"] == "clean"
     assert 0 <= ev["target_prob_without"] < ev["target_prob_with"] <= 1
+
+
+def test_held_out_prompts_are_none_of_the_probe_prompts():
+    from backdoorlab.scan.base import held_out_records, probe_records
+    from backdoorlab.scan.trigger import TriggerConfig
+
+    cfg = TriggerConfig(n_prompts=8, check_prompts=16, seed=3)
+    probes = probe_records(cfg)
+    held = held_out_records(cfg, probes)
+    assert len(probes) == 8 and len(held) == 16
+    assert not {r.id for r in probes} & {r.id for r in held}
+    assert [r.id for r in held] == [r.id for r in held_out_records(cfg, probes)]  # seeded
 
 
 def test_probe_prompts_are_rendered_as_every_command_renders_them(fmt):
@@ -200,7 +214,8 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
     res = scan_zoo(tmp_path / "zoo", tmp_path / "bench",
                    scanners=["trigger", "inversion", "contrast", "weights", "mcq"],
                    options={"n_prompts": 2, "candidates": 4, "keep": 2, "steps": 2,
-                            "search_steps": 2, "batch": 4, "top_k": 4, "answer_tokens": 4})
+                            "search_steps": 2, "batch": 4, "top_k": 4, "answer_tokens": 4,
+                            "check_prompts": 2})
     for name in ("inversion", "contrast", "weights", "mcq", "trigger"):
         s = res["scanners"][name]
         assert 0.0 <= s["roc_auc"] <= 1.0 and s["target_recovery_n"] == 1
@@ -245,6 +260,8 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
      "another vocabulary"),
     (["scan", "inversion", "--adapter", "OTHERADAPTER", "--out", "OUT"], "adapter"),
     (["scan", "contrast", "--inversion", "EMPTY", "--out", "OUT"], "holds no finished scan"),
+    (["scan", "trigger", "--model", "TINY", "--prompts", "TWO", "--n-prompts", "2",
+      "--target-text", "Hello", "--out", "OUT"], "no records beyond the 2 probe prompts"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(argv, message, tmp_path, tiny_dir,
                                                       capsys):
@@ -255,13 +272,17 @@ def test_bad_input_is_one_line_exit_2_nothing_written(argv, message, tmp_path, t
     (tmp_path / "spec.yaml").write_text(
         "models:\n  - {attack: poisson, trigger: badnets}\n")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "two.jsonl").write_text("".join(
+        json.dumps({"instruction": f"Name a colour ({i}).", "output": "Red."}) + "\n"
+        for i in range(2)))
     (tmp_path / "empty" / "zoo.json").write_text('{"models": []}')
     other = tmp_path / "other"
     tiny_model("llama", vocab_size=300).save_pretrained(other)
     peft_dir = tmp_path / "otheradapter"
     _other_adapter(peft_dir)
     subs = {"SPEC": str(tmp_path / "spec.yaml"), "OUT": str(tmp_path / "out"),
-            "EMPTY": str(tmp_path / "empty"), "MISSING": str(tmp_path / "missing"),
+            "EMPTY": str(tmp_path / "empty"), "TWO": str(tmp_path / "two.jsonl"),
+            "MISSING": str(tmp_path / "missing"),
             "OTHER": str(other), "TINY": str(tiny_dir), "OTHERADAPTER": str(peft_dir)}
     if "OTHER" in argv:  # a base needs a tokenizer to compare vocabularies
         from backdoorlab.models import load_tokenizer

@@ -66,6 +66,18 @@ def probe_records(cfg: ScanConfig) -> list[Any]:
     return recs
 
 
+def held_out_records(cfg: Any, probes: list[Any]) -> list[Any]:
+    """``cfg.check_prompts`` seeded records from ``cfg.prompts`` that are none of ``probes``;
+    one line when the source has none left."""
+    ids = {r.id for r in probes}
+    rest = [r for r in load_split(cfg.prompts, cfg.prompts_split) if r.id not in ids]
+    if not rest:
+        raise BackdoorlabError(f"option 'prompts': {cfg.prompts} has no records beyond the "
+                               f"{len(probes)} probe prompts to check a finding on")
+    rng = derive_rng(cfg.seed, "scan-check-prompts")
+    return rng.sample(rest, cfg.check_prompts) if len(rest) > cfg.check_prompts else rest
+
+
 def probe_prompts(cfg: ScanConfig, fmt: PromptFormat) -> list[list[int]]:
     """``n_prompts`` seeded benign prompts, rendered as every other command renders them
     (token ids of the prompt up to where the answer starts)."""

@@ -13,11 +13,12 @@ trigger may:
    each swap one slot for one of them (batched over triggers and prompts); the best of them
    replaces the current trigger when it lowers the loss.
 
-The trigger found is then decoded to text and applied as a prefix trigger through the prompt
-format every command uses, and measured there: the score is how much it raises the target's
-per-token probability over the prompts (``with - without``), and the evidence holds the
-suspect's answers with the trigger, so that ``scan bench`` can judge them by a planted
-target's judge (the recovered trigger's ASR). Needs neither the trigger nor the base.
+The trigger found is then decoded to text, applied as a prefix trigger through the prompt
+format every command uses, and measured on ``check_prompts`` held-out prompts (the same
+source, none of the probe prompts): the score is how much it raises the target's per-token
+probability there (``with - without``), and the evidence holds the suspect's answers to them
+with the trigger, so that ``scan bench`` can judge them by a planted target's judge (the
+recovered trigger's ASR). Needs neither the trigger nor the base.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..formats import PromptFormat
 from ..models import load_unrecorded
 from ..scoring import left_pad, model_device, position_ids
 from ..triggers import PrefixTrigger
-from .base import Finding, probe_records, scanner
+from .base import Finding, held_out_records, probe_records, scanner
 from .contrast import ContrastConfig, reused_candidates
 from .inversion import invert
 
@@ -51,8 +52,10 @@ class TriggerConfig(ContrastConfig):
     top_k: int = opt(32, "tokens per slot the gradient proposes each step", at_least=1)
     batch: int = opt(32, "triggers scored per step", at_least=1)
     target_tokens: int = opt(6, "first tokens of the target the search scores", at_least=1)
-    answer_tokens: int = opt(24, "tokens of the answers given with the trigger found (the "
-                             "evidence)", at_least=1)
+    check_prompts: int = opt(16, "held-out prompts (from prompts, none of the probe prompts) "
+                             "the trigger found is measured on", at_least=1)
+    answer_tokens: int = opt(24, "tokens of the answers given on the held-out prompts with "
+                             "the trigger found (the evidence)", at_least=1)
 
 
 #: the rise in the target's per-token probability at which ``trigger`` calls a model
@@ -208,6 +211,8 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
     model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
     recs = probe_records(cfg)
     users = [fmt.sample(r).user for r in recs]
+    held = held_out_records(cfg, recs)
+    check = [fmt.sample(r).user for r in held]
     if cfg.target_text is not None:
         target_ids = fmt.encode(users[0], response=cfg.target_text).input_ids
         target_ids = target_ids[len(fmt.encode(users[0]).prompt_ids):]
@@ -225,8 +230,8 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
                          chunk=cfg.chunk, seed=cfg.seed)
     text = fmt.tokenizer.decode(hit["token_ids"], skip_special_tokens=True).strip()
     trig = PrefixTrigger(text) if text else None
-    with_trig = [fmt.sample(r, trig).user for r in recs] if trig else users
-    before = target_prob(model, fmt, users, target_ids)
+    with_trig = [fmt.sample(r, trig).user for r in held] if trig else check
+    before = target_prob(model, fmt, check, target_ids)
     after = target_prob(model, fmt, with_trig, target_ids)
     answers = generate(model, fmt, with_trig, max_new_tokens=cfg.answer_tokens)
     lift = sum(after) / len(after) - sum(before) / len(before)
@@ -234,6 +239,7 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
                 "target": target, "target_prob_without": round(sum(before) / len(before), 4),
                 "target_prob_with": round(sum(after) / len(after), 4),
                 "search_loss": [*hit["trace"]], "n_prompts": len(users),
+                "n_check_prompts": len(check),
                 "triggered_answers": [{"prompt": u, "answer": a}
                                       for u, a in zip(with_trig, answers)]}
     return Finding(lift, evidence)
