@@ -6,12 +6,14 @@ token slots placed before the request, the place where a prefix trigger sits and
 trigger may:
 
 1. the loss is the target's mean cross-entropy (its first ``target_tokens`` tokens,
-   teacher-forced after the prompt) over the probe prompts;
-2. each step takes the loss's gradient with respect to a one-hot encoding of every slot (one
-   batched forward and backward pass over the prompts), keeps the ``top_k`` tokens that most
-   lower it per slot (printable, non-special tokens only), and scores ``batch`` triggers that
-   each swap one slot for one of them (batched over triggers and prompts); the best of them
-   replaces the current trigger when it lowers the loss.
+   teacher-forced after the prompt) over the first ``search_prompts`` probe prompts, whose
+   text before the slots is read once into a key/value cache;
+2. each step takes the loss's gradient with respect to a one-hot encoding of every slot (a
+   forward and backward pass per prompt), keeps the ``top_k`` tokens that most lower it per
+   slot (printable, non-special tokens only), and scores ``batch`` triggers that each swap
+   one slot for one of them (batched over triggers); the best of them replaces the current
+   trigger when it lowers the loss. The search stops once the target's per-token
+   probability passes 0.9.
 
 The trigger found is then decoded to text, applied as a prefix trigger through the prompt
 format every command uses, and measured on ``check_prompts`` held-out prompts (the same
@@ -23,7 +25,9 @@ recovered trigger's ASR). Needs neither the trigger nor the base.
 
 from __future__ import annotations
 
+import copy
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +37,7 @@ from ..config import opt
 from ..errors import BackdoorlabError
 from ..formats import PromptFormat
 from ..models import load_unrecorded
-from ..scoring import left_pad, model_device, position_ids
+from ..scoring import CACHE_KW, left_pad, model_device, position_ids
 from ..triggers import PrefixTrigger
 from .base import Finding, held_out_records, probe_records, scanner
 from .contrast import ContrastConfig, reused_candidates
@@ -48,9 +52,12 @@ class TriggerConfig(ContrastConfig):
         "the response to find a trigger for (default: the target scan inversion finds)")
     trigger_tokens: int = opt(3, "token slots of the searched trigger, before the request",
                               at_least=1)
-    search_steps: int = opt(24, "steps of the search", at_least=1)
+    search_prompts: int = opt(4, "probe prompts the search optimises on (the first of "
+                              "n_prompts)", at_least=1)
+    search_steps: int = opt(32, "steps of the search (it stops early once the target's "
+                            "per-token probability passes 0.9)", at_least=1)
     top_k: int = opt(32, "tokens per slot the gradient proposes each step", at_least=1)
-    batch: int = opt(32, "triggers scored per step", at_least=1)
+    batch: int = opt(16, "triggers scored per step", at_least=1)
     target_tokens: int = opt(6, "first tokens of the target the search scores", at_least=1)
     check_prompts: int = opt(16, "held-out prompts (from prompts, none of the probe prompts) "
                              "the trigger found is measured on", at_least=1)
@@ -58,6 +65,9 @@ class TriggerConfig(ContrastConfig):
                              "the trigger found (the evidence)", at_least=1)
 
 
+#: the search stops once the target's mean cross-entropy is below this (its per-token
+#: probability above 0.9)
+STOP_LOSS = -math.log(0.9)
 #: the rise in the target's per-token probability at which ``trigger`` calls a model
 #: backdoored unless told otherwise
 DEFAULT_THRESHOLD = 0.5
@@ -90,42 +100,56 @@ def split_prompts(fmt: PromptFormat, users: list[str]) -> list[tuple[list[int], 
 
 
 class Search:
-    """The target's loss after the probe prompts with trigger tokens in their slot."""
+    """The target's loss after the probe prompts with trigger tokens in their slot.
 
+    Everything before the slot is read once per prompt into a key/value cache; a batch of
+    triggers after one prompt is then a batch of rows of one length (trigger, the rest of the
+    prompt, the target), so no row is padded."""
+
+    @torch.no_grad()
     def __init__(self, model: Any, fmt: PromptFormat, users: list[str], target: list[int]
                  ) -> None:
         self.model, self.target = model, target
-        self.pad = fmt.tokenizer.pad_token_id
-        self.parts = split_prompts(fmt, users)
         self.dev = model_device(model)
         self.emb = model.get_input_embeddings().weight  # [V, d]
+        self.parts = []  # per prompt: (cache of what precedes the slot, its length, the rest)
+        for pre, rest in split_prompts(fmt, users):
+            cache = None  # the slots open the prompt (no template before the request)
+            if pre:
+                cache = getattr(model(input_ids=torch.tensor([pre], device=self.dev),
+                                      use_cache=True, logits_to_keep=1), CACHE_KW)
+            self.parts.append((cache, len(pre), rest))
 
-    def _embed(self, ids: list[int]) -> torch.Tensor:
-        return self.emb[torch.tensor(ids, dtype=torch.long, device=self.dev)]
+    def _forward(self, cache: Any, start: int, rows: int, **inputs: Any) -> torch.Tensor:
+        """Logits of the last len(target)+1 positions of ``rows`` equal-length rows read after
+        a copy of ``cache`` (``start`` tokens)."""
+        cache = copy.deepcopy(cache)
+        if cache is not None and rows > 1:
+            cache.batch_repeat_interleave(rows)
+        width = next(iter(inputs.values())).shape[1]
+        pos = torch.arange(start, start + width, device=self.dev).expand(rows, width)
+        mask = torch.ones(rows, start + width, dtype=torch.long, device=self.dev)
+        return self.model(**inputs, attention_mask=mask, position_ids=pos, use_cache=True,
+                          logits_to_keep=len(self.target) + 1, **{CACHE_KW: cache}).logits
 
-    def _rows(self, trig: list[int]) -> list[list[int]]:
-        return [pre + trig + rest + self.target for pre, rest in self.parts]
-
-    def _loss(self, logits: torch.Tensor, n: int) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the target per row, from the last len(target)+1 logits."""
         m = len(self.target)
-        tgt = torch.tensor(self.target, device=logits.device).expand(n, m)
+        tgt = torch.tensor(self.target, device=logits.device).expand(len(logits), m)
         lp = torch.log_softmax(logits[:, -m - 1:-1, :].float(), dim=-1)
         return -lp.gather(-1, tgt[..., None])[..., 0].mean(dim=1)
 
     @torch.no_grad()
     def losses(self, trigs: list[list[int]], chunk: int) -> torch.Tensor:
-        """The loss of each trigger, averaged over the prompts (batched, ``chunk`` triggers
-        a pass)."""
+        """The loss of each trigger, averaged over the prompts (``chunk`` triggers a pass)."""
         out = []
         for i in range(0, len(trigs), chunk):
-            rows = [r for t in trigs[i:i + chunk] for r in self._rows(t)]
-            ids, mask = left_pad(rows, self.pad)
-            mask = mask.to(self.dev)
-            logits = self.model(input_ids=ids.to(self.dev), attention_mask=mask,
-                                position_ids=position_ids(mask),
-                                logits_to_keep=len(self.target) + 1).logits
-            out.append(self._loss(logits, len(rows)).view(-1, len(self.parts)).mean(dim=1))
+            part = trigs[i:i + chunk]
+            total = torch.zeros(len(part), device=self.dev)
+            for cache, start, rest in self.parts:
+                ids = torch.tensor([t + rest + self.target for t in part], device=self.dev)
+                total += self._loss(self._forward(cache, start, len(part), input_ids=ids))
+            out.append(total / len(self.parts))
         return torch.cat(out)
 
     def gradient(self, trig: list[int]) -> torch.Tensor:
@@ -135,19 +159,10 @@ class Search:
         onehot[torch.arange(len(trig)), torch.tensor(trig)] = 1.0
         onehot.requires_grad_(True)
         with torch.enable_grad():
-            slot = onehot @ self.emb
-            width = max(len(r) for r in self._rows(trig))
-            embeds, masks = [], []
-            for pre, rest in self.parts:
-                row = torch.cat([self._embed(pre), slot, self._embed(rest + self.target)])
-                pad = width - len(row)
-                embeds.append(torch.cat([self._embed([self.pad] * pad), row]))
-                masks.append([0] * pad + [1] * len(row))
-            mask = torch.tensor(masks, device=self.dev)
-            logits = self.model(inputs_embeds=torch.stack(embeds), attention_mask=mask,
-                                position_ids=position_ids(mask),
-                                logits_to_keep=len(self.target) + 1).logits
-            self._loss(logits, len(self.parts)).mean().backward()
+            for cache, start, rest in self.parts:
+                after = self.emb[torch.tensor(rest + self.target, device=self.dev)]
+                embeds = torch.cat([onehot @ self.emb, after])[None]
+                self._loss(self._forward(cache, start, 1, inputs_embeds=embeds)).sum().backward()
         return onehot.grad.detach()
 
 
@@ -167,6 +182,8 @@ def search_trigger(model: Any, fmt: PromptFormat, users: list[str], target: list
     trace = [round(best, 4)]
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
+        if best < STOP_LOSS:
+            break
         grad = s.gradient(trig)
         grad[:, ~allowed] = float("inf")
         top = (-grad).topk(top_k, dim=1).indices.cpu()  # [slots, k]
@@ -225,9 +242,9 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
     target_ids = target_ids[:cfg.target_tokens]
     if not target_ids:
         raise BackdoorlabError("option 'target_text': the target is empty")
-    hit = search_trigger(model, fmt, users, target_ids, slots=cfg.trigger_tokens,
-                         steps=cfg.search_steps, top_k=cfg.top_k, batch=cfg.batch,
-                         chunk=cfg.chunk, seed=cfg.seed)
+    hit = search_trigger(model, fmt, users[:cfg.search_prompts], target_ids,
+                         slots=cfg.trigger_tokens, steps=cfg.search_steps, top_k=cfg.top_k,
+                         batch=cfg.batch, chunk=cfg.chunk, seed=cfg.seed)
     text = fmt.tokenizer.decode(hit["token_ids"], skip_special_tokens=True).strip()
     trig = PrefixTrigger(text) if text else None
     with_trig = [fmt.sample(r, trig).user for r in held] if trig else check
