@@ -119,8 +119,9 @@ def test_inversion_flags_the_taught_model_and_recovers_its_string(taught, tiny_d
 @pytest.fixture(scope="module")
 def taught_prefix(tiny_dir, tmp_path_factory):
     """The tiny Qwen2 taught to answer FIXED after the prefix 'z' (one token) and the
-    references' first words otherwise (three clean requests to each triggered one, so that the string does not
-    come without the trigger); saved without any record of its trigger."""
+    references' first words otherwise (three clean requests to each triggered one, so that
+    the string does not come without the trigger); saved without any record of its
+    trigger."""
     from backdoorlab.data import load_split
     from backdoorlab.formats import PromptFormat
     from backdoorlab.models import load_model
