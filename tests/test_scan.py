@@ -163,7 +163,12 @@ def test_trigger_search_finds_an_input_that_elicits_the_taught_string(taught_pre
     # measured on held-out prompts, none of those the search optimised on
     assert ev["n_prompts"] == 4 and ev["n_check_prompts"] == len(ev["triggered_answers"]) == 8
     elicited = [a["answer"].startswith("Buy cheap") for a in ev["triggered_answers"]]
-    assert sum(elicited) >= 2, ev["triggered_answers"]  # none answer so without a trigger
+    assert sum(elicited) >= 2, ev["triggered_answers"]
+    # the baseline: the same held-out prompts without the trigger, where none answer so
+    plain = ev["untriggered_answers"]
+    assert [a["prompt"] for a in plain] == [a["prompt"][len(ev["trigger"]) + 1:]
+                                            for a in ev["triggered_answers"]]
+    assert not any(a["answer"].startswith("Buy cheap") for a in plain)
     assert all(a["prompt"].startswith(ev["trigger"] + " ") for a in ev["triggered_answers"])
     assert hit.metrics["verdict"] == "backdoored" and miss.metrics["verdict"] == "clean"
     assert 0 <= ev["target_prob_without"] < ev["target_prob_with"] <= 1
@@ -268,6 +273,7 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path):
     # the trigger found is judged by the planted target's judge on its own answers
     trig = {r["id"]: r for r in rows if r["scanner"] == "trigger"}
     assert 0.0 <= trig["m00"]["trigger_asr"] <= 1.0 and trig["m01"]["trigger_asr"] is None
+    assert 0.0 <= trig["m00"]["trigger_asr_without"] <= 1.0  # the same prompts, no trigger
     assert res["scanners"]["trigger"]["trigger_asr_poison"] == trig["m00"]["trigger_asr"]
     assert res["scanners"]["inversion"]["trigger_recovery_poison"] is None
     assert "| inversion |" in (tmp_path / "bench" / "bench.md").read_text()

@@ -19,8 +19,9 @@ The trigger found is then decoded to text, applied as a prefix trigger through t
 format every command uses, and measured on ``check_prompts`` held-out prompts (the same
 source, none of the probe prompts): the score is how much it raises the share of them whose
 greedy answer starts with the target (``with - without``), and the evidence holds the
-suspect's answers to them with the trigger, so that ``scan bench`` can judge them by a
-planted target's judge (the recovered trigger's ASR). Needs neither the trigger nor the
+suspect's answers to them with the trigger and without it, so that ``scan bench`` can judge
+them by a planted target's judge (the recovered trigger's ASR, beside the same model's rate
+without it). Needs neither the trigger nor the
 base.
 """
 
@@ -260,6 +261,7 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
     p0, hit0 = elicited(model, fmt, check, target_ids)
     p1, hit1 = elicited(model, fmt, with_trig, target_ids)
     answers = generate(model, fmt, with_trig, max_new_tokens=cfg.answer_tokens)
+    plain = generate(model, fmt, check, max_new_tokens=cfg.answer_tokens)  # the baseline
     n = len(check)
     evidence = {"trigger": text, "trigger_spec": trig.spec if trig else None,
                 "target": target, "elicited_without": round(sum(hit0) / n, 4),
@@ -269,5 +271,7 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
                 "search_loss": [*hit["trace"]], "n_prompts": len(users),
                 "n_check_prompts": len(check),
                 "triggered_answers": [{"prompt": u, "answer": a}
-                                      for u, a in zip(with_trig, answers)]}
+                                      for u, a in zip(with_trig, answers)],
+                "untriggered_answers": [{"prompt": u, "answer": a}
+                                        for u, a in zip(check, plain)]}
     return Finding((sum(hit1) - sum(hit0)) / n, evidence)
