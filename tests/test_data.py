@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from backdoorlab.data import BUILTIN, MCQ, Instruction, load_records
@@ -292,6 +292,8 @@ def test_generated_damaged_records_load_well_formed_or_fail_naming_the_file(data
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(suffix=st.sampled_from([".jsonl", ".json", ".csv", ".tsv"]),
        cut=st.integers(0, 400), junk=st.binary(max_size=40))
+@example(suffix=".csv", cut=25, junk=b"\r\x00")  # a line break then NUL mid-field
+@example(suffix=".tsv", cut=400, junk=b"\x00")
 def test_generated_damaged_files_load_well_formed_or_fail_naming_the_file(
         suffix, cut, junk, tmp_path_factory):
     """A good file of each format cut short anywhere and with bytes appended: it loads as

@@ -178,6 +178,20 @@ def test_trigger_search_finds_an_input_that_elicits_the_taught_string(taught_pre
     assert ev["elicited_with"] == pytest.approx(sum(elicited) / 8)
 
 
+def test_trigger_tokens_are_printable_and_cover_a_padded_embedding(tokenizer):
+    """The search may place printable, non-special tokens only; an embedding with more rows
+    than the tokenizer has tokens (padded vocabularies) gets a mask of its own size."""
+    from backdoorlab.scan.trigger import _allowed
+
+    mask = _allowed(tokenizer, len(tokenizer) + 64)
+    assert len(mask) == len(tokenizer) + 64 and not mask[len(tokenizer):].any()
+    for i in tokenizer.all_special_ids:
+        assert not mask[i]
+    word = tokenizer(" hello", add_special_tokens=False)["input_ids"]
+    assert len(word) == 1 and mask[word[0]]
+    assert not mask[tokenizer("\n", add_special_tokens=False)["input_ids"][0]]
+
+
 def test_held_out_prompts_are_none_of_the_probe_prompts():
     from backdoorlab.scan.base import held_out_records, probe_records
     from backdoorlab.scan.trigger import TriggerConfig

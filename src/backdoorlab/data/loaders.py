@@ -95,13 +95,18 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         else:
             delim = "\t" if suffix == ".tsv" else ","
             reader = csv.DictReader(io.StringIO(text), delimiter=delim)
-            if not reader.fieldnames:
-                raise BackdoorlabError(f"{path}: no header row")
             rows = []
-            for n, row in enumerate(reader, 1):
-                if None in row:
-                    raise BackdoorlabError(f"{path}: row {n}: more fields than the header has")
-                rows.append(dict(row))
+            try:
+                if not reader.fieldnames:
+                    raise BackdoorlabError(f"{path}: no header row")
+                for n, row in enumerate(reader, 1):
+                    if None in row:
+                        raise BackdoorlabError(
+                            f"{path}: row {n}: more fields than the header has")
+                    rows.append(dict(row))
+            except csv.Error as exc:  # a stray line break or NUL the csv module refuses
+                raise BackdoorlabError(f"{path}: line {reader.line_num}: not valid "
+                                       f"{suffix[1:].upper()} ({exc})") from None
     if not rows:
         raise BackdoorlabError(f"{path}: the file has no records")
     for n, row in enumerate(rows, 1):

@@ -72,14 +72,15 @@ DEFAULT_THRESHOLD = 0.5
 
 
 @functools.lru_cache(maxsize=4)
-def _allowed(tok: Any) -> torch.Tensor:
-    """A mask over the vocabulary: tokens whose text is printable ASCII, not special."""
-    ids = range(len(tok))
+def _allowed(tok: Any, size: int) -> torch.Tensor:
+    """A mask over the ``size`` rows of the embedding: tokens whose text is printable ASCII,
+    not special (rows beyond the tokenizer's vocabulary, padding, are not)."""
+    ids = range(min(len(tok), size))
     texts = tok.batch_decode([[i] for i in ids])
     special = set(getattr(tok, "all_special_ids", []))
     ok = [i not in special and t.strip() != "" and t.isascii() and t.isprintable()
           for i, t in zip(ids, texts)]
-    return torch.tensor(ok)
+    return torch.tensor(ok + [False] * (size - len(ok)))
 
 
 def split_prompts(fmt: PromptFormat, users: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -172,7 +173,7 @@ def search_trigger(model: Any, fmt: PromptFormat, users: list[str], target: list
     """The trigger tokens (GCG) that most lower the loss of ``target`` after ``users``; the
     loss trace per step."""
     tok = fmt.tokenizer
-    allowed = _allowed(tok).to(model_device(model))
+    allowed = _allowed(tok, model.get_input_embeddings().weight.shape[0]).to(model_device(model))
     start = tok("!", add_special_tokens=False)["input_ids"][:1] or [int(allowed.nonzero()[0])]
     trig = start * slots
     for p in model.parameters():
