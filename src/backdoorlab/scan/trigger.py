@@ -252,7 +252,9 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
         target_ids, target = found[0]["token_ids"], found[0]["text"]
     target_ids = target_ids[:cfg.target_tokens]
     if not target_ids:
-        raise BackdoorlabError("option 'target_text': the target is empty")
+        raise BackdoorlabError("option 'target_text': the target to search a trigger for is "
+                               "empty" + ("" if cfg.target_text is not None else
+                                          " (the inverted target; give --target-text)"))
     hit = search_trigger(model, fmt, users[:cfg.search_prompts], target_ids,
                          slots=cfg.trigger_tokens, steps=cfg.search_steps, top_k=cfg.top_k,
                          batch=cfg.batch, chunk=cfg.chunk, seed=cfg.seed)
