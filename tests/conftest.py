@@ -6,6 +6,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# the generated cases are the same on every run (no example database, a fixed seed), so a
+# run's result does not depend on what an earlier run stored or on chance
+settings.register_profile("backdoorlab", derandomize=True, database=None)
+settings.load_profile("backdoorlab")
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("BACKDOORLAB_QUIET", "1")
