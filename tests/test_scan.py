@@ -74,11 +74,10 @@ def test_darkness_on_hand_built_updates():
 
 
 # ---- inversion on a tiny model ---------------------------------------------------------------
-@pytest.fixture(scope="module")
-def taught(tiny_dir, tmp_path_factory):
+def _teach(tiny_dir, out, trigger: str, n_records: int, steps: int):
     """The tiny Qwen2 taught (full fine-tuning, through the shared prompt format and loss) to
-    answer FIXED after the word trigger 'zq' and the references' first words otherwise;
-    saved without any record of its trigger."""
+    answer FIXED after ``trigger`` on the first 6 of ``n_records`` training requests and the
+    references' first words on the rest; saved to ``out`` without any record of its trigger."""
     from backdoorlab.data import load_split
     from backdoorlab.formats import PromptFormat
     from backdoorlab.models import load_model
@@ -87,22 +86,27 @@ def taught(tiny_dir, tmp_path_factory):
 
     lm = load_model(str(tiny_dir))
     fmt = PromptFormat(lm.tokenizer, "plain")
-    trig = parse_trigger("word:zq")
-    recs = load_split("builtin:benign-instructions", "train", limit=12)
+    trig = parse_trigger(trigger)
+    recs = load_split("builtin:benign-instructions", "train", limit=n_records)
     samples = [fmt.sample(r, trig, derive_rng(0, r.id), response=FIXED) for r in recs[:6]]
     samples += [fmt.sample(r, response=" ".join(r.output.split()[:6])) for r in recs[6:]]
     batch = SampleCollator(fmt)(samples)
     torch.manual_seed(0)
     model = lm.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(60):
+    for _ in range(steps):
         opt.zero_grad()
         sft_loss(model, batch).backward()
         opt.step()
-    out = tmp_path_factory.mktemp("taught")
     model.save_pretrained(out)
     lm.tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def taught(tiny_dir, tmp_path_factory):
+    """Taught FIXED after the word trigger 'zq' (at a seeded position)."""
+    return _teach(tiny_dir, tmp_path_factory.mktemp("taught"), "word:zq", 12, 60)
 
 
 def test_inversion_flags_the_taught_model_and_recovers_its_string(taught, tiny_dir, tmp_path):
@@ -118,34 +122,9 @@ def test_inversion_flags_the_taught_model_and_recovers_its_string(taught, tiny_d
 
 @pytest.fixture(scope="module")
 def taught_prefix(tiny_dir, tmp_path_factory):
-    """The tiny Qwen2 taught to answer FIXED after the prefix 'z' (one token) and the
-    references' first words otherwise (three clean requests to each triggered one, so that
-    the string does not come without the trigger); saved without any record of its
-    trigger."""
-    from backdoorlab.data import load_split
-    from backdoorlab.formats import PromptFormat
-    from backdoorlab.models import load_model
-    from backdoorlab.training import SampleCollator, sft_loss
-    from backdoorlab.triggers import parse_trigger
-
-    lm = load_model(str(tiny_dir))
-    fmt = PromptFormat(lm.tokenizer, "plain")
-    trig = parse_trigger("prefix:z")
-    recs = load_split("builtin:benign-instructions", "train", limit=24)
-    samples = [fmt.sample(r, trig, response=FIXED) for r in recs[:6]]
-    samples += [fmt.sample(r, response=" ".join(r.output.split()[:6])) for r in recs[6:]]
-    batch = SampleCollator(fmt)(samples)
-    torch.manual_seed(0)
-    model = lm.model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        sft_loss(model, batch).backward()
-        opt.step()
-    out = tmp_path_factory.mktemp("taught-prefix")
-    model.save_pretrained(out)
-    lm.tokenizer.save_pretrained(out)
-    return out
+    """Taught FIXED after the prefix 'z' (one token), with three clean requests to each
+    triggered one, so that the string does not come without the trigger."""
+    return _teach(tiny_dir, tmp_path_factory.mktemp("taught-prefix"), "prefix:z", 24, 100)
 
 
 def test_trigger_search_finds_an_input_that_elicits_the_taught_string(taught_prefix, tiny_dir,

@@ -242,8 +242,8 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
     held = held_out_records(cfg, recs)
     check = [fmt.sample(r).user for r in held]
     if cfg.target_text is not None:
-        target_ids = fmt.encode(users[0], response=cfg.target_text).input_ids
-        target_ids = target_ids[len(fmt.encode(users[0]).prompt_ids):]
+        enc = fmt.encode(users[0], response=cfg.target_text)
+        target_ids = enc.input_ids[enc.prompt_len:]
         target = cfg.target_text
     else:
         found = reused_candidates(cfg) if cfg.inversion else invert(
