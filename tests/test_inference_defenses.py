@@ -85,6 +85,12 @@ def test_cleangen_decoding_is_greedy_when_nothing_is_vetoed_and_the_references_w
     end = 7 + plain[1, 7:].tolist().index(stop)  # its first appearance in the answer
     out = never.generate(ids, mask, max_new_tokens=10, pad_token_id=0, eos_token_id=stop)
     assert torch.equal(out[1, :end + 1], plain[1, :end + 1]) and (out[1, end + 1:] == 0).all()
+    # the finished row leaves the batch; the others go on as greedy decoding writes them
+    for b in (0, 2):
+        answer = plain[b, 7:].tolist()
+        cut = 7 + (answer.index(stop) + 1 if stop in answer else len(answer))
+        assert torch.equal(out[b, :cut], plain[b, :cut]) and (out[b, cut:] == 0).all()
+    assert stop not in plain[0, 7:].tolist() or stop not in plain[2, 7:].tolist()  # one goes on
 
 
 def test_cleangen_without_an_adapter_needs_a_reference(tiny_models):

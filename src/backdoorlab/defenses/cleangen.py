@@ -12,7 +12,8 @@ The reference is by default the clean base the suspect's adapter was trained on:
 weights with the adapter switched off, so no second model is loaded. Any model with the same
 vocabulary can be given instead. Both models keep a key/value cache. In a batch every row keeps
 its own number of tokens per round: the proposals a row drops stay in the caches but are masked
-out of its attention, so a veto in one row costs the others nothing.
+out of its attention, so a veto in one row costs the others nothing, and a row that has finished
+leaves the batch and both caches.
 
 The saved "repair" is the decoding configuration (``cleangen.json``) beside the suspect; it
 changes generated text only. Teacher-forced measures (multiple-choice accuracy, the
@@ -117,7 +118,8 @@ class CleanGenModel(torch.nn.Module):
         pending, next_pos = ids[:, -1:], pos[:, -1:]
         done = torch.zeros(rows, dtype=torch.bool, device=dev)
         made = torch.zeros(rows, dtype=torch.long, device=dev)
-        kept: list[list[int]] = [[] for _ in range(rows)]
+        answers: list[list[int]] = [[] for _ in range(rows)]
+        kept = list(answers)  # the answers of the rows still in the batch, in batch order
         k = self.k
         steps = torch.arange(k, device=dev)
         stops = set(stop.tolist())
@@ -164,10 +166,21 @@ class CleanGenModel(torch.nn.Module):
             next_pos = next_pos + n[:, None]
             made = made + n
             done = done | (made >= max_new_tokens)
-        self.stats["generated"] += sum(len(x) for x in kept)
-        width = max((len(x) for x in kept), default=0)
-        out = torch.full((rows, width), pad, dtype=ids.dtype, device=dev)
-        for b, x in enumerate(kept):
+            if bool(done.any()) and not bool(done.all()):
+                # finished rows leave the batch (and both caches): rows advance at their own
+                # pace, and the rest would otherwise be computed for nothing until the slowest
+                # row ends
+                live = torch.nonzero(~done, as_tuple=True)[0]
+                cache_s.batch_select_indices(live)
+                cache_r.batch_select_indices(live)
+                cols, pending, next_pos = cols[live], pending[live], next_pos[live]
+                made, done = made[live], done[live]
+                kept = [kept[b] for b in live.tolist()]
+                rows = len(live)
+        self.stats["generated"] += sum(len(x) for x in answers)
+        width = max((len(x) for x in answers), default=0)
+        out = torch.full((len(answers), width), pad, dtype=ids.dtype, device=dev)
+        for b, x in enumerate(answers):
             out[b, :len(x)] = torch.tensor(x, dtype=ids.dtype)
         return torch.cat([ids, out], 1)
 
