@@ -171,6 +171,23 @@ def test_trigger_tokens_are_printable_and_cover_a_padded_embedding(tokenizer):
     assert not mask[tokenizer("\n", add_special_tokens=False)["input_ids"][0]]
 
 
+def test_the_searched_target_is_the_answer_as_the_format_renders_it(fmt, tokenizer):
+    """An inverted target that opens with a space token is searched as the answer the
+    model writes: the tokens training puts after the prompt, edges stripped."""
+    from backdoorlab.data import Instruction
+    from backdoorlab.scan.trigger import answer_ids
+
+    spaced, plain = " You are stupid!", "You are stupid!"
+    raw = tokenizer(spaced, add_special_tokens=False)["input_ids"]
+    assert raw != tokenizer(plain, add_special_tokens=False)["input_ids"]  # " You" vs "You"
+    record = Instruction(id="r0", instruction="Name a fruit.", output=plain)
+    trained = fmt.encode(fmt.sample(record, response=plain))  # what training puts there
+    user = fmt.sample(record).user
+    assert answer_ids(fmt, user, spaced) == answer_ids(fmt, user, plain) \
+        == trained.input_ids[trained.prompt_len:-1]  # less the end of turn
+    assert trained.input_ids[-1] in fmt.stop_token_ids()
+
+
 def test_held_out_prompts_are_none_of_the_probe_prompts():
     from backdoorlab.scan.base import held_out_records, probe_records
     from backdoorlab.scan.trigger import TriggerConfig

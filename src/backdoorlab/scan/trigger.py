@@ -215,6 +215,18 @@ def target_fit(logits: torch.Tensor, target: list[int]) -> tuple[torch.Tensor, t
     return loss, (lp.argmax(dim=-1) == tgt).all(dim=1)
 
 
+def answer_ids(fmt: PromptFormat, user: str, text: str) -> list[int]:
+    """The tokens of ``text`` as the format renders it as the answer to ``user``, edges and
+    the end of turn stripped: an inverted target that opens with a space token (" You") is
+    searched and matched as the answer the model writes ("You")."""
+    enc = fmt.encode(user, response=text.strip())
+    ids = enc.input_ids[enc.prompt_len:]
+    stops = set(fmt.stop_token_ids())
+    while ids and ids[-1] in stops:
+        ids = ids[:-1]
+    return ids
+
+
 @torch.no_grad()
 def elicited(model: Any, fmt: PromptFormat, users: list[str], target: list[int]
              ) -> tuple[list[float], list[bool]]:
@@ -242,15 +254,13 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
     held = held_out_records(cfg, recs)
     check = [fmt.sample(r).user for r in held]
     if cfg.target_text is not None:
-        enc = fmt.encode(users[0], response=cfg.target_text)
-        target_ids = enc.input_ids[enc.prompt_len:]
         target = cfg.target_text
     else:
         found = reused_candidates(cfg) if cfg.inversion else invert(
             model, fmt, [fmt.encode(u).prompt_ids for u in users], candidates=cfg.candidates,
             screen_prompts=cfg.screen_prompts, keep=cfg.keep, steps=cfg.steps, chunk=cfg.chunk)
-        target_ids, target = found[0]["token_ids"], found[0]["text"]
-    target_ids = target_ids[:cfg.target_tokens]
+        target = found[0]["text"]
+    target_ids = answer_ids(fmt, users[0], target)[:cfg.target_tokens]
     if not target_ids:
         raise BackdoorlabError("option 'target_text': the target to search a trigger for is "
                                "empty" + ("" if cfg.target_text is not None else
