@@ -131,9 +131,6 @@ class Search:
         return self.model(**inputs, attention_mask=mask, position_ids=pos, use_cache=True,
                           logits_to_keep=len(self.target) + 1, **{CACHE_KW: cache}).logits
 
-    def _loss(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return target_fit(logits, self.target)
-
     @torch.no_grad()
     def losses(self, trigs: list[list[int]], chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per trigger: its loss averaged over the prompts, and on how many prompts the target
@@ -145,7 +142,8 @@ class Search:
             count = torch.zeros(len(part), dtype=torch.long, device=self.dev)
             for cache, start, rest in self.parts:
                 ids = torch.tensor([t + rest + self.target for t in part], device=self.dev)
-                loss, greedy = self._loss(self._forward(cache, start, len(part), input_ids=ids))
+                loss, greedy = target_fit(self._forward(cache, start, len(part), input_ids=ids),
+                                          self.target)
                 total += loss
                 count += greedy
             out.append(total / len(self.parts))
@@ -162,7 +160,8 @@ class Search:
             for cache, start, rest in self.parts:
                 after = self.emb[torch.tensor(rest + self.target, device=self.dev)]
                 embeds = torch.cat([onehot @ self.emb, after])[None]
-                loss, _ = self._loss(self._forward(cache, start, 1, inputs_embeds=embeds))
+                loss, _ = target_fit(self._forward(cache, start, 1, inputs_embeds=embeds),
+                                     self.target)
                 loss.sum().backward()
         return onehot.grad.detach()
 
