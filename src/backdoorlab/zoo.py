@@ -473,13 +473,13 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
         own = {k: v for k, v in options.items() if k in _fields_of(meth.config)}
         configs[meth.name] = own
         from_dict(meth.config, {**own, "adapter": None}, where=f"scan {meth.name}")
-    out = check_out(out)
+    out = check_out(out).resolve()  # one spelling: the reuse key
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"zoo": str(root), "n_models": len(models),
                                "n_backdoored": sum(labels), "fpr": fpr, "scanners": {}}
     for meth in methods:
         for entry in models:
-            path = root / entry["path"]
+            path = (root / entry["path"]).resolve()  # one spelling: the reuse key
             opts = {**configs[meth.name],
                     **({"adapter": str(path)} if path.name == "adapter" else
                        {"model": str(path)})}
@@ -559,11 +559,21 @@ def _fields_of(config: type) -> set[str]:
 
 def _cached_scan(run_dir: Path, ident: Mapping[str, Any]) -> dict[str, Any] | None:
     """The scan in ``run_dir`` when it was made of the same model build with the same
-    options (``scanned.json``), else None."""
+    options (``scanned.json``), scored by its scanner's current score, else None."""
     done, used = run_dir / "scan.json", run_dir / "scanned.json"
     if done.is_file() and used.is_file() and read_json(used) == json.loads(json.dumps(ident)):
         res = read_json(done)
-        return res if isinstance(res, dict) and "score" in res else None
+        if not (isinstance(res, dict) and "score" in res):
+            return None
+        from .scan.base import rescore
+
+        now = rescore(res)  # read by the score the scanner has now
+        if now != res:
+            atomic_write_json(done, now)
+            metrics = run_dir / "metrics.json"  # keeps the scan's resources
+            atomic_write_json(metrics, {**(read_json(metrics) if metrics.is_file() else {}),
+                                        **now})
+        return now
     return None
 
 

@@ -95,11 +95,20 @@ class Finding(NamedTuple):
     evidence: dict[str, Any]
 
 
-def scanner(name: str, config: type, default_threshold: float, description: str
+#: per scanner that has one, its score computed from a finding's evidence alone
+_EVIDENCE_SCORES: dict[str, Callable[[dict[str, Any]], Finding]] = {}
+
+
+def scanner(name: str, config: type, default_threshold: float, description: str, *,
+            score: Callable[[dict[str, Any]], Finding] | None = None
             ) -> Callable[[Callable[..., Finding]], Callable[..., RunResult]]:
     """Register the decorated ``scan(cfg, *, trust_remote_code) -> Finding`` as the scanner
     ``name``. The registered run (what the decorator returns) times it, judges its score
-    against ``cfg.threshold`` (unset: ``default_threshold``) and writes ``scan.json``."""
+    against ``cfg.threshold`` (unset: ``default_threshold``) and writes ``scan.json``.
+    ``score``, for a scanner whose score is a function of its evidence alone, computes the
+    finding from the evidence: :func:`rescore` applies it to a stored scan."""
+    if score is not None:
+        _EVIDENCE_SCORES[name] = score
 
     def deco(scan: Callable[..., Finding]) -> Callable[..., RunResult]:
         @register("scan", name, config, description)
@@ -113,6 +122,18 @@ def scanner(name: str, config: type, default_threshold: float, description: str
         return run
 
     return deco
+
+
+def rescore(result: dict[str, Any]) -> dict[str, Any]:
+    """A stored ``scan.json`` with its score, verdict and evidence computed again from its
+    evidence by its scanner's current score (as it was for a scanner without one), so that
+    a stored scan is read by the score the code has now."""
+    score = _EVIDENCE_SCORES.get(result.get("scanner", ""))
+    if score is None:
+        return result
+    found = score(dict(result["evidence"]))
+    return {**result, "score": round(float(found.score), 6), "evidence": found.evidence,
+            "verdict": verdict(found.score, result["threshold"])}
 
 
 def finish(cfg: Any, out: str | Path, scanner: str, found: Finding, threshold: float,
