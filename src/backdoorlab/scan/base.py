@@ -125,9 +125,9 @@ def scanner(name: str, config: type, default_threshold: float, description: str,
 
 
 def rescore(result: dict[str, Any]) -> dict[str, Any]:
-    """A stored ``scan.json`` with its score, verdict and evidence computed again from its
-    evidence by its scanner's current score (as it was for a scanner without one), so that
-    a stored scan is read by the score the code has now."""
+    """A stored ``scan.json`` result with its score, verdict and evidence computed again from
+    its evidence by its scanner's current score; unchanged for a scanner whose score is not
+    a function of its evidence."""
     score = _EVIDENCE_SCORES.get(result.get("scanner", ""))
     if score is None:
         return result
