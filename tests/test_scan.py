@@ -293,11 +293,11 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path, monkeypatch):
 
     spec = write_spec(tmp_path / "spec.yaml", tiny_dir)
     build(str(spec), tmp_path / "zoo")
+    opts = {"n_prompts": 2, "candidates": 4, "keep": 2, "steps": 2, "search_steps": 2,
+            "batch": 4, "top_k": 4, "answer_tokens": 4, "check_prompts": 2}
     res = scan_zoo(tmp_path / "zoo", tmp_path / "bench",
                    scanners=["trigger", "inversion", "contrast", "weights", "mcq"],
-                   options={"n_prompts": 2, "candidates": 4, "keep": 2, "steps": 2,
-                            "search_steps": 2, "batch": 4, "top_k": 4, "answer_tokens": 4,
-                            "check_prompts": 2})
+                   options=opts)
     for name in ("inversion", "contrast", "weights", "mcq", "trigger"):
         s = res["scanners"][name]
         assert 0.0 <= s["roc_auc"] <= 1.0 and s["target_recovery_n"] == 1
@@ -323,8 +323,6 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path, monkeypatch):
     scan = json.loads((stored / "scan.json").read_text())
     (stored / "scan.json").write_text(json.dumps({**scan, "score": 9.0, "verdict": "stale"}))
     searched = (stored / "scanned.json").stat().st_mtime_ns
-    opts = {"n_prompts": 2, "candidates": 4, "keep": 2, "steps": 2, "search_steps": 2,
-            "batch": 4, "top_k": 4, "answer_tokens": 4, "check_prompts": 2}
     res2 = scan_zoo(tmp_path / "zoo", tmp_path / "bench", scanners=["inversion", "trigger"],
                     options=opts)
     assert (stored / "scanned.json").stat().st_mtime_ns == searched
