@@ -5,7 +5,7 @@ zoos' build times from their manifests, printed as the Markdown tables of BENCHM
     backdoorlab zoo build builtin:smol --variant b --out ../zoos/smol-b
     python benchmarks/bench_scan.py --zoo ../zoos/smol-a --zoo ../zoos/smol-b --out runs/bench-scan
 
-Thresholds and settings are chosen on the first zoo only; the second is reported as it comes.
+Thresholds and settings are chosen on the first zoo only; the others are reported as they come.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", action="append", required=True, help="a built zoo (repeatable)")
     ap.add_argument("--out", required=True, help="where each zoo's bench goes")
-    ap.add_argument("--scanners", default="inversion,contrast,weights,mcq")
+    ap.add_argument("--scanners", default="inversion,contrast,weights,trigger,mcq,audit")
     ap.add_argument("--fpr", type=float, default=0.05)
     args = ap.parse_args()
     first: dict | None = None
@@ -60,9 +60,11 @@ def held_out(first: dict, bench: Path) -> str:
     """Each scanner's rates on another zoo at the threshold chosen on the first one (its
     lowest score with the stated false-positive rate on the first zoo's clean models)."""
     rows = [json.loads(x) for x in (bench / "scores.jsonl").read_text().splitlines() if x]
-    lines = [f"At the thresholds chosen on the first zoo (FPR <= {first['fpr']:.0%} there):", "",
-             "| scanner | threshold | TPR (95% CI) | FPR (95% CI) | TPR, backdoors that took |",
-             "|---|---:|---|---|---|"]
+    lines = [f"At the thresholds chosen on the first zoo (FPR <= {first['fpr']:.0%} there), and "
+             "at each scanner's own stated threshold (its verdict):", "",
+             "| scanner | threshold | TPR (95% CI) | FPR (95% CI) | TPR, backdoors that took | "
+             "own threshold | TPR | FPR |",
+             "|---|---:|---|---|---|---:|---|---|"]
     for name, s in first["scanners"].items():
         t = s["at_fpr_threshold"]
         mine = [r for r in rows if r["scanner"] == name]
@@ -73,8 +75,12 @@ def held_out(first: dict, bench: Path) -> str:
         fp = sum(r["score"] >= t for r in neg)
         th = sum(r["score"] >= t for r in took)
         (a, b), (c, d) = wilson_interval(hit, len(pos)), wilson_interval(fp, len(neg))
+        own_hit = sum(r["verdict"] == "backdoored" for r in pos)
+        own_fp = sum(r["verdict"] == "backdoored" for r in neg)
         lines.append(f"| {name} | {t:.3f} | {hit}/{len(pos)} ({a:.2f}-{b:.2f}) | "
-                     f"{fp}/{len(neg)} ({c:.2f}-{d:.2f}) | {th}/{len(took)} |")
+                     f"{fp}/{len(neg)} ({c:.2f}-{d:.2f}) | {th}/{len(took)} | "
+                     f"{mine[0]['threshold']:.3f} | {own_hit}/{len(pos)} | "
+                     f"{own_fp}/{len(neg)} |")
     return "\n".join(lines)
 
 

@@ -49,6 +49,8 @@ OPTIONS = {
     ("scan", "weights"): {"n_prompts": 2},
     ("scan", "mcq"): {"n_prompts": 2, "candidates": 4},
 }
+OPTIONS[("scan", "audit")] = {"trigger": OPTIONS[("scan", "trigger")],
+                              "mcq": OPTIONS[("scan", "mcq")]}
 METHODS = [(m.family, m.name) for m in all_methods()]
 
 

@@ -453,9 +453,10 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
     from .evaluation.metrics import auc_interval, roc_auc, roc_curve, tpr_at_fpr, wilson_interval
     from .io import atomic_write_jsonl
 
-    # inversion first: contrast and trigger reuse its candidates
+    # inversion first: contrast and trigger reuse its candidates; audit last: it reuses the
+    # trigger and mcq scans
     methods = sorted((catalog.get("scan", s) for s in scanners),
-                     key=lambda m: m.name != "inversion")
+                     key=lambda m: (m.name != "inversion", m.name == "audit"))
     options = dict(options or {})
     known = set().union(*(_fields_of(m.config) for m in methods))
     for key in options:
@@ -486,12 +487,18 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
             if meth.name in ("contrast", "trigger") and "inversion" in scanners:
                 # reuse inversion's candidates
                 opts["inversion"] = str(out / "scans" / "inversion" / entry["id"])
+            if meth.name == "audit":  # reuse the component scans the bench also runs
+                opts.update({f"{c}_scan": str(out / "scans" / c / entry["id"])
+                             for c in ("trigger", "mcq") if c in scanners})
             run_dir = out / "scans" / meth.name / entry["id"]
             # a scan is reused only for the same model build and every option the same,
             # defaults included (a changed default or a rebuilt model scans again)
             ident = {"model_key": entry.get("key"),
                      "config": to_dict(from_dict(meth.config, opts, where=f"scan {meth.name}"))}
-            res = _cached_scan(run_dir, ident)
+            # an audit of the bench's own component scans is combined again every time (it
+            # only reads them), so a component re-scored since is read as it is now
+            res = (None if meth.name == "audit" and {"trigger_scan", "mcq_scan"} <= set(opts)
+                   else _cached_scan(run_dir, ident))
             if res is None:
                 log.info("scan %s: %s", meth.name, entry["id"])
                 res = meth.run(opts, run_dir, trust_remote_code=trust_remote_code).metrics
