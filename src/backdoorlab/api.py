@@ -58,7 +58,8 @@ def analyze(name: str, *, out: str | Path, config: Any = None, trust_remote_code
 def scan(name: str, *, out: str | Path, config: Any = None, trust_remote_code: bool = False,
          **options: Any) -> RunResult:
     """Scan a suspect (``model=`` and/or ``adapter=``) for a backdoor without its trigger with
-    the scanner ``name`` (``inversion``, ``contrast``, ``trigger``, ``weights``, ``mcq``);
+    the scanner ``name`` (``inversion``, ``contrast``, ``trigger``, ``weights``, ``mcq``, or
+    ``audit``: one verdict from ``trigger`` and ``mcq``);
     ``metrics`` holds the score, the verdict and the evidence (``scan.json``)."""
     return _run("scan", name, out, config, trust_remote_code, options)
 
@@ -82,7 +83,8 @@ def build_zoo(spec: str, *, out: str | Path, variant: str | None = None,
 
 
 def scan_zoo(zoo: str | Path, *, out: str | Path,
-             scanners: Sequence[str] = ("inversion", "contrast", "weights", "mcq"),
+             scanners: Sequence[str] = ("inversion", "contrast", "weights", "trigger", "mcq",
+                                        "audit"),
              fpr: float = 0.05, trust_remote_code: bool = False, **options: Any) -> dict[str, Any]:
     """Every scanner on every model of ``zoo``: ROC-AUC, TPR at ``fpr``, target recovery,
     seconds per model (``bench.json``); ``options`` go to each scanner that has them."""
