@@ -415,6 +415,10 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path, monkeypatch):
              options={k: opts[k] for k in ("n_prompts", "candidates", "keep", "steps")})
     again = stamps()
     assert [k for k in done if again[k] == done[k]] == ["weights/m01", "contrast/m01"]
+    # a component's option reaches the audit as a dotted key, checked before any scan
+    with pytest.raises(BackdoorlabError, match="mcq.n_promts"):
+        scan_zoo("../zoo", "../bench2", scanners=["audit"], options={"mcq.n_promts": 2})
+    assert not (tmp_path / "bench2").exists()
 
 
 # ---- bad input --------------------------------------------------------------------------------

@@ -460,7 +460,7 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
     options = dict(options or {})
     known = set().union(*(_fields_of(m.config) for m in methods))
     for key in options:
-        if key not in known or key in ("model", "adapter"):
+        if key.split(".")[0] not in known or key in ("model", "adapter"):
             raise BackdoorlabError("option '--set': " + str(unknown(
                 "scanner option", key, sorted(known - {"model", "adapter"}))))
     root, models = load_zoo(zoo)
@@ -471,7 +471,8 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
                                f"{'backdoored' if all(labels) else 'clean'} ones)")
     configs = {}
     for meth in methods:  # check every option before any scan
-        own = {k: v for k, v in options.items() if k in _fields_of(meth.config)}
+        # a dotted key (trigger.search_steps) goes to the scanners with its first part
+        own = {k: v for k, v in options.items() if k.split(".")[0] in _fields_of(meth.config)}
         configs[meth.name] = own
         from_dict(meth.config, {**own, "adapter": None}, where=f"scan {meth.name}")
     out = check_out(out).resolve()  # one spelling: the reuse key
