@@ -240,9 +240,29 @@ def test_audit_runs_its_components_and_reuses_only_scans_of_its_suspect(tiny_dir
         {**opts, "trigger_scan": done["trigger"], "mcq_scan": done["mcq"]}, tmp_path / "b")
     assert again.metrics["score"] == res.metrics["score"]
     assert not (tmp_path / "b" / "trigger").exists()
-    with pytest.raises(BackdoorlabError, match="option 'trigger_scan': .* scanned model="):
+    with pytest.raises(BackdoorlabError, match="option 'trigger_scan': .* was run with model="):
         get("scan", "audit").run({**opts, "model": str(taught), "trigger_scan": done["trigger"],
                                   "mcq_scan": done["mcq"]}, tmp_path / "c")
+
+
+def test_a_reused_scan_is_checked_before_use(tmp_path):
+    from backdoorlab.scan.base import finished_scan
+    from backdoorlab.scan.contrast import ContrastConfig, reused_candidates
+
+    run = tmp_path / "inv"
+    run.mkdir()
+    (run / "scan.json").write_text(json.dumps(
+        {"scanner": "inversion", "score": 0.9, "evidence": {"candidates": [{"ids": [1]}]}}))
+    cfg = ContrastConfig(inversion=str(run), seed=3)
+    mine = json.loads(json.dumps(vars(cfg)))
+    (run / "config.json").write_text(json.dumps({**mine, "seed": 4}))
+    with pytest.raises(BackdoorlabError, match="option 'inversion': .* was run with seed=4, "
+                                               "this scan with 3"):
+        reused_candidates(cfg)
+    (run / "config.json").write_text(json.dumps(mine))
+    assert reused_candidates(cfg) == [{"ids": [1]}]
+    with pytest.raises(BackdoorlabError, match="option 'mcq_scan': .* no finished scan mcq"):
+        finished_scan(run, "mcq_scan", "mcq", {})
 
 
 def test_trigger_tokens_are_printable_and_cover_a_padded_embedding(tokenizer):

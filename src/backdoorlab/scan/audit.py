@@ -31,8 +31,8 @@ from ..config import opt
 from ..errors import BackdoorlabError
 from ..models import SuspectOptions
 from ..registry import register
-from ..runs import RunResult, read_json
-from .base import Finding, finish, verdict
+from ..runs import RunResult
+from .base import Finding, finish, finished_scan, verdict
 from .mcq import DEFAULT_THRESHOLD as MCQ_DEFAULT
 from .mcq import McqScanConfig, run_mcq
 from .trigger import DEFAULT_THRESHOLD as TRIGGER_DEFAULT
@@ -93,20 +93,6 @@ def in_threshold_units(score: float, threshold: float) -> float:
     return 0.5 + 0.5 * (score - threshold) / (1 - threshold)
 
 
-def _reused(path: str, name: str, cfg: AuditConfig) -> dict[str, Any]:
-    """The ``scan.json`` of the finished ``name`` scan in ``path``, checked to be of the
-    audit's suspect."""
-    option = f"{name}_scan"
-    res = read_json(Path(path) / "scan.json") if (Path(path) / "scan.json").is_file() else None
-    if not isinstance(res, dict) or res.get("scanner") != name or "score" not in res:
-        raise BackdoorlabError(f"option {option!r}: {path} holds no finished scan {name}")
-    for key in ("model", "adapter"):
-        if res.get(key) != getattr(cfg, key):
-            raise BackdoorlabError(f"option {option!r}: {path} scanned {key}="
-                                   f"{res.get(key)!r}, this audit {getattr(cfg, key)!r}")
-    return res
-
-
 def _component(cfg: AuditConfig, name: str, out: Path, trust_remote_code: bool
                ) -> dict[str, Any]:
     """Run the component scanner ``name`` on the audit's suspect into ``out/name`` and return
@@ -148,8 +134,9 @@ def run_audit(cfg: AuditConfig, out: str | Path, *, trust_remote_code: bool = Fa
     out = Path(out)
     t0 = time.perf_counter()
     # every scan to reuse is checked before any is run
-    results = {name: _reused(getattr(cfg, f"{name}_scan"), name, cfg) for name in COMPONENTS
-               if getattr(cfg, f"{name}_scan") is not None}
+    results = {name: finished_scan(getattr(cfg, f"{name}_scan"), f"{name}_scan", name,
+                                   {"model": cfg.model, "adapter": cfg.adapter})[0]
+               for name in COMPONENTS if getattr(cfg, f"{name}_scan") is not None}
     reused_s = sum(float(r.get("seconds") or 0.0) for r in results.values())
     for name in COMPONENTS:
         if name not in results:

@@ -25,7 +25,7 @@ from ..formats import TEMPLATES, PromptFormat, template_option
 from ..io import atomic_write_json
 from ..models import SuspectOptions, adapter_base
 from ..registry import register
-from ..runs import RunResult, save_config, write_metrics
+from ..runs import RunResult, read_json, run_config, save_config, write_metrics
 from ..triggers import derive_rng
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,23 @@ def rescore(result: dict[str, Any]) -> dict[str, Any]:
     found = score(dict(result["evidence"]))
     return {**result, "score": round(float(found.score), 6), "evidence": found.evidence,
             "verdict": verdict(found.score, result["threshold"])}
+
+
+def finished_scan(path: str | Path, option: str, scanner: str, same: dict[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``scan.json`` and ``config.json`` of the finished ``scanner`` scan in ``path``, for
+    a scan that reuses it: each key of ``same`` must hold the same value in the options that
+    scan ran with. Anything else fails with one line naming ``option``."""
+    run = Path(path)
+    res = read_json(run / "scan.json") if (run / "scan.json").is_file() else None
+    if not isinstance(res, dict) or res.get("scanner") != scanner or "score" not in res:
+        raise BackdoorlabError(f"option {option!r}: {run} holds no finished scan {scanner}")
+    theirs = run_config(run)
+    for key, mine in same.items():
+        if theirs.get(key) != mine:
+            raise BackdoorlabError(f"option {option!r}: {run} was run with {key}="
+                                   f"{theirs.get(key)!r}, this scan with {mine!r}")
+    return res, theirs
 
 
 def finish(cfg: Any, out: str | Path, scanner: str, found: Finding, threshold: float,

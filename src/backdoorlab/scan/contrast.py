@@ -13,7 +13,6 @@ trigger.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,8 +28,7 @@ from ..models import (
     load_tokenizer,
     load_unrecorded,
 )
-from ..runs import read_json
-from .base import Finding, base_spec, probe_prompts, scanner
+from .base import Finding, base_spec, finished_scan, probe_prompts, scanner
 from .inversion import MIN_STEPS, InversionConfig, PromptCache, invert
 
 
@@ -50,18 +48,12 @@ SAME = ("model", "adapter", "template", "prompts", "prompts_split", "n_prompts",
 def reused_candidates(cfg: ContrastConfig) -> list[dict[str, Any]]:
     """The candidates of the inversion run ``cfg.inversion``, checked to come from the same
     suspect, prompts and settings."""
-    run = Path(str(cfg.inversion))
-    res, used = run / "scan.json", run / "config.json"
-    if not res.is_file() or not used.is_file():
-        raise BackdoorlabError(f"option 'inversion': {run} holds no finished scan inversion")
-    scan, theirs = read_json(res), read_json(used)
-    cands = (scan.get("evidence") or {}).get("candidates") if isinstance(scan, dict) else None
-    if not isinstance(cands, list) or not cands or not isinstance(theirs, dict):
-        raise BackdoorlabError(f"option 'inversion': {run} is not a scan inversion run")
-    for key in SAME:
-        if theirs.get(key) != getattr(cfg, key):
-            raise BackdoorlabError(f"option 'inversion': {run} was run with {key}="
-                                   f"{theirs.get(key)!r}, this scan with {getattr(cfg, key)!r}")
+    scan, _ = finished_scan(str(cfg.inversion), "inversion", "inversion",
+                            {key: getattr(cfg, key) for key in SAME})
+    cands = (scan.get("evidence") or {}).get("candidates")
+    if not isinstance(cands, list) or not cands:
+        raise BackdoorlabError(f"option 'inversion': {cfg.inversion} holds no candidates "
+                               "of a scan inversion")
     return cands
 
 
