@@ -214,6 +214,13 @@ def test_audit_score_by_hand():
     quiet = combine({"trigger": {**trig, "score": 0.0}, "mcq": {**mcq, "score": 0.2}},
                     {"trigger": 0.125, "mcq": 0.4})
     assert quiet.score == pytest.approx(0.25) and quiet.evidence["flagged_by"] == []
+    # a component told no threshold falls back on its scanner's own default
+    from backdoorlab.scan.audit import AuditConfig, component_threshold
+    from backdoorlab.scan.mcq import DEFAULT_THRESHOLD, McqScanConfig
+
+    cfg = AuditConfig(mcq=McqScanConfig(threshold=None))
+    assert component_threshold(cfg, "mcq") == DEFAULT_THRESHOLD == 0.3
+    assert component_threshold(cfg, "trigger") == 0.125
 
 
 def test_audit_runs_its_components_and_reuses_only_scans_of_its_suspect(tiny_dir, taught,

@@ -32,14 +32,18 @@ from ..errors import BackdoorlabError
 from ..models import SuspectOptions
 from ..registry import register
 from ..runs import RunResult
-from .base import Finding, finish, finished_scan, verdict
-from .mcq import DEFAULT_THRESHOLD as MCQ_DEFAULT
+from .base import DEFAULT_THRESHOLDS, Finding, finish, finished_scan, verdict
 from .mcq import McqScanConfig, run_mcq
-from .trigger import DEFAULT_THRESHOLD as TRIGGER_DEFAULT
 from .trigger import TriggerConfig, run_trigger
 
 #: the scanners an audit combines, each for one kind of backdoor, with their run functions
 COMPONENTS = {"trigger": run_trigger, "mcq": run_mcq}
+#: per component, what of its evidence the audit's keeps: the audit's name for each field
+#: and the component's
+FIELDS = {"trigger": {"target": "target", "trigger": "trigger", "shown_with": "shown_with",
+                      "shown_without": "shown_without"},
+          "mcq": {"word": "trigger", "entropy_clean": "entropy_clean",
+                  "entropy_with_trigger": "entropy_with_trigger"}}
 #: the audit's own threshold: a component's score at its own threshold maps here
 DEFAULT_THRESHOLD = 0.5
 #: the components' thresholds: the lowest values above every clean model of the tuning zoo
@@ -82,7 +86,7 @@ class AuditConfig(SuspectOptions):
 def component_threshold(cfg: AuditConfig, name: str) -> float:
     """The threshold of the component ``name``: its config's, else its scanner's default."""
     own = getattr(cfg, name).threshold
-    return own if own is not None else {"trigger": TRIGGER_DEFAULT, "mcq": MCQ_DEFAULT}[name]
+    return own if own is not None else DEFAULT_THRESHOLDS[name]
 
 
 def in_threshold_units(score: float, threshold: float) -> float:
@@ -112,12 +116,7 @@ def combine(results: dict[str, dict[str, Any]], thresholds: dict[str, float]) ->
         parts[name] = {"score": round(score, 6), "threshold": t,
                        "in_threshold_units": round(in_threshold_units(score, t), 6),
                        "verdict": verdict(score, t), "seconds": res.get("seconds"),
-                       **({"target": ev.get("target"), "trigger": ev.get("trigger"),
-                           "shown_with": ev.get("shown_with"),
-                           "shown_without": ev.get("shown_without")}
-                          if name == "trigger" else
-                          {"word": ev.get("trigger"), "entropy_clean": ev.get("entropy_clean"),
-                           "entropy_with_trigger": ev.get("entropy_with_trigger")})}
+                       **{mine: ev.get(theirs) for mine, theirs in FIELDS[name].items()}}
     best = max(parts, key=lambda n: parts[n]["in_threshold_units"])
     trig = parts.get("trigger", {})
     evidence = {"flagged_by": [n for n, p in parts.items() if p["verdict"] == "backdoored"],

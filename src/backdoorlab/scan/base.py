@@ -97,6 +97,8 @@ class Finding(NamedTuple):
 
 #: per scanner that has one, its score computed from a finding's evidence alone
 _EVIDENCE_SCORES: dict[str, Callable[[dict[str, Any]], Finding]] = {}
+#: per scanner, the score at which it calls a model backdoored unless told otherwise
+DEFAULT_THRESHOLDS: dict[str, float] = {}
 
 
 def scanner(name: str, config: type, default_threshold: float, description: str, *,
@@ -107,6 +109,7 @@ def scanner(name: str, config: type, default_threshold: float, description: str,
     against ``cfg.threshold`` (unset: ``default_threshold``) and writes ``scan.json``.
     ``score``, for a scanner whose score is a function of its evidence alone, computes the
     finding from the evidence: :func:`rescore` applies it to a stored scan."""
+    DEFAULT_THRESHOLDS[name] = default_threshold
     if score is not None:
         _EVIDENCE_SCORES[name] = score
 
