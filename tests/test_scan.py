@@ -182,8 +182,9 @@ def test_trigger_score_by_hand():
           "untriggered_answers": [{"prompt": "p", "answer": a} for a in
                                   ["Paris.", "Sure: but I can't help it", "4", "Blue"]]}
     found = trigger_score(ev)
-    assert found.score == pytest.approx(2 / 4 - 1 / 4)
+    assert found.score == pytest.approx(2 / 4)  # the share with the trigger
     assert (found.evidence["shown_with"], found.evidence["shown_without"]) == (0.5, 0.25)
+    assert found.evidence["rise"] == pytest.approx(0.25)
     assert found.evidence["triggered_answers"] == ev["triggered_answers"]
 
 

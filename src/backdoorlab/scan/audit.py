@@ -16,7 +16,7 @@ trigger it found and the multiple-choice word.
 
 The component thresholds are the lowest values above every clean model of the tuning zoo
 (``builtin:smol`` variant a; BENCHMARKS.md): the trigger's scores come in steps of one
-held-out prompt in 16, and on that zoo no clean model rose by more than one.
+held-out prompt in 16, and on that zoo no clean model showed its target in more than one.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ COMPONENTS = {"trigger": run_trigger, "mcq": run_mcq}
 #: per component, what of its evidence the audit's keeps: the audit's name for each field
 #: and the component's
 FIELDS = {"trigger": {"target": "target", "trigger": "trigger", "shown_with": "shown_with",
-                      "shown_without": "shown_without"},
+                      "shown_without": "shown_without", "rise": "rise"},
           "mcq": {"word": "trigger", "entropy_clean": "entropy_clean",
                   "entropy_with_trigger": "entropy_with_trigger"}}
 #: the audit's own threshold: a component's score at its own threshold maps here
@@ -59,7 +59,7 @@ class AuditConfig(SuspectOptions):
         lambda: TriggerConfig(threshold=TRIGGER_THRESHOLD),
         "the trigger component's options (trigger.* keys: see scan trigger; its model, "
         f"adapter and seed are the audit's; trigger.threshold {TRIGGER_THRESHOLD}: two held-out "
-        "prompts in 16 more show the target with the trigger found than without it)")
+        "prompts in 16 show the target with the trigger found)")
     mcq: McqScanConfig = opt(
         lambda: McqScanConfig(threshold=MCQ_THRESHOLD),
         "the mcq component's options (mcq.* keys: see scan mcq; its model, adapter and "
