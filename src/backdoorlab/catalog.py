@@ -115,12 +115,14 @@ def config_reference() -> str:
         rows = ["| option | type | default | what it does |", "|---|---|---|---|"]
         for f in sorted(dataclasses.fields(cls), key=lambda f: declared_by(cls, f.name) is not cls):
             value = field_default(f)
-            default = "see `train`" if dataclasses.is_dataclass(value) else (
-                ", ".join(map(str, value)) if isinstance(value, list) else str(value))
             kind = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace(
-                "'>", "").replace("backdoorlab.training.", "").replace(" | ", " or ")
+                "'>", "").replace(" | ", " or ")
+            # a dotted class path is shortened to the class's name
+            kind = " or ".join(k.rsplit(".", 1)[-1] for k in kind.split(" or "))
+            default = (f"`{f.name}.*` keys" if dataclasses.is_dataclass(value) else "`" + (
+                ", ".join(map(str, value)) if isinstance(value, list) else str(value)) + "`")
             text = field_help(f).replace("|", "\\|")
-            rows.append(f"| `{f.name}` | {kind} | `{default}` | {text} |")
+            rows.append(f"| `{f.name}` | {kind} | {default} | {text} |")
         return rows
 
     out = ["# Config reference", "",
