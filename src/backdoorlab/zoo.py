@@ -452,6 +452,7 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
     from . import catalog
     from .evaluation.metrics import auc_interval, roc_auc, roc_curve, tpr_at_fpr, wilson_interval
     from .io import atomic_write_jsonl
+    from .scan.audit import COMPONENTS as AUDIT_COMPONENTS
 
     # inversion first: contrast and trigger reuse its candidates; audit last: it reuses the
     # trigger and mcq scans
@@ -490,7 +491,7 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
                 opts["inversion"] = str(out / "scans" / "inversion" / entry["id"])
             if meth.name == "audit":  # reuse the component scans the bench also runs
                 opts.update({f"{c}_scan": str(out / "scans" / c / entry["id"])
-                             for c in ("trigger", "mcq") if c in scanners})
+                             for c in AUDIT_COMPONENTS if c in scanners})
             run_dir = out / "scans" / meth.name / entry["id"]
             # a scan is reused only for the same model build and every option the same,
             # defaults included (a changed default or a rebuilt model scans again)
@@ -498,7 +499,8 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
                      "config": to_dict(from_dict(meth.config, opts, where=f"scan {meth.name}"))}
             # an audit of the bench's own component scans is combined again every time (it
             # only reads them), so a component re-scored since is read as it is now
-            res = (None if meth.name == "audit" and {"trigger_scan", "mcq_scan"} <= set(opts)
+            res = (None if meth.name == "audit"
+                   and {f"{c}_scan" for c in AUDIT_COMPONENTS} <= set(opts)
                    else _cached_scan(run_dir, ident))
             if res is None:
                 log.info("scan %s: %s", meth.name, entry["id"])

@@ -134,7 +134,7 @@ def run_audit(cfg: AuditConfig, out: str | Path, *, trust_remote_code: bool = Fa
     t0 = time.perf_counter()
     # every scan to reuse is checked before any is run
     results = {name: finished_scan(getattr(cfg, f"{name}_scan"), f"{name}_scan", name,
-                                   {"model": cfg.model, "adapter": cfg.adapter})[0]
+                                   {"model": cfg.model, "adapter": cfg.adapter})
                for name in COMPONENTS if getattr(cfg, f"{name}_scan") is not None}
     reused_s = sum(float(r.get("seconds") or 0.0) for r in results.values())
     for name in COMPONENTS:

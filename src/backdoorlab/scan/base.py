@@ -140,10 +140,10 @@ def rescore(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def finished_scan(path: str | Path, option: str, scanner: str, same: dict[str, Any]
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``scan.json`` and ``config.json`` of the finished ``scanner`` scan in ``path``, for
-    a scan that reuses it: each key of ``same`` must hold the same value in the options that
-    scan ran with. Anything else fails with one line naming ``option``."""
+                  ) -> dict[str, Any]:
+    """The ``scan.json`` of the finished ``scanner`` scan in ``path``, for a scan that reuses
+    it: each key of ``same`` must hold the same value in the options that scan ran with
+    (its ``config.json``). Anything else fails with one line naming ``option``."""
     run = Path(path)
     res = read_json(run / "scan.json") if (run / "scan.json").is_file() else None
     if not isinstance(res, dict) or res.get("scanner") != scanner or "score" not in res:
@@ -153,7 +153,7 @@ def finished_scan(path: str | Path, option: str, scanner: str, same: dict[str, A
         if theirs.get(key) != mine:
             raise BackdoorlabError(f"option {option!r}: {run} was run with {key}="
                                    f"{theirs.get(key)!r}, this scan with {mine!r}")
-    return res, theirs
+    return res
 
 
 def finish(cfg: Any, out: str | Path, scanner: str, found: Finding, threshold: float,

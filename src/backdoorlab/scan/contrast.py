@@ -48,7 +48,7 @@ SAME = ("model", "adapter", "template", "prompts", "prompts_split", "n_prompts",
 def reused_candidates(cfg: ContrastConfig) -> list[dict[str, Any]]:
     """The candidates of the inversion run ``cfg.inversion``, checked to come from the same
     suspect, prompts and settings."""
-    scan, _ = finished_scan(str(cfg.inversion), "inversion", "inversion",
+    scan = finished_scan(str(cfg.inversion), "inversion", "inversion",
                             {key: getattr(cfg, key) for key in SAME})
     cands = (scan.get("evidence") or {}).get("candidates")
     if not isinstance(cands, list) or not cands:
