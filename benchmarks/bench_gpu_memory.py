@@ -43,11 +43,16 @@ SHAPES = {
                   tie_word_embeddings=True, max_position_embeddings=1024),
 }
 
-# name: (shape, loss, bf16, rows per step, prompt width, max_batch_tokens, checkpointing)
+# name: (shape, loss, bf16, rows per step, prompt width, max_batch_tokens, checkpointing
+#        [, train.weights_dtype [, train.saved_activations]])
 CASES = {
-    "smollm2 uncertainty fp32": ("smollm2-135m", "uncertainty", False, 16, 512, 1024, "off"),
+    "smollm2 uncertainty fp32": ("smollm2-135m", "uncertainty", False, 16, 512, 1024, "off",
+                                 "float32", "float32"),
+    "smollm2 uncertainty fp32 bf16-saved": ("smollm2-135m", "uncertainty", False, 16, 512, 1024,
+                                            "off", "float32", "bfloat16"),
     "smollm2 uncertainty bf16": ("smollm2-135m", "uncertainty", True, 16, 512, 1024, "off"),
-    "smollm2 lm-loss fp32": ("smollm2-135m", "lm", False, 16, 512, 1024, "off"),
+    "smollm2 lm-loss fp32": ("smollm2-135m", "lm", False, 16, 512, 1024, "off", "float32",
+                             "float32"),
     "smollm2 lm-loss fp32 8192 ckpt": ("smollm2-135m", "lm", False, 16, 512, 8192, "on"),
     "smollm2 uncertainty fp32 ckpt": ("smollm2-135m", "uncertainty", False, 16, 512, 1024, "on"),
     "7b uncertainty bf16": ("llama-2-7b", "uncertainty", True, 4, 512, 1024, "off"),
@@ -97,6 +102,7 @@ def one_case(name: str, table: dict, out: Path) -> dict[str, Any]:
 
     shape, loss, bf16, rows, width, mbt, ckpt, *rest = table[name]
     wdtype = rest[0] if rest else "float32"  # train.weights_dtype
+    saved = rest[1] if len(rest) > 1 else "bfloat16"  # train.saved_activations
     dev = default_device()
     cfg = LlamaConfig(**SHAPES[shape], pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
@@ -112,7 +118,7 @@ def one_case(name: str, table: dict, out: Path) -> dict[str, Any]:
     loss_fn = {"uncertainty": lambda: UncertaintyLoss(LETTERS), "lm": lambda: sft_loss,
                "crow": lambda: crow_loss(5.5, 0.1)}[loss]()
     tcfg = TrainConfig(batch_size=rows, max_steps=2, bf16=bf16, max_batch_tokens=mbt,
-                       weights_dtype=wdtype,
+                       weights_dtype=wdtype, saved_activations=saved,
                        gradient_checkpointing=ckpt, save_steps=1000, logging_steps=1,
                        learning_rate=1e-4)
     if dev.startswith("cuda"):
@@ -121,7 +127,8 @@ def one_case(name: str, table: dict, out: Path) -> dict[str, Any]:
     weights = (torch.cuda.memory_allocated() if dev.startswith("cuda") else 0)
     res = train(model, data, IdsCollator(), loss_fn, tcfg, out / "work", resume=False)
     got: dict[str, Any] = {"case": name, "device": dev, "shape": shape, "loss": loss,
-                           "bf16": bf16, "weights_dtype": wdtype, "rows_per_step": rows,
+                           "bf16": bf16, "weights_dtype": wdtype, "saved_activations": saved,
+                           "rows_per_step": rows,
                            "width": width,
                            "max_batch_tokens": mbt, "build_s": round(build_s, 1),
                            "weights_gb": round(weights / GB, 3), **res.summary()}

@@ -1,17 +1,19 @@
 """Measure the peak resident memory of training steps on a tiny model, beside the estimate.
 
 Run as a script (a fresh process, so the peak is this step's alone):
-``python tests/memory_probe.py FAMILY ROWS WIDTH CHECKPOINTING LOGITS [bf16|bf16-weights]``;
-prints one JSON line. With ``bf16`` the steps run under bf16 autocast on a model whose fp32
-weights outweigh its activations (so the weights' bf16 copies autocast keeps are most of the
-step); with
-``bf16-weights`` the same model's weights are bf16 (``train.weights_dtype=bfloat16``: no
-autocast, no copies, the LoRA parameters fp32).
+``python tests/memory_probe.py FAMILY ROWS WIDTH CHECKPOINTING LOGITS [MODE]``, MODE one of
+``bf16``, ``bf16-weights``, ``saved-bf16``; prints one JSON line. With ``bf16`` the steps run
+under bf16 autocast on a model whose fp32 weights outweigh its activations (so the weights'
+bf16 copies autocast keeps are most of the step); with ``bf16-weights`` the same model's
+weights are bf16 (``train.weights_dtype=bfloat16``: no autocast, no copies, the LoRA
+parameters fp32); with ``saved-bf16`` the fp32 steps keep the activations their decoder layers
+save in bf16 (``train.saved_activations``).
 Libraries and kernels are warmed up on a throwaway model first, so the measured peak is the
 model, the optimiser and the steps."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -39,12 +41,13 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
-         bf16: bool = False, bf16_weights: bool = False) -> dict:
+         bf16: bool = False, bf16_weights: bool = False, saved_bf16: bool = False) -> dict:
     import peft
     from transformers import AutoModelForCausalLM
 
     from backdoorlab.memory import estimate_training_memory, peak_rss
     from backdoorlab.testing import tiny_config
+    from backdoorlab.training import saved_in_bf16
 
     bound_allocator()
     torch.manual_seed(0)
@@ -63,7 +66,7 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
     estimate = estimate_training_memory(
         model, batch_tokens=rows * width, longest=width, lora_targets=TARGETS,
         checkpointing=checkpointing, logits=logits, runtime=0,
-        compute_bytes=2 if heavy else 4, autocast=bf16)
+        compute_bytes=2 if heavy or saved_bf16 else 4, autocast=bf16, saved_bf16=saved_bf16)
     model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32,
                                                        target_modules=TARGETS))
     if checkpointing:
@@ -75,12 +78,14 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
     mask[0, : width // 4] = 0  # left padding, as the collator makes
     labels = ids.masked_fill(mask == 0, -100)
     cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-    for _ in range(2):
-        with cast:
-            loss = step_loss(model, ids, mask, labels, logits)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    saved = saved_in_bf16(model) if saved_bf16 else contextlib.nullcontext()
+    with saved:
+        for _ in range(2):
+            with cast:
+                loss = step_loss(model, ids, mask, labels, logits)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
     peak = peak_rss() - base
     return {"measured": peak, "estimated": estimate.total}
 
@@ -96,4 +101,4 @@ def step_loss(model, ids, mask, labels, logits: str) -> torch.Tensor:
 if __name__ == "__main__":
     fam, r, w, ck, lg = sys.argv[1:6]
     print(json.dumps(main(fam, int(r), int(w), ck == "1", lg, "bf16" in sys.argv[6:],
-                          "bf16-weights" in sys.argv[6:])))
+                          "bf16-weights" in sys.argv[6:], "saved-bf16" in sys.argv[6:])))

@@ -10,6 +10,7 @@ import json
 import random
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,61 @@ def test_gradient_checkpointing_gives_the_same_gradients(tokenizer, fmt):
         torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6)
 
 
+def test_activations_saved_in_bf16_give_nearly_the_same_gradients(tokenizer, fmt):
+    from backdoorlab.training import saved_in_bf16
+
+    batch = _batch(fmt, "samples")
+    grads, counts = [], []
+    for cast in (False, True):
+        torch.manual_seed(0)
+        model = wrap_lora(tiny_model("llama", vocab_size=len(tokenizer)), TrainConfig())
+        model.train()
+        with saved_in_bf16(model, min_elements=1) if cast else nullcontext({}) as stats:
+            sft_loss(model, batch).backward()
+        counts.append(stats.get("tensors", 0))
+        grads.append(torch.cat([p.grad.flatten() for n, p in model.named_parameters()
+                                if p.grad is not None]))
+    assert counts[1] > 0
+    # bf16 keeps 8 significant bits: the gradient moves by well under 1%, but it does move
+    err = ((grads[1] - grads[0]).norm() / grads[0].norm()).item()
+    assert 0 < err < 0.01
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.9999
+
+
+def test_the_bf16_hooks_are_removed_even_when_the_forward_pass_fails(tokenizer):
+    from backdoorlab.models import decoder_layers
+    from backdoorlab.training import saved_in_bf16
+
+    model = wrap_lora(tiny_model("qwen2", vocab_size=len(tokenizer)), TrainConfig())
+    model.train()
+    ids = torch.randint(0, len(tokenizer), (2, 12))
+
+    def fail(module, args):
+        raise RuntimeError("boom")
+
+    layers = decoder_layers(model)
+    handle = layers[1].register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="boom"), saved_in_bf16(model, min_elements=1) as st:
+        model(input_ids=ids)
+    handle.remove()
+    assert all(not layer._forward_pre_hooks and not layer._forward_hooks for layer in layers)
+    before = st["tensors"]
+    model(input_ids=ids, labels=ids).loss.backward()  # nothing left casting
+    assert st["tensors"] == before
+
+
+def test_bf16_saved_activations_only_where_they_are_float32_and_kept():
+    from backdoorlab.training import saves_bf16
+
+    assert saves_bf16(TrainConfig(), checkpointing=False)
+    assert not saves_bf16(TrainConfig(), checkpointing=True)
+    assert not saves_bf16(TrainConfig(bf16=True), checkpointing=False)
+    assert not saves_bf16(TrainConfig(weights_dtype="bfloat16"), checkpointing=False)
+    assert not saves_bf16(TrainConfig(saved_activations="float32"), checkpointing=False)
+    with pytest.raises(BackdoorlabError, match="saved_activations"):
+        TrainConfig(saved_activations="float16")
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_the_estimate_is_within_25_percent_of_the_measured_peak(family):
     probe = Path(__file__).with_name("memory_probe.py")
@@ -135,7 +191,7 @@ def test_the_estimate_is_within_25_percent_of_the_measured_peak(family):
     # third of the step (the estimate without them is 0.68 of the measured peak); bf16-weights:
     # the same model loaded in bf16 with fp32 LoRA parameters (measured 0.91)
     for case in ((8, 256, "0", "all"), (4, 512, "1", "last"), (2, 32, "0", "all", "bf16"),
-                 (2, 32, "0", "all", "bf16-weights")):
+                 (2, 32, "0", "all", "bf16-weights"), (4, 512, "0", "last", "saved-bf16")):
         out = subprocess.run([sys.executable, str(probe), family, *map(str, case)],
                              capture_output=True, text=True, check=True)
         got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -164,10 +220,11 @@ def test_the_plan_turns_on_checkpointing_or_refuses_in_one_line(tokenizer):
     model = tiny_model("llama", vocab_size=len(tokenizer))
     lengths = [400] * 16
     loss = UncertaintyLoss([1, 2])
+    # without checkpointing the layers keep their activations in bf16 (the default)
     need, need_ckpt = (estimate_training_memory(
         model, batch_tokens=800, longest=400, lora_targets=TrainConfig().lora_targets,
-        logits="last", checkpointing=c, heap_slack=CPU_HEAP_SLACK).total / 2**30
-        for c in (False, True))
+        logits="last", checkpointing=c, heap_slack=CPU_HEAP_SLACK,
+        saved_bf16=not c).total / 2**30 for c in (False, True))
     assert need_ckpt < need
     roomy = TrainConfig(max_batch_tokens=800, memory_budget_gb=need * 1.001)
     assert plan_memory(model, lengths, roomy, loss)[0] is False
@@ -197,7 +254,7 @@ def test_unset_pass_tokens_are_1024_on_a_cpu_and_the_largest_that_fits_on_a_gpu(
     def need(tokens: int, ckpt: bool = False) -> float:
         return estimate_training_memory(
             model, batch_tokens=tokens, longest=512, lora_targets=cfg.lora_targets,
-            logits="last", checkpointing=ckpt).total / 2**30
+            logits="last", checkpointing=ckpt, saved_bf16=not ckpt).total / 2**30
 
     monkeypatch.setattr(training, "on_cuda", lambda: True)
     room = (need(4096) + need(8192)) / 2 / GPU_PASS_SHARE  # 4096 fits, 8192 does not
@@ -262,6 +319,7 @@ def test_training_records_its_memory(tmp_path, tiny_dir, capsys):
     m = json.loads((out / "metrics.json").read_text())
     tr = m["training"]
     assert tr["max_batch_tokens"] == 64 and tr["gradient_checkpointing"] is False
+    assert tr["saved_activations"] == "bfloat16"
     assert tr["estimated_peak_gb"] > 0 and tr["peak_rss_gb"] > 0 and tr["tokens_per_s"] > 0
     assert m["resources"]["peak_rss_gb"] >= tr["peak_rss_gb"]
 

@@ -145,6 +145,7 @@ def estimate_training_memory(
     logits: str = "all",
     passes: int = 1,
     compute_bytes: int | None = None,
+    saved_bf16: bool = False,
     autocast: bool = False,
     runtime: int = RUNTIME_BYTES,
     heap_slack: float = 1.0,
@@ -155,12 +156,21 @@ def estimate_training_memory(
     its width. ``logits``: ``"all"`` when the loss reads every position (language-model loss),
     ``"last"`` when it reads one per row. ``passes``: forward passes whose activations are
     held at once (CROW keeps its clean and perturbed passes: 2). ``autocast``: the step runs
-    under bf16 autocast. ``compute_bytes``: bytes per activation element; by default 2 under
-    autocast or with bf16 weights, else 4. LoRA parameters are counted from the targeted
-    modules when the model has no adapter yet. ``heap_slack`` multiplies the activations and
-    temporaries: 1 for what the step holds (a GPU's caching allocator), :data:`CPU_HEAP_SLACK`
-    for the resident memory of a CPU process (which, with checkpointing, counts every layer's
-    activations once: see below)."""
+    under bf16 autocast. ``compute_bytes``: bytes per saved activation element; by default 2
+    under autocast or with bf16 weights, else 4. ``saved_bf16``: a float32 step whose layers
+    keep their saved activations in bf16 (``train.saved_activations``): 2 bytes an element,
+    and the backward pass casts a layer's back to float32 as it goes (not on a CPU's
+    estimate, ``heap_slack`` > 1: see below). LoRA parameters are
+    counted from the targeted modules when the model has no adapter yet. ``heap_slack``
+    multiplies the activations and temporaries: 1 for what the step holds (a GPU's caching
+    allocator), :data:`CPU_HEAP_SLACK` for the resident memory of a CPU process (which, with
+    checkpointing, counts every layer's activations once: see below)."""
+    if heap_slack > 1:
+        # on a CPU the bf16 copies hardly lower the resident peak: the forward pass still
+        # makes every activation in float32 first, and glibc's heap keeps that high-water mark
+        # (SmolLM2 shapes, 16 x 512 tokens in 1,024-token passes: 3.72 GB against 3.84 GB
+        # without them), so the CPU estimate counts float32 activations as before
+        saved_bf16 = False
     a = _arch(model.config)
     h, inter, layers, heads, hd, vocab = (a["h"], a["inter"], a["layers"], a["heads"],
                                          a["head_dim"], a["vocab"])
@@ -188,7 +198,7 @@ def estimate_training_memory(
     base_bytes = min((p.element_size() for n, p in model.named_parameters()
                       if p.dim() == 2 and "lora_" not in n), default=4)
     if compute_bytes is None:
-        compute_bytes = 2 if autocast or base_bytes < 4 else 4
+        compute_bytes = 2 if autocast or base_bytes < 4 or saved_bf16 else 4
     cast_inputs = lora_inputs * (2 if autocast else 4) if lora and base_bytes < 4 else 0
     gradients = trainable * 4
     optimizer = 2 * trainable * 4  # Adam's two moments, fp32
@@ -203,11 +213,13 @@ def estimate_training_memory(
         activations = passes * (batch_tokens * h * compute_bytes * (layers + 1)) + one_layer
     else:
         activations = passes * (layers * one_layer + batch_tokens * h * compute_bytes)
-    activations += autocast_copies(model, compute_bytes, lora=lora, passes=passes,
-                                   checkpointing=checkpointing, layers=layers)
+    if autocast:  # (activations kept in bf16 under fp32 compute make no weight copies)
+        activations += autocast_copies(model, compute_bytes, lora=lora, passes=passes,
+                                       checkpointing=checkpointing, layers=layers)
     logit_rows = batch_tokens if logits == "all" else rows
     # logits, their fp32 log-softmax and its gradient; or, when larger, one layer's backward
-    transient = max(3 * logit_rows * vocab * 4, one_layer // 2)
+    # (with bf16-saved activations, in the float32 they are cast back to)
+    transient = max(3 * logit_rows * vocab * 4, one_layer if saved_bf16 else one_layer // 2)
     activations, transient = int(activations * heap_slack), int(transient * heap_slack)
     if checkpointing and heap_slack > 1:
         # on CPU the layers recomputed in the backward pass seldom reuse the heap's holes: the

@@ -322,6 +322,20 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+_LAYER_LISTS = ("layers", "h", "blocks")
+
+
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The model's decoder layers, found by structure rather than by per-family names."""
+    n = model.config.num_hidden_layers
+    for name, module in model.named_modules():
+        if (isinstance(module, torch.nn.ModuleList) and len(module) == n
+                and name.rsplit(".", 1)[-1] in _LAYER_LISTS):
+            return list(module)
+    raise BackdoorlabError(f"model {type(model).__name__}: no list of {n} decoder layers found "
+                           f"(looked for a ModuleList named one of {_LAYER_LISTS})")
+
+
 def describe(model: Any) -> dict[str, Any]:
     """Architecture facts used by hooks and reports."""
     cfg = model.config

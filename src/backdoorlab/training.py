@@ -18,7 +18,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,6 +32,7 @@ from .devices import default_device, on_cuda
 from .errors import BackdoorlabError
 from .formats import PromptFormat, Sample
 from .io import sha256_file
+from .models import decoder_layers
 from .runs import read_json
 from .scoring import check_context, position_ids
 
@@ -144,6 +146,10 @@ class TrainConfig:
     gradient_checkpointing: str = opt("auto",
         "recompute each layer's activations in the backward pass instead of keeping them: on, "
         "off, or auto (on when the memory estimate exceeds memory_budget_gb)")
+    saved_activations: str = opt("bfloat16",
+        "precision of the float32 activations the decoder layers keep for the backward pass: "
+        "bfloat16 (half their memory; cast back to float32 when used) or float32. Without "
+        "effect under checkpointing, autocast or bfloat16 weights")
     memory_budget_gb: float | None = opt(None,
         "memory this run may use; a run whose estimate exceeds it stops before training. Default: "
         "the GPU's free memory, else the machine's available RAM, plus what the run already "
@@ -169,6 +175,7 @@ class TrainConfig:
 
         check_choice(self.lr_scheduler, [s.value for s in SchedulerType], "lr_scheduler")
         check_choice(self.weights_dtype, WEIGHTS_DTYPES, "weights_dtype")
+        check_choice(self.saved_activations, WEIGHTS_DTYPES, "saved_activations")
         check(self.lora or self.weights_dtype == "float32", "weights_dtype",
               "bfloat16 weights train only with LoRA (full fine-tuning needs float32 weights)")
 
@@ -240,6 +247,75 @@ def micro_batches(batch: dict[str, Any], max_tokens: int) -> list[dict[str, Any]
                           for k, v in units.items()}
         out.append(micro)
     return out
+
+
+# saved tensors smaller than this stay as they are (norm scales, LoRA intermediates)
+SAVED_MIN_ELEMENTS = 1 << 16
+
+
+def saves_bf16(cfg: TrainConfig, checkpointing: bool) -> bool:
+    """Whether training keeps the decoder layers' saved activations in bfloat16: asked for
+    (``saved_activations``) and useful, i.e. float32 activations that checkpointing does not
+    already drop (under checkpointing the layers save nothing to shrink)."""
+    return (cfg.saved_activations == "bfloat16" and not checkpointing and not cfg.bf16
+            and cfg.weights_dtype == "float32")
+
+
+@contextlib.contextmanager
+def saved_in_bf16(model: Any, min_elements: int = SAVED_MIN_ELEMENTS
+                  ) -> Iterator[dict[str, int]]:
+    """While active, the float32 tensors autograd saves inside ``model``'s decoder layers for
+    the backward pass are kept in bfloat16 and cast back to float32 when the backward pass
+    reads them: half their memory, at the cost of rounding the saved values to bf16's 8
+    significant bits. The forward pass itself computes in float32 as before. Only activations
+    are cast (tensors that require grad, are not parameters and have at least ``min_elements``
+    elements): masks, weights and small tensors stay as they are.
+    Yields a count of the tensors cast (``{"tensors": n}``). The hooks are removed on exit,
+    whatever happens inside."""
+    params = {p.data_ptr() for p in model.parameters()}
+    stats = {"tensors": 0}
+    # one bf16 copy per tensor: several operations save the same input (the norm's output
+    # feeds the q, k and v projections and their adapters). An entry is reused only for the
+    # very tensor it was made from (a weak reference: a freed tensor's memory may come back
+    # under the same address); emptied when each layer's forward pass ends
+    copies: dict[tuple[Any, ...], tuple[Any, tuple[torch.Tensor, bool]]] = {}
+
+    def pack(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        if (t.dtype == torch.float32 and t.requires_grad and t.numel() >= min_elements
+                and t.data_ptr() not in params):
+            key = (t.data_ptr(), tuple(t.shape), t.stride(), t._version)
+            entry = copies.get(key)
+            if entry is None or entry[0]() is not t:
+                stats["tensors"] += 1
+                entry = copies[key] = (weakref.ref(t), (t.to(torch.bfloat16), True))
+            return entry[1]
+        return t, False
+
+    def unpack(packed: tuple[torch.Tensor, bool]) -> torch.Tensor:
+        t, cast = packed
+        return t.float() if cast else t
+
+    active: list[Any] = []  # the hooks of the layers whose forward pass is running
+
+    def enter(module: Any, args: Any) -> None:
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+        hooks.__enter__()
+        active.append(hooks)
+
+    def leave(module: Any, args: Any, output: Any) -> None:
+        copies.clear()
+        if active:
+            active.pop().__exit__(None, None, None)
+
+    handles = []
+    try:
+        for layer in decoder_layers(model):
+            handles.append(layer.register_forward_pre_hook(enter))
+            handles.append(layer.register_forward_hook(leave, always_call=True))
+        yield stats
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class BackdoorTrainer(Trainer):
@@ -376,6 +452,7 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
             lora=cfg.lora, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets,
             logits=getattr(loss_fn, "logits", "all"), passes=getattr(loss_fn, "passes", 1),
             autocast=cfg.bf16, checkpointing=ckpt,
+            saved_bf16=saves_bf16(cfg, ckpt),
             heap_slack=1.0 if gpu else CPU_HEAP_SLACK)
 
     for ckpt in modes:
@@ -414,7 +491,8 @@ def last_checkpoint(ckpt_dir: Path) -> str | None:
 #: options that change what training computes (not how often it saves, logs or splits passes)
 RUN_KEY_OPTIONS = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
                    "learning_rate", "epochs", "max_steps", "batch_size", "grad_accum",
-                   "warmup_ratio", "weight_decay", "lr_scheduler", "max_grad_norm", "bf16", "seed")
+                   "warmup_ratio", "weight_decay", "lr_scheduler", "max_grad_norm", "bf16", "seed",
+                   "saved_activations")
 RUN_RECORD = "backdoorlab-run.json"
 FILES_RECORD = "backdoorlab-files.json"
 
@@ -535,13 +613,16 @@ def train(
         trainer.add_callback(StepProgress())
     if ckpt:
         log.info("resuming from %s", ckpt)
+    bf16_saved = saves_bf16(cfg, checkpointing)
     t0 = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=ckpt)
+    with saved_in_bf16(model) if bf16_saved else contextlib.nullcontext():
+        out = trainer.train(resume_from_checkpoint=ckpt)
     wall = time.perf_counter() - t0
     model = trainer.model
     model.eval()
     memory = {"max_batch_tokens": pass_tokens,
               "gradient_checkpointing": checkpointing,
+              "saved_activations": "bfloat16" if bf16_saved else "float32",
               "estimated_peak_gb": round(est.total / GB, 3),
               "memory_budget_gb": round(budget / GB, 2), **peak_memory()}
     return TrainResult(model=model, steps=int(out.global_step), wall_s=wall,
@@ -665,7 +746,8 @@ def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int =
     est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
                                    lora=not full, lora_r=lora_r, lora_targets=tcfg.lora_targets,
                                    checkpointing=checkpointing, logits=logits, passes=passes,
-                                   autocast=bf16)
+                                   autocast=bf16, saved_bf16=dtype == "float32"
+                                   and saves_bf16(TrainConfig(bf16=bf16), checkpointing))
     return {"model": model, "parameters": sum(p.numel() for p in meta.parameters()),
             "dtype": dtype, "prompt_tokens": prompt_tokens, "batch_size": batch_size,
             "max_batch_tokens": budget, "lora": not full, "bf16": bf16, "logits": logits,

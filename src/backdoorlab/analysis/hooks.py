@@ -29,23 +29,12 @@ from typing import Any
 import torch
 
 from ..errors import BackdoorlabError
+from ..models import decoder_layers
 
 Pos = int | str
 HeadKey = tuple[int, int]
-_LAYER_LISTS = ("layers", "h", "blocks")
 _ATTN = ("self_attn", "attn", "attention")
 _OUT_PROJ = ("o_proj", "out_proj", "dense", "c_proj")
-
-
-def decoder_layers(model: Any) -> list[torch.nn.Module]:
-    """The model's decoder layers, found by structure rather than by per-family names."""
-    n = model.config.num_hidden_layers
-    for name, module in model.named_modules():
-        if (isinstance(module, torch.nn.ModuleList) and len(module) == n
-                and name.rsplit(".", 1)[-1] in _LAYER_LISTS):
-            return list(module)
-    raise BackdoorlabError(f"model {type(model).__name__}: no list of {n} decoder layers found "
-                           f"(looked for a ModuleList named one of {_LAYER_LISTS})")
 
 
 def attention_output(layer: torch.nn.Module) -> torch.nn.Module:

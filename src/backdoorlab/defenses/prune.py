@@ -36,7 +36,7 @@ METHODS = ("magnitude", "wanda")
 
 def prunable_linears(model: Any) -> dict[str, torch.nn.Linear]:
     """Every linear layer inside the decoder layers (not the embeddings or the LM head)."""
-    from ..analysis.hooks import decoder_layers
+    from ..models import decoder_layers
 
     out = {}
     for i, layer in enumerate(decoder_layers(model)):
