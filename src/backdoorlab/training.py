@@ -275,9 +275,10 @@ def saved_in_bf16(model: Any, min_elements: int = SAVED_MIN_ELEMENTS
     params = {p.data_ptr() for p in model.parameters()}
     stats = {"tensors": 0}
     # one bf16 copy per tensor: several operations save the same input (the norm's output
-    # feeds the q, k and v projections and their adapters). An entry is reused only for the
-    # very tensor it was made from (a weak reference: a freed tensor's memory may come back
-    # under the same address); emptied when each layer's forward pass ends
+    # feeds the q, k and v projections and their adapters). An entry is reused only while the
+    # tensor it was made from is alive (a weak reference): its memory cannot then have been
+    # handed to another tensor, so the same address, shape, strides and version mean the same
+    # values. Emptied when each layer's forward pass ends
     copies: dict[tuple[Any, ...], tuple[Any, tuple[torch.Tensor, bool]]] = {}
 
     def pack(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -285,7 +286,7 @@ def saved_in_bf16(model: Any, min_elements: int = SAVED_MIN_ELEMENTS
                 and t.data_ptr() not in params):
             key = (t.data_ptr(), tuple(t.shape), t.stride(), t._version)
             entry = copies.get(key)
-            if entry is None or entry[0]() is not t:
+            if entry is None or entry[0]() is None:
                 stats["tensors"] += 1
                 entry = copies[key] = (weakref.ref(t), (t.to(torch.bfloat16), True))
             return entry[1]
