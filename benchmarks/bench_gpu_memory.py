@@ -102,7 +102,7 @@ def one_case(name: str, table: dict, out: Path) -> dict[str, Any]:
 
     shape, loss, bf16, rows, width, mbt, ckpt, *rest = table[name]
     wdtype = rest[0] if rest else "float32"  # train.weights_dtype
-    saved = rest[1] if len(rest) > 1 else "bfloat16"  # train.saved_activations
+    saved = rest[1] if len(rest) > 1 else TrainConfig().saved_activations  # its default
     dev = default_device()
     cfg = LlamaConfig(**SHAPES[shape], pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
