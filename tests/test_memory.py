@@ -150,6 +150,39 @@ def test_activations_saved_in_bf16_give_nearly_the_same_gradients(tokenizer, fmt
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.9999
 
 
+def test_a_tensor_saved_by_several_operations_gets_one_bf16_copy(tokenizer, fmt):
+    from backdoorlab.models import decoder_layers
+    from backdoorlab.training import saved_in_bf16
+
+    batch = _batch(fmt, "samples")
+    torch.manual_seed(0)
+    model = wrap_lora(tiny_model("llama", vocab_size=len(tokenizer)), TrainConfig())
+    model.train()
+    params = {p.data_ptr() for p in model.parameters()}
+    # every save inside a decoder layer, each source held so that no address is reused
+    saves: list[torch.Tensor] = []
+
+    def record(t):
+        if t.dtype == torch.float32 and t.requires_grad and t.data_ptr() not in params:
+            saves.append(t)
+        return t
+
+    hooks = torch.autograd.graph.saved_tensors_hooks(record, lambda t: t)
+    handles = [h for layer in decoder_layers(model) for h in (
+        layer.register_forward_pre_hook(lambda m, a: hooks.__enter__()),
+        layer.register_forward_hook(lambda m, a, o: hooks.__exit__(None, None, None)))]
+    sft_loss(model, batch)
+    for h in handles:
+        h.remove()
+    distinct = {(t.data_ptr(), tuple(t.shape), t.stride(), t._version): t.numel()
+                for t in saves}
+    assert len(saves) > len(distinct)  # the same tensor is saved more than once
+    with saved_in_bf16(model, min_elements=1) as stats:
+        sft_loss(model, batch).backward()
+    assert stats["tensors"] == len(distinct)
+    assert stats["bytes"] == 2 * sum(distinct.values())
+
+
 def test_the_bf16_hooks_are_removed_even_when_the_forward_pass_fails(tokenizer):
     from backdoorlab.models import decoder_layers
     from backdoorlab.training import saved_in_bf16

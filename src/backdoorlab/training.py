@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,25 +269,29 @@ def saved_in_bf16(model: Any, min_elements: int = SAVED_MIN_ELEMENTS
     significant bits. The forward pass itself computes in float32 as before. Only activations
     are cast (tensors that require grad, are not parameters and have at least ``min_elements``
     elements): masks, weights and small tensors stay as they are.
-    Yields a count of the tensors cast (``{"tensors": n}``). The hooks are removed on exit,
+    Yields a count of the tensors cast and of their bf16 bytes (``{"tensors": n, "bytes":
+    b}``). The hooks are removed on exit,
     whatever happens inside."""
     params = {p.data_ptr() for p in model.parameters()}
-    stats = {"tensors": 0}
+    stats = {"tensors": 0, "bytes": 0}
     # one bf16 copy per tensor: several operations save the same input (the norm's output
-    # feeds the q, k and v projections and their adapters). An entry is reused only while the
-    # tensor it was made from is alive (a weak reference): its memory cannot then have been
-    # handed to another tensor, so the same address, shape, strides and version mean the same
-    # values. Emptied when each layer's forward pass ends
-    copies: dict[tuple[Any, ...], tuple[Any, tuple[torch.Tensor, bool]]] = {}
+    # feeds the q, k and v projections and their adapters). Each entry holds the tensor it was
+    # made from until the layer's forward pass ends, when the table is emptied: while it is held
+    # its memory cannot be handed to another tensor, so the same address, shape, strides and
+    # version mean the same values, also for tensors an operation saves from C++, which reach
+    # the hook in a new Python object each time
+    copies: dict[tuple[Any, ...], tuple[torch.Tensor, tuple[torch.Tensor, bool]]] = {}
 
     def pack(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
         if (t.dtype == torch.float32 and t.requires_grad and t.numel() >= min_elements
                 and t.data_ptr() not in params):
             key = (t.data_ptr(), tuple(t.shape), t.stride(), t._version)
             entry = copies.get(key)
-            if entry is None or entry[0]() is None:
+            if entry is None:
+                copy = t.to(torch.bfloat16)
                 stats["tensors"] += 1
-                entry = copies[key] = (weakref.ref(t), (t.to(torch.bfloat16), True))
+                stats["bytes"] += copy.numel() * copy.element_size()
+                entry = copies[key] = (t, (copy, True))
             return entry[1]
         return t, False
 
