@@ -131,11 +131,14 @@ def lengths_cmd(args: argparse.Namespace) -> None:
                            "--set", f"train.max_steps={args.steps}", *args.extra],
                     args.out / f"len-{target}.log")
         tr = json.loads((run / "metrics.json").read_text())["training"]
-        out[target] = {**res, "mean_prompt_tokens": round(
-            sum(lengths[i] for i in pick[: args.n_train]) / args.n_train, 1),
-            **{k: tr.get(k) for k in ("steps", "wall_s", "train_tokens", "tokens_per_s",
-                                      "peak_rss_gb", "estimated_peak_gb",
-                                      "gradient_checkpointing")}}
+        # the attack's process (wall time, resident peak) and its training stage
+        out[target] = {"attack_wall_s": res["wall_s"], "peak_rss_gb": res["peak_rss_gb"],
+                       "mean_prompt_tokens": round(
+                           sum(lengths[i] for i in pick[: args.n_train]) / args.n_train, 1),
+                       **{k: tr.get(k) for k in ("steps", "train_tokens", "tokens_per_s",
+                                                 "estimated_peak_gb", "max_batch_tokens",
+                                                 "gradient_checkpointing")},
+                       "train_wall_s": tr.get("wall_s"), "train_peak_rss_gb": tr.get("peak_rss_gb")}
         print(target, json.dumps(out[target]), flush=True)
     atomic_write_json(args.out / "lengths.json", out)
 
