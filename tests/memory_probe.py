@@ -65,8 +65,8 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
         cfg, dtype=torch.bfloat16 if bf16_weights else torch.float32)
     estimate = estimate_training_memory(
         model, batch_tokens=rows * width, longest=width, lora_targets=TARGETS,
-        checkpointing=checkpointing, logits=logits, runtime=0,
-        compute_bytes=2 if heavy or saved_bf16 else 4, autocast=bf16, saved_bf16=saved_bf16)
+        checkpointing=checkpointing, logits=logits, runtime=0, autocast=bf16,
+        saved_bf16=saved_bf16)
     model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32,
                                                        target_modules=TARGETS))
     if checkpointing:

@@ -166,10 +166,10 @@ def estimate_training_memory(
     allocator), :data:`CPU_HEAP_SLACK` for the resident memory of a CPU process (which, with
     checkpointing, counts every layer's activations once: see below)."""
     if heap_slack > 1:
-        # on a CPU the bf16 copies lower the resident peak far less than their size (SmolLM2
-        # shapes, 16 x 512 tokens in 1,024-token passes: 3.72 GB against 3.84 GB without
-        # them), likely because the forward pass still makes every activation in float32
-        # first and glibc's heap keeps that high-water mark; the CPU estimate counts float32
+        # on a CPU the bf16 copies lower the resident peak far less than their size (the CPU
+        # step benchmark in BENCHMARKS.md, SmolLM2 shapes), likely because the forward pass
+        # still makes every activation in float32 first and glibc's heap keeps that
+        # high-water mark; the CPU estimate counts float32
         saved_bf16 = False
     a = _arch(model.config)
     h, inter, layers, heads, hd, vocab = (a["h"], a["inter"], a["layers"], a["heads"],
