@@ -31,7 +31,7 @@ def current_rss() -> int:
 def bound_allocator(threshold: int = 1 << 16) -> None:
     """Serve every block of ``threshold`` bytes or more from its own pages (glibc), so that
     freed activations leave the resident set at once and the peak is what the step holds
-    (glibc's default keeps freed blocks in its heap: ``CPU_HEAP_SLACK``)."""
+    (glibc's default keeps freed blocks in its heap: ``memory.HEAPS``)."""
     import ctypes
 
     ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from backdoorlab.allocator import loaded
 from backdoorlab.attacks.uncertainty import UncertaintyLoss
 from backdoorlab.data import load_records
 from backdoorlab.defenses.crow import crow_loss
 from backdoorlab.errors import BackdoorlabError
-from backdoorlab.memory import CPU_HEAP_SLACK, estimate_training_memory, model_on_meta
+from backdoorlab.memory import HEAPS, cpu_heap, estimate_training_memory, model_on_meta
 from backdoorlab.scoring import length_batches
 from backdoorlab.testing import tiny_config, tiny_model
 from backdoorlab.training import (
@@ -256,7 +257,7 @@ def test_the_plan_turns_on_checkpointing_or_refuses_in_one_line(tokenizer):
     # without checkpointing the layers keep their activations in bf16 (the default)
     need, need_ckpt = (estimate_training_memory(
         model, batch_tokens=800, longest=400, lora_targets=TrainConfig().lora_targets,
-        logits="last", checkpointing=c, heap_slack=CPU_HEAP_SLACK,
+        logits="last", checkpointing=c, heap=cpu_heap(),
         saved_bf16=not c).total / 2**30 for c in (False, True))
     assert need_ckpt < need
     roomy = TrainConfig(max_batch_tokens=800, memory_budget_gb=need * 1.001)
@@ -355,6 +356,32 @@ def test_training_records_its_memory(tmp_path, tiny_dir, capsys):
     assert tr["saved_activations"] == "bfloat16"
     assert tr["estimated_peak_gb"] > 0 and tr["peak_rss_gb"] > 0 and tr["tokens_per_s"] > 0
     assert m["resources"]["peak_rss_gb"] >= tr["peak_rss_gb"]
+    assert m["resources"]["allocator"] == loaded()  # the allocator this process runs on
+
+
+def test_the_cpu_estimate_follows_the_allocator():
+    cfg = tiny_config("llama", 4096, layers=4, hidden=256, heads=4, kv_heads=2)
+    model = model_on_meta(cfg)
+
+    def est(heap: str, **kw) -> object:
+        return estimate_training_memory(model, batch_tokens=1024, longest=512, logits="last",
+                                        lora_targets=TrainConfig().lora_targets, heap=heap, **kw)
+
+    fp32 = est("held", saved_bf16=False)
+    for name, heap in HEAPS.items():
+        e, e32 = est(name, saved_bf16=True), est(name, saved_bf16=False)
+        # the activations and temporaries times the allocator's factor, its reserve on top
+        assert e32.activations == int(fp32.activations * heap.slack)
+        assert e32.runtime == fp32.runtime + heap.reserve
+        # bf16-saved activations count as bf16 but where the heap keeps float32's high water
+        assert (e.activations == e32.activations) == heap.float32_high_water
+    assert (est("tcmalloc", saved_bf16=True).activations
+            < est("system", saved_bf16=True).activations)
+    ck = {h: est(h, checkpointing=True).activations for h in ("held", "tcmalloc", "system")}
+    assert ck["tcmalloc"] == int(ck["held"] * HEAPS["tcmalloc"].slack)
+    # glibc: every layer's activations regrow once, more than the factor alone would give
+    assert ck["system"] > int(ck["held"] * HEAPS["system"].slack)
+    assert cpu_heap() == loaded() and cpu_heap() in HEAPS
 
 
 def test_training_with_checkpointing_on_learns_the_same_weights(tokenizer, fmt, tmp_path):

@@ -410,5 +410,14 @@ def main(argv: list[str] | None = None) -> None:
     run_main(lambda: _run_app(argv), "backdoorlab")
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``backdoorlab`` command: :func:`main`, restarted first on a faster memory allocator
+    where one is installed (:mod:`backdoorlab.allocator`)."""
+    from .allocator import restart_with_allocator
+
+    restart_with_allocator()
     main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -30,11 +30,6 @@ GB = 1024**3
 # the interpreter, torch, transformers and peft as loaded by a training run on CPU (measured:
 # 0.55-0.65 GB of resident memory before any model is built)
 RUNTIME_BYTES = int(0.6 * GB)
-# on CPU, glibc's malloc keeps freed activation memory in its heap and reuses it imperfectly:
-# the resident peak of a training step exceeded what the step holds by 2.5-2.6x its
-# activations (SmolLM2-shaped LoRA steps, one 700-token row and 9 x 110 tokens; measured
-# against the same steps with every large block returned to the system at once)
-CPU_HEAP_SLACK = 2.6
 # padded tokens per training pass when train.max_batch_tokens is unset: 1024 on a CPU (what the
 # CPU benchmarks ran with); on a GPU the largest of these whose estimate fits GPU_PASS_SHARE of the
 # budget (on an H200, SmolLM2-135M trained at 11,289 tokens/s with 8,192-token passes even
@@ -43,6 +38,39 @@ CPU_HEAP_SLACK = 2.6
 CPU_PASS_TOKENS = 1024
 GPU_PASS_TOKENS = (1024, 2048, 4096, 8192, 16384)
 GPU_PASS_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class Heap:
+    """How a process's memory relates to what a training step holds.
+
+    ``slack`` multiplies the activations and temporaries; ``float32_high_water``: activations
+    kept in bf16 lower the peak far less than their size (the forward pass makes each in
+    float32 first, and the heap keeps that high-water mark), so they are counted as float32;
+    ``recompute_regrows``: under checkpointing the layers recomputed in the backward pass do
+    not reuse the freed memory, and the process grows by every layer's activations once;
+    ``reserve``: bytes the allocator keeps whatever the step (caches, free lists), added to
+    the runtime term."""
+
+    slack: float
+    float32_high_water: bool = False
+    recompute_regrows: bool = False
+    reserve: int = 0
+
+
+#: ``held``: what the step holds (a GPU's caching allocator); the rest: a CPU process's resident
+#: memory on each allocator (:mod:`backdoorlab.allocator`; ``system``: glibc's malloc), fitted
+#: to SmolLM2-shaped LoRA steps (BENCHMARKS.md, "On the CPU"). glibc keeps freed activation
+#: memory in its heap and reuses it imperfectly: 2.5-2.6x the activations over what the step
+#: held (measured against the same steps with every large block returned to the system at
+#: once). tcmalloc's and jemalloc's factors put the estimate 1-12% and 10-21% over the
+#: measured peak of steps with float32 and bf16 saved activations and with checkpointing.
+HEAPS = {
+    "held": Heap(1.0),
+    "system": Heap(2.6, float32_high_water=True, recompute_regrows=True),
+    "tcmalloc": Heap(1.15, reserve=int(0.2 * GB)),
+    "jemalloc": Heap(1.25, reserve=int(0.2 * GB)),
+}
 
 
 @dataclass
@@ -148,7 +176,7 @@ def estimate_training_memory(
     saved_bf16: bool = False,
     autocast: bool = False,
     runtime: int = RUNTIME_BYTES,
-    heap_slack: float = 1.0,
+    heap: str = "held",
 ) -> MemoryEstimate:
     """Peak memory of one training step on ``model`` (real or on the meta device).
 
@@ -159,17 +187,12 @@ def estimate_training_memory(
     under bf16 autocast. ``compute_bytes``: bytes per saved activation element; by default 2
     under autocast or with bf16 weights, else 4. ``saved_bf16``: a float32 step whose layers
     keep their saved activations in bf16 (``train.saved_activations``): 2 bytes an element,
-    and the backward pass casts a layer's back to float32 as it goes (not on a CPU's
-    estimate, ``heap_slack`` > 1: see below). LoRA parameters are
-    counted from the targeted modules when the model has no adapter yet. ``heap_slack``
-    multiplies the activations and temporaries: 1 for what the step holds (a GPU's caching
-    allocator), :data:`CPU_HEAP_SLACK` for the resident memory of a CPU process (which, with
-    checkpointing, counts every layer's activations once: see below)."""
-    if heap_slack > 1:
-        # on a CPU the bf16 copies lower the resident peak far less than their size (the CPU
-        # step benchmark in BENCHMARKS.md, SmolLM2 shapes), likely because the forward pass
-        # still makes every activation in float32 first and glibc's heap keeps that
-        # high-water mark; the CPU estimate counts float32
+    and the backward pass casts a layer's back to float32 as it goes. LoRA parameters are
+    counted from the targeted modules when the model has no adapter yet. ``heap``: a key of
+    :data:`HEAPS`, ``held`` for what the step holds (a GPU's caching allocator), an
+    allocator's name for the resident memory of a CPU process on it (:func:`cpu_heap`)."""
+    resident = HEAPS[heap]
+    if resident.float32_high_water:
         saved_bf16 = False
     a = _arch(model.config)
     h, inter, layers, heads, hd, vocab = (a["h"], a["inter"], a["layers"], a["heads"],
@@ -220,15 +243,23 @@ def estimate_training_memory(
     # logits, their fp32 log-softmax and its gradient; or, when larger, one layer's backward
     # (with bf16-saved activations, in the float32 they are cast back to)
     transient = max(3 * logit_rows * vocab * 4, one_layer if saved_bf16 else one_layer // 2)
-    activations, transient = int(activations * heap_slack), int(transient * heap_slack)
-    if checkpointing and heap_slack > 1:
-        # on CPU the layers recomputed in the backward pass seldom reuse the heap's holes: the
-        # resident peak grew by about every layer's activations once (SmolLM2 shapes, 1,024
-        # and 1,068 tokens a pass), not by the one layer a caching allocator would need
+    activations, transient = int(activations * resident.slack), int(transient * resident.slack)
+    if checkpointing and resident.recompute_regrows:
+        # glibc: the resident peak grew by about every layer's activations once (SmolLM2
+        # shapes, 1,024 and 1,068 tokens a pass), not by the one layer a caching allocator needs
         activations = max(activations, passes * layers * one_layer)
     return MemoryEstimate(weights=weights, gradients=gradients, optimizer=optimizer,
-                          activations=activations, transient=transient, runtime=runtime,
+                          activations=activations, transient=transient,
+                          runtime=runtime + resident.reserve,
                           batch_tokens=batch_tokens, checkpointing=checkpointing)
+
+
+def cpu_heap() -> str:
+    """The :data:`HEAPS` key of this process's resident memory on a CPU: the allocator it runs
+    on (:func:`backdoorlab.allocator.loaded`)."""
+    from .allocator import loaded
+
+    return loaded()
 
 
 def model_on_meta(config: Any, dtype: torch.dtype | None = None) -> Any:
@@ -287,9 +318,12 @@ def peak_rss(pid: int | None = None) -> int:
     return rss * (1 if sys.platform == "darwin" else 1024)
 
 
-def peak_memory() -> dict[str, float]:
-    """This process's peak resident memory (and the GPU's peak allocation when on a GPU)."""
-    out = {"peak_rss_gb": round(peak_rss() / GB, 3)}
+def peak_memory() -> dict[str, Any]:
+    """This process's peak resident memory and the allocator it ran on
+    (:func:`backdoorlab.allocator.loaded`), and the GPU's peak allocation when on a GPU."""
+    from .allocator import loaded
+
+    out: dict[str, Any] = {"peak_rss_gb": round(peak_rss() / GB, 3), "allocator": loaded()}
     if on_cuda():
         out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / GB, 3)
     return out

@@ -46,7 +46,7 @@ def run_config(run: str | Path) -> dict[str, Any]:
 
 def write_metrics(out: str | Path, metrics: dict[str, Any]) -> Path:
     """Write a run's ``metrics.json`` atomically, with the process's peak memory so far
-    (``resources``: ``peak_rss_gb``, and ``peak_gpu_gb`` on a GPU)."""
+    (``resources``: ``peak_rss_gb``, the ``allocator``, and ``peak_gpu_gb`` on a GPU)."""
     from .memory import peak_memory
 
     return atomic_write_json(Path(out) / "metrics.json",

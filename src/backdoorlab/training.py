@@ -429,12 +429,12 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
     with it. Raises a one-line error when nothing fits the budget."""
     from .errors import BackdoorlabError
     from .memory import (
-        CPU_HEAP_SLACK,
         CPU_PASS_TOKENS,
         GB,
         GPU_PASS_SHARE,
         GPU_PASS_TOKENS,
         available_memory,
+        cpu_heap,
         estimate_training_memory,
         largest_pass,
     )
@@ -457,7 +457,7 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
             logits=getattr(loss_fn, "logits", "all"), passes=getattr(loss_fn, "passes", 1),
             autocast=cfg.bf16, checkpointing=ckpt,
             saved_bf16=saves_bf16(cfg, ckpt),
-            heap_slack=1.0 if gpu else CPU_HEAP_SLACK)
+            heap="held" if gpu else cpu_heap())
 
     for ckpt in modes:
         for tokens in sizes:  # the smallest (or the user's) may use the whole budget
