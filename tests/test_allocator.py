@@ -42,6 +42,19 @@ def test_the_choice_read_from_the_environment(monkeypatch, tmp_path):
     assert chosen({}) is None  # auto with nothing installed: the system's
 
 
+def test_a_restart_that_cannot_start_goes_on_as_it_is(monkeypatch):
+    def fail(*_):
+        raise OSError("no exec here")
+
+    monkeypatch.setattr(allocator, "loaded", lambda: "system")
+    monkeypatch.setattr(allocator, "chosen", lambda: "libtcmalloc_minimal.so.4")
+    monkeypatch.setattr(allocator.os, "execve", fail)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+    allocator.restart_with_allocator()  # returns: the command runs on the system's malloc
+    assert "LD_PRELOAD" not in os.environ
+
+
 def test_the_system_allocator_is_not_restarted():
     proc = probe(**{ALLOCATOR_ENV: "system"})
     assert proc.returncode == 0, proc.stderr

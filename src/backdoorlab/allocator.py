@@ -99,7 +99,7 @@ def restart_with_allocator(prog: str = "backdoorlab") -> None:
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if lib is None:
+    if lib is None or not sys.executable:
         return
     was = os.environ.get("LD_PRELOAD", "")
     env = {**os.environ, "LD_PRELOAD": f"{lib}:{was}" if was else lib, _RESTARTED: was}
@@ -107,4 +107,7 @@ def restart_with_allocator(prog: str = "backdoorlab") -> None:
     env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError:  # the interpreter cannot be started again: go on with the system's malloc
+        return
