@@ -13,7 +13,8 @@ from backdoorlab.allocator import ALLOCATOR_ENV, chosen, find
 
 # the restart as the command does it, then what the restarted process runs on and inherits
 PROBE = ("import os; from backdoorlab.allocator import restart_with_allocator, loaded; "
-         "restart_with_allocator(); "
+         "from backdoorlab.errors import run_main; "
+         "run_main(restart_with_allocator, 'backdoorlab'); "
          "print(loaded(), os.environ.get('LD_PRELOAD', '-'), "
          "os.environ.get('BACKDOORLAB_PRELOAD_WAS', '-'))")
 

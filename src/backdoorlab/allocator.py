@@ -24,6 +24,8 @@ import ctypes.util
 import os
 import sys
 
+from .errors import BackdoorlabError
+
 ALLOCATOR_ENV = "BACKDOORLAB_ALLOCATOR"
 #: set in the restarted process's environment: the ``LD_PRELOAD`` it had before, restored there
 _RESTARTED = "BACKDOORLAB_PRELOAD_WAS"
@@ -58,8 +60,8 @@ def find(name: str) -> str | None:
 
 def chosen(env: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
     """The library ``$BACKDOORLAB_ALLOCATOR`` asks to preload (None: the system's malloc).
-    Raises ``ValueError`` with one line for a value that is not a choice or an allocator that
-    is not installed."""
+    Raises :class:`~backdoorlab.errors.BackdoorlabError` (one line) for a value that is not a
+    choice or an allocator that is not installed."""
     value = env.get(ALLOCATOR_ENV, "").strip() or "auto"
     if value == "system":
         return None
@@ -69,22 +71,25 @@ def chosen(env: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
         lib = find(value)
         if lib is None:
             libs = " or ".join(f"lib{n}" for n in LIBRARIES[value])
-            raise ValueError(f"{ALLOCATOR_ENV}={value}: {value} is not installed (no {libs} "
-                             f"where the dynamic loader looks; or set {ALLOCATOR_ENV}=system)")
+            raise BackdoorlabError(
+                f"{ALLOCATOR_ENV}={value}: {value} is not installed (no {libs} where the "
+                f"dynamic loader looks; or set {ALLOCATOR_ENV}=system)")
         return lib
     if os.sep in value:
         if not os.path.isfile(value):
-            raise ValueError(f"{ALLOCATOR_ENV}={value}: no such file")
+            raise BackdoorlabError(f"{ALLOCATOR_ENV}={value}: no such file")
         return value
-    raise ValueError(f"{ALLOCATOR_ENV}={value}: not one of {', '.join(CHOICES)} or a library's "
-                     "path")
+    raise BackdoorlabError(f"{ALLOCATOR_ENV}={value}: not one of {', '.join(CHOICES)} or a "
+                           "library's path")
 
 
-def restart_with_allocator(prog: str = "backdoorlab") -> None:
+def restart_with_allocator() -> None:
     """Start this command again with the chosen allocator preloaded (see the module's text),
     unless it runs on one already, the system's is chosen, or this is not Linux. In the
     restarted process, restore the ``LD_PRELOAD`` the command was given, so that programs it
-    starts inherit the user's environment. Call before anything else is imported."""
+    starts inherit the user's environment. Call before anything else is imported, under
+    :func:`~backdoorlab.errors.run_main` (a bad ``$BACKDOORLAB_ALLOCATOR`` raises
+    :class:`~backdoorlab.errors.BackdoorlabError`)."""
     if _RESTARTED in os.environ:  # the restarted process: tidy its environment, go on
         was = os.environ.pop(_RESTARTED)
         if was:
@@ -94,11 +99,7 @@ def restart_with_allocator(prog: str = "backdoorlab") -> None:
         return
     if not sys.platform.startswith("linux") or loaded() != "system":
         return
-    try:
-        lib = chosen()
-    except ValueError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    lib = chosen()
     if lib is None or not sys.executable:
         return
     was = os.environ.get("LD_PRELOAD", "")

@@ -415,7 +415,7 @@ def entry() -> None:
     where one is installed (:mod:`backdoorlab.allocator`)."""
     from .allocator import restart_with_allocator
 
-    restart_with_allocator()
+    run_main(restart_with_allocator, "backdoorlab")
     main()
 
 
