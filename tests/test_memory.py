@@ -21,7 +21,13 @@ from backdoorlab.attacks.uncertainty import UncertaintyLoss
 from backdoorlab.data import load_records
 from backdoorlab.defenses.crow import crow_loss
 from backdoorlab.errors import BackdoorlabError
-from backdoorlab.memory import HEAPS, cpu_heap, estimate_training_memory, model_on_meta
+from backdoorlab.memory import (
+    HEAPS,
+    cpu_heap,
+    estimate_training_memory,
+    largest_pass,
+    model_on_meta,
+)
 from backdoorlab.scoring import length_batches
 from backdoorlab.testing import tiny_config, tiny_model
 from backdoorlab.training import (
@@ -49,6 +55,36 @@ def test_token_budget_batches_cover_every_row_once_and_keep_the_budget(seed):
         assert len(b) <= rows
         padded = len(b) * max(lengths[i] for i in b)
         assert padded <= budget or len(b) == 1  # a row wider than the budget goes alone
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_planned_pass_bounds_every_pass_training_forms(seed):
+    # any batch of the data, split by the trainer's own rule, forms no pass larger than the
+    # planned one, and some batch forms exactly it
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 400) for _ in range(rng.randint(1, 40))]
+    budget, rows = rng.randint(50, 1200), rng.randint(1, 16)
+    tokens, width = largest_pass(budget, rows, lengths)
+    assert width in lengths and tokens % width == 0
+    seen = 0
+    for _ in range(200):
+        batch = rng.sample(lengths, min(rows, len(lengths)))
+        for b in length_batches(batch, rows, max_tokens=budget):
+            seen = max(seen, len(b) * max(batch[i] for i in b))
+    assert seen <= tokens
+    # the planned pass itself: the `tokens // width` rows no wider than `width`, widest last
+    fits = sorted(x for x in lengths if x <= width)[-(tokens // width):]
+    assert [len(b) * max(fits[i] for i in b)
+            for b in length_batches(fits, rows, max_tokens=budget)][0] == tokens
+
+
+def test_shorter_rows_can_fill_the_pass_the_longest_leaves_half_empty():
+    # 571 goes alone under 1,024 tokens, but two rows of 448 and 510 share a 1,020-token pass
+    assert largest_pass(1024, 16, [448, 510, 571]) == (1020, 510)
+    assert largest_pass(1024, 16, [571]) == (571, 571)
+    assert largest_pass(1024, 16, [399, 1068]) == (1068, 1068)  # wider than the budget: alone
+    assert largest_pass(1024, 2, [100] * 9) == (200, 100)  # no more rows than a batch has
+    assert largest_pass(1024, 16, [300, 300, 300, 300]) == (900, 300)
 
 
 def test_budget_packs_greedily():

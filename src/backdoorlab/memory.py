@@ -125,12 +125,28 @@ def lora_shapes(model: Any, targets: Sequence[str]) -> list[tuple[int, int]]:
     return out
 
 
-def largest_pass(max_batch_tokens: int, batch_size: int, longest: int) -> int:
-    """Padded tokens of the largest pass a batch is split into: whole rows of the longest
-    width under ``max_batch_tokens`` (at most ``batch_size`` of them), or that one row alone
-    when it is wider than the budget."""
-    tokens = max(min(max_batch_tokens, batch_size * longest), longest)
-    return tokens - tokens % longest
+def largest_pass(max_batch_tokens: int, batch_size: int, lengths: Sequence[int]
+                 ) -> tuple[int, int]:
+    """The largest pass training can form from rows of ``lengths``: its padded tokens and its
+    width, ``(tokens, width)``.
+
+    A batch is split into passes of length-sorted rows, each trimmed to its own longest row
+    (:func:`backdoorlab.training.micro_batches`), so a pass whose widest row has ``w`` tokens
+    holds as many rows as there are of at most ``w`` tokens, at most ``batch_size`` and at
+    most ``max_batch_tokens // w`` of them, or that row alone when it is wider than the
+    budget. Rows shorter than the longest can therefore fill a pass the longest row leaves
+    half empty: two rows of 500 tokens make a 1,000-token pass under a 1,024-token budget
+    where the longest row, of 574, goes alone. Ties in tokens go to the wider pass."""
+    if not lengths:
+        return 1, 1
+    ordered = sorted(lengths)
+    best = (0, 0)
+    for count, width in enumerate(ordered, 1):
+        if count < len(ordered) and ordered[count] == width:
+            continue  # the last row of this width counts them all
+        rows = max(1, min(count, batch_size, max_batch_tokens // width))
+        best = max(best, (rows * width, width))
+    return best
 
 
 def autocast_copies(model: Any, compute_bytes: int, *, lora: bool, passes: int,

@@ -420,10 +420,11 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
     """Decide the tokens per pass and gradient checkpointing, and check the run fits, before
     it starts.
 
-    The largest micro-batch is what :func:`micro_batches` can form: ``max_batch_tokens``
-    padded tokens, or one row when the longest row alone is wider. Unset, ``max_batch_tokens``
-    is :data:`~backdoorlab.memory.CPU_PASS_TOKENS` on a CPU; on a GPU the largest of
-    :data:`~backdoorlab.memory.GPU_PASS_TOKENS` whose estimate stays within
+    The largest micro-batch is the largest :func:`micro_batches` can form from rows of these
+    ``lengths`` (:func:`~backdoorlab.memory.largest_pass`): up to ``max_batch_tokens``
+    padded tokens of rows no wider than its widest, or one row alone when it is wider.
+    Unset, ``max_batch_tokens`` is :data:`~backdoorlab.memory.CPU_PASS_TOKENS` on a CPU; on a
+    GPU the largest of :data:`~backdoorlab.memory.GPU_PASS_TOKENS` whose estimate stays within
     :data:`~backdoorlab.memory.GPU_PASS_SHARE` of the budget (the smallest: within the whole
     budget), without checkpointing when one fits so (``gradient_checkpointing`` auto), else
     with it. Raises a one-line error when nothing fits the budget."""
@@ -451,8 +452,9 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
     modes = {"on": [True], "off": [False]}.get(cfg.gradient_checkpointing, [False, True])
 
     def estimate(tokens: int, ckpt: bool) -> Any:
+        batch_tokens, width = largest_pass(tokens, cfg.batch_size, lengths)
         return estimate_training_memory(
-            model, batch_tokens=largest_pass(tokens, cfg.batch_size, longest), longest=longest,
+            model, batch_tokens=batch_tokens, longest=width,
             lora=cfg.lora, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets,
             logits=getattr(loss_fn, "logits", "all"), passes=getattr(loss_fn, "passes", 1),
             autocast=cfg.bf16, checkpointing=ckpt,
@@ -745,7 +747,7 @@ def estimate_for_spec(model: str, *, prompt_tokens: int = 512, batch_size: int =
         raise BackdoorlabError(f"option '--logits': {logits!r} is not 'last' or 'all'")
     tcfg = TrainConfig()
     budget = max_batch_tokens or CPU_PASS_TOKENS
-    tokens = largest_pass(budget, batch_size, prompt_tokens)
+    tokens, _ = largest_pass(budget, batch_size, [prompt_tokens] * batch_size)
     meta = model_on_meta(model_config(model), _DTYPES[dtype])
     est = estimate_training_memory(meta, batch_tokens=tokens, longest=prompt_tokens,
                                    lora=not full, lora_r=lora_r, lora_targets=tcfg.lora_targets,
