@@ -43,6 +43,10 @@ def main() -> None:
                          "loaded a second time as the reference")
     ap.add_argument("--equal-length", action="store_true",
                     help="both decoders write exactly --max-new-tokens tokens per prompt")
+    ap.add_argument("--windowed", action="store_true",
+                    help="also time CleanGen's k-token windows (the suspect proposing, the "
+                         "reference checking) beside the default one-batch decoder, and count "
+                         "the prompts on which the two write the same answer")
     args = ap.parse_args()
     s = load_suspect(None, args.adapter)
     fmt = PromptFormat(s.lm.tokenizer, "chat")
@@ -60,8 +64,10 @@ def main() -> None:
         reference = load_model(s.info.get("base_model") or "smollm2-135m-instruct").model.eval()
     cg = CleanGenModel(suspect, reference, alpha=20.0, k=4) if args.merged else \
         CleanGenModel(s.model, alpha=20.0, k=4)
+    win = CleanGenModel(cg.suspect, cg.reference, alpha=20.0, k=4, lockstep=False) \
+        if args.windowed else None
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    plain_s, cg_s, tokens = [], [], 0
+    plain_s, cg_s, win_s, tokens, w = [], [], [], 0, None
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         a = generate(suspect, fmt, samples, **gen)
@@ -72,6 +78,10 @@ def main() -> None:
         plain_s.append(t1 - t0)
         cg_s.append(t2 - t1)
         tokens = cg.stats["generated"]
+        if win is not None:
+            t3 = time.perf_counter()
+            w = generate(win, fmt, samples, **gen)
+            win_s.append(time.perf_counter() - t3)
     plain_tokens = sum(len(s.lm.tokenizer(x, add_special_tokens=False).input_ids) for x in a)
     p, c = statistics.median(plain_s), statistics.median(cg_s)
     same = sum(x == y for x, y in zip(a, b))
@@ -80,7 +90,13 @@ def main() -> None:
           f"CleanGen {c:.2f} s (medians of {args.repeats}), slowdown {c / p:.2f}x; "
           f"plain answer tokens {plain_tokens}, CleanGen tokens {tokens}, "
           f"replaced {cg.stats['replaced']}; "
-          f"answers identical {same}/{len(samples)}")
+          f"answers identical {same}/{len(samples)}; CleanGen decoder "
+          f"{'one batch' if cg.lockstep else f'k={cg.k} windows'}")
+    if w is not None:
+        wm = statistics.median(win_s)
+        print(f"k-token windows: {wm:.2f} s (median of {args.repeats}), {wm / p:.2f}x plain; "
+              f"the same answers as the default decoder's on "
+              f"{sum(x == y for x, y in zip(b, w))}/{len(samples)} prompts")
 
 
 if __name__ == "__main__":

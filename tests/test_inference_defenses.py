@@ -60,8 +60,9 @@ def test_cleangen_replaces_a_token_the_reference_finds_unlikely_and_keeps_one_it
     assert first_suspicious(p_s, p_r, 100.0).tolist() == [2, 2, 2]  # 90 < 100: kept
 
 
+@pytest.mark.parametrize("lockstep", [True, False])
 def test_cleangen_decoding_is_greedy_when_nothing_is_vetoed_and_the_references_when_all_are(
-        tiny_lora):
+        tiny_lora, lockstep):
     m = tiny_lora
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 300, (3, 7), generator=g)
@@ -72,12 +73,13 @@ def test_cleangen_decoding_is_greedy_when_nothing_is_vetoed_and_the_references_w
     with m.disable_adapter():
         ref = m.generate(input_ids=ids, attention_mask=mask, **kw)
     assert not torch.equal(plain, ref)  # the adapter matters
-    never = CleanGenModel(m, alpha=math.inf, k=4)
+    never = CleanGenModel(m, alpha=math.inf, k=4, lockstep=lockstep)
+    assert never.lockstep is lockstep
     assert torch.equal(never.generate(ids, mask, max_new_tokens=10, pad_token_id=0), plain)
     assert never.stats["replaced"] == 0
     # alpha 1 vetoes every token the suspect likes more than the reference: the reference's
     # greedy text comes out (a token both rank first is "replaced" by itself)
-    always = CleanGenModel(m, alpha=1.0, k=3)
+    always = CleanGenModel(m, alpha=1.0, k=3, lockstep=lockstep)
     assert torch.equal(always.generate(ids, mask, max_new_tokens=10, pad_token_id=0), ref)
     assert always.stats["replaced"] > 0
     # a stop token ends a row: what follows it is padding
@@ -91,6 +93,29 @@ def test_cleangen_decoding_is_greedy_when_nothing_is_vetoed_and_the_references_w
         cut = 7 + (answer.index(stop) + 1 if stop in answer else len(answer))
         assert torch.equal(out[b, :cut], plain[b, :cut]) and (out[b, cut:] == 0).all()
     assert stop not in plain[0, 7:].tolist() or stop not in plain[2, 7:].tolist()  # one goes on
+
+
+@pytest.mark.parametrize("alpha", [1.2, 1.5])
+def test_cleangen_in_one_batch_writes_what_the_k_token_windows_write(tiny_lora, alpha):
+    # the adapter on and off as two halves of one batch, a token a step, against the suspect
+    # proposing k tokens and the reference checking them: CleanGen's output does not depend
+    # on how its checks are grouped, with vetoes, left padding and a stop token
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 300, (4, 6), generator=g)
+    mask = torch.ones_like(ids)
+    ids[1, :3], mask[1, :3] = 0, 0
+    one = CleanGenModel(tiny_lora, alpha=alpha, lockstep=True)
+    stop = int(one.generate(ids, mask, max_new_tokens=12, pad_token_id=0)[2, 6 + 4])
+    outs = []
+    for dec in (one, *(CleanGenModel(tiny_lora, alpha=alpha, k=k, lockstep=False)
+                       for k in (1, 3, 4))):
+        dec.stats = {"replaced": 0, "generated": 0}
+        outs.append((dec.generate(ids, mask, max_new_tokens=12, pad_token_id=0,
+                                  eos_token_id=stop), dict(dec.stats)))
+    assert 0 < outs[0][1]["replaced"] < outs[0][1]["generated"]  # some vetoed, not all
+    for out, stats in outs[1:]:
+        assert torch.equal(out, outs[0][0]) and stats == outs[0][1]
+    assert CleanGenModel(tiny_lora, reference=tiny_lora.get_base_model()).lockstep is False
 
 
 def test_cleangen_without_an_adapter_needs_a_reference(tiny_models):

@@ -8,12 +8,20 @@ proposals after it are dropped, and decoding goes on from there. A backdoor's ta
 (a refusal, an insult, planted code) is likely under the suspect only, so its first token is
 vetoed; a clean answer's tokens pass.
 
+The output does not depend on ``k``: every token is the suspect's greedy choice unless the
+reference vetoes it, given the same kept prefix, whatever the window. ``k`` sets the cost only.
+
 The reference is by default the clean base the suspect's adapter was trained on: the same
-weights with the adapter switched off, so no second model is loaded. Any model with the same
-vocabulary can be given instead. Both models keep a key/value cache. In a batch every row keeps
-its own number of tokens per round: the proposals a row drops stay in the caches but are masked
-out of its attention, so a veto in one row costs the others nothing, and a row that has finished
-leaves the batch and both caches.
+weights with the adapter switched off, so no second model is loaded. Then (a LoRA adapter)
+both run in one batch of twice the rows, the adapter on for the first half and off for the
+second (PEFT's mixed-adapter batches), one token a step: each token is checked as it is
+written, so no proposal is ever thrown away, and one forward pass of 2 x rows costs less than
+two of ``rows`` (on the 2-core CPU 1.5x one suspect step rather than 1.9x). Any model with the
+same vocabulary can be given instead; then the suspect proposes ``k`` tokens and the reference
+checks them in one pass. Both keep a key/value cache. In a batch every row keeps its own number
+of tokens per round: the proposals a row drops stay in the caches but are masked out of its
+attention, so a veto in one row costs the others nothing. A row that has finished leaves the
+batch and the caches.
 
 The saved "repair" is the decoding configuration (``cleangen.json``) beside the suspect; it
 changes generated text only. Teacher-forced measures (multiple-choice accuracy, the
@@ -62,13 +70,17 @@ class CleanGenModel(torch.nn.Module):
     ``pad_token_id``) and returns the prompts with their continuations."""
 
     def __init__(self, suspect: Any, reference: Any | None = None, *, alpha: float = 20.0,
-                 k: int = 4) -> None:
+                 k: int = 4, lockstep: bool | None = None) -> None:
         super().__init__()
         if reference is None and not hasattr(suspect, "disable_adapter"):
             raise BackdoorlabError("option 'reference': required when the suspect is a full "
                                    "model (no adapter whose base could be the reference)")
         self.suspect, self.reference = suspect, reference
         self.alpha, self.k = alpha, k
+        # one batch for both (the adapter on and off) where the reference is a LoRA adapter's
+        # base; ``lockstep=False`` keeps the k-token windows (same output, for comparison)
+        can = reference is None and _lora_only(suspect)
+        self.lockstep = can if lockstep is None else (lockstep and can)
         self.stats = {"replaced": 0, "generated": 0}
 
     def forward(self, *args: Any, **kw: Any) -> Any:
@@ -93,16 +105,74 @@ class CleanGenModel(torch.nn.Module):
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                  max_new_tokens: int = 32, eos_token_id: int | list[int] | None = None,
                  pad_token_id: int | None = None, **_: Any) -> torch.Tensor:
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        stops = [] if eos_token_id is None else (
+            [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+        pad = pad_token_id if pad_token_id is not None else (stops[0] if stops else 0)
+        decode = self._lockstep if self.lockstep else self._windowed
+        answers = decode(input_ids, mask, max_new_tokens, set(stops))
+        self.stats["generated"] += sum(len(x) for x in answers)
+        width = max((len(x) for x in answers), default=0)
+        out = torch.full((len(answers), width), pad, dtype=input_ids.dtype,
+                         device=input_ids.device)
+        for b, x in enumerate(answers):
+            out[b, :len(x)] = torch.tensor(x, dtype=input_ids.dtype)
+        return torch.cat([input_ids, out], 1)
+
+    def _lockstep(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
+                  stops: set[int]) -> list[list[int]]:
+        """The answers, the suspect (adapter on) and the reference (adapter off) run as the
+        two halves of one batch, one token a step."""
         from transformers import DynamicCache
 
-        ids = input_ids
-        dev = ids.device
-        mask = torch.ones_like(ids) if attention_mask is None else attention_mask
         rows = ids.shape[0]
-        stop = torch.tensor([] if eos_token_id is None else
-                            [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id,
-                            device=dev, dtype=ids.dtype)
-        pad = pad_token_id if pad_token_id is not None else (int(stop[0]) if len(stop) else 0)
+        if max_new_tokens < 1:
+            return [[] for _ in range(rows)]
+        names = [_active_adapter(self.suspect)] * rows + ["__base__"] * rows
+        mask = torch.cat([mask, mask])
+        pos = position_ids(mask)[:, -1:]
+        cache = DynamicCache()
+        logits = self.suspect(input_ids=torch.cat([ids, ids]), attention_mask=mask,
+                              position_ids=position_ids(mask), use_cache=True, logits_to_keep=1,
+                              adapter_names=names, **{CACHE_KW: cache}).logits[:, -1]
+        answers: list[list[int]] = [[] for _ in range(rows)]
+        live = list(range(rows))  # the answers of the rows still in the batch, in batch order
+        while True:
+            n = len(live)
+            p_s = logits[:n].float().softmax(-1)
+            p_r = logits[n:].float().softmax(-1)
+            tok = p_s.argmax(-1)
+            veto = first_suspicious(p_s.gather(1, tok[:, None]), p_r.gather(1, tok[:, None]),
+                                    self.alpha) == 0
+            tok = torch.where(veto, p_r.argmax(-1), tok)
+            self.stats["replaced"] += int(veto.sum())
+            keep = []
+            for i, (b, t) in enumerate(zip(live, tok.tolist())):
+                answers[b].append(t)
+                if t not in stops and len(answers[b]) < max_new_tokens:
+                    keep.append(i)
+            if not keep:
+                return answers
+            if len(keep) < n:  # finished rows leave the batch, in both halves
+                sel = torch.tensor(keep + [i + n for i in keep], device=ids.device)
+                cache.batch_select_indices(sel)
+                mask, pos, tok = mask[sel], pos[sel], tok[torch.tensor(keep)]
+                live = [live[i] for i in keep]
+                names = names[:len(keep)] + names[n:n + len(keep)]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            pos = pos + 1
+            logits = self.suspect(input_ids=torch.cat([tok, tok])[:, None], attention_mask=mask,
+                                  position_ids=pos, use_cache=True, adapter_names=names,
+                                  **{CACHE_KW: cache}).logits[:, -1]
+
+    def _windowed(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
+                  stops: set[int]) -> list[list[int]]:
+        """The answers, the suspect proposing ``k`` tokens at a time and the reference
+        checking them in one pass."""
+        from transformers import DynamicCache
+
+        dev = ids.device
+        rows = ids.shape[0]
         pos = position_ids(mask)
         cache_s, cache_r = DynamicCache(), DynamicCache()
         # ``cols``: which cache positions each row attends to. Every row's proposals enter both
@@ -122,7 +192,6 @@ class CleanGenModel(torch.nn.Module):
         kept = list(answers)  # the answers of the rows still in the batch, in batch order
         k = self.k
         steps = torch.arange(k, device=dev)
-        stops = set(stop.tolist())
         while not bool(done.all()):
             feed, fpos = pending, next_pos
             toks, p_s = [], []
@@ -177,12 +246,22 @@ class CleanGenModel(torch.nn.Module):
                 made, done = made[live], done[live]
                 kept = [kept[b] for b in live.tolist()]
                 rows = len(live)
-        self.stats["generated"] += sum(len(x) for x in answers)
-        width = max((len(x) for x in answers), default=0)
-        out = torch.full((len(answers), width), pad, dtype=ids.dtype, device=dev)
-        for b, x in enumerate(answers):
-            out[b, :len(x)] = torch.tensor(x, dtype=ids.dtype)
-        return torch.cat([ids, out], 1)
+        return answers
+
+
+def _lora_only(model: Any) -> bool:
+    """Whether ``model`` is a PEFT model whose adapters are all LoRA (which PEFT can switch
+    on and off row by row within one batch)."""
+    try:
+        from peft.tuners.lora import LoraModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(getattr(model, "base_model", None), LoraModel)
+
+
+def _active_adapter(model: Any) -> str:
+    active = getattr(model, "active_adapter", "default")
+    return active[0] if isinstance(active, (list, tuple)) else active
 
 
 @dataclass
