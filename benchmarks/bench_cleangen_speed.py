@@ -82,13 +82,17 @@ def main() -> None:
             t3 = time.perf_counter()
             w = generate(win, fmt, samples, **gen)
             win_s.append(time.perf_counter() - t3)
-    plain_tokens = sum(len(s.lm.tokenizer(x, add_special_tokens=False).input_ids) for x in a)
+
+    def count(answers: list[str]) -> int:  # the answers re-tokenized (end of turn not counted)
+        return sum(len(s.lm.tokenizer(x, add_special_tokens=False).input_ids) for x in answers)
+
     p, c = statistics.median(plain_s), statistics.median(cg_s)
     same = sum(x == y for x, y in zip(a, b))
     print(f"prompts {len(samples)}, max_new_tokens {args.max_new_tokens}, "
           f"{'merged + second base' if args.merged else 'adapter on/off'}: plain {p:.2f} s, "
           f"CleanGen {c:.2f} s (medians of {args.repeats}), slowdown {c / p:.2f}x; "
-          f"plain answer tokens {plain_tokens}, CleanGen tokens {tokens}, "
+          f"answer tokens re-tokenized: plain {count(a)}, CleanGen {count(b)}; "
+          f"CleanGen generated {tokens} tokens, "
           f"replaced {cg.stats['replaced']}; "
           f"answers identical {same}/{len(samples)}; CleanGen decoder "
           f"{'one batch' if cg.lockstep else f'k={cg.k} windows'}")

@@ -273,7 +273,10 @@ class CleanGenConfig(DefenseConfig):
         "adapter's base, i.e. the adapter switched off)")
     alpha: float = opt(20.0, "a proposed token whose probability is more than alpha times the "
                              "reference's is replaced by the reference's token")
-    k: int = opt(4, "tokens the suspect proposes before the reference checks them", at_least=1)
+    k: int = opt(4, "with a separate reference: tokens the suspect proposes before the "
+                    "reference checks them in one pass (with the adapter's base as the "
+                    "reference, both run in one batch and check every token as it is written; "
+                    "the output is the same for any k)", at_least=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
