@@ -116,6 +116,30 @@ def test_cleangen_in_one_batch_writes_what_the_k_token_windows_write(tiny_lora, 
     for out, stats in outs[1:]:
         assert torch.equal(out, outs[0][0]) and stats == outs[0][1]
     assert CleanGenModel(tiny_lora, reference=tiny_lora.get_base_model()).lockstep is False
+    # where PEFT cannot mix the adapter on and off in one batch (training mode, a merged
+    # adapter, DoRA), the windows decode instead, to the same output
+    try:
+        tiny_lora.train()
+        assert torch.equal(one.generate(ids, mask, max_new_tokens=12, pad_token_id=0,
+                                        eos_token_id=stop), outs[0][0])
+    finally:
+        tiny_lora.eval()
+
+
+def test_cleangen_on_a_dora_adapter_uses_the_windows():
+    from peft import LoraConfig, get_peft_model
+
+    from backdoorlab.testing import tiny_model
+
+    torch.manual_seed(0)
+    m = get_peft_model(tiny_model("llama", vocab_size=300),
+                       LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True,
+                                  init_lora_weights=False)).eval()
+    ids = torch.randint(3, 300, (2, 5))
+    dec = CleanGenModel(m, alpha=1.5)
+    assert dec.lockstep is False
+    out = dec.generate(ids, torch.ones_like(ids), max_new_tokens=6, pad_token_id=0)
+    assert out.shape == (2, 11)
 
 
 def test_cleangen_without_an_adapter_needs_a_reference(tiny_models):

@@ -109,7 +109,8 @@ class CleanGenModel(torch.nn.Module):
         stops = [] if eos_token_id is None else (
             [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
         pad = pad_token_id if pad_token_id is not None else (stops[0] if stops else 0)
-        decode = self._lockstep if self.lockstep else self._windowed
+        one_batch = self.lockstep and not self.suspect.training and not _merged(self.suspect)
+        decode = self._lockstep if one_batch else self._windowed
         answers = decode(input_ids, mask, max_new_tokens, set(stops))
         self.stats["generated"] += sum(len(x) for x in answers)
         width = max((len(x) for x in answers), default=0)
@@ -250,13 +251,25 @@ class CleanGenModel(torch.nn.Module):
 
 
 def _lora_only(model: Any) -> bool:
-    """Whether ``model`` is a PEFT model whose adapters are all LoRA (which PEFT can switch
-    on and off row by row within one batch)."""
+    """Whether ``model`` is a PEFT model whose adapters are all plain LoRA, which PEFT can
+    switch on and off row by row within one batch (not DoRA). PEFT also needs the model in
+    eval mode and no adapter merged into the weights: :meth:`CleanGenModel.generate` checks
+    those as it starts."""
     try:
-        from peft.tuners.lora import LoraModel
+        from peft.tuners.lora import LoraLayer, LoraModel
     except ImportError:  # pragma: no cover - peft is a dependency
         return False
-    return isinstance(getattr(model, "base_model", None), LoraModel)
+    if not isinstance(getattr(model, "base_model", None), LoraModel):
+        return False
+    return not any(any(m.use_dora.values()) for m in model.modules()
+                   if isinstance(m, LoraLayer))
+
+
+def _merged(model: Any) -> bool:
+    """Whether an adapter of ``model`` is merged into its weights."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return any(m.merged for m in model.modules() if isinstance(m, BaseTunerLayer))
 
 
 def _active_adapter(model: Any) -> str:
