@@ -157,7 +157,7 @@ class CleanGenModel(torch.nn.Module):
             if len(keep) < n:  # finished rows leave the batch, in both halves
                 sel = torch.tensor(keep + [i + n for i in keep], device=ids.device)
                 cache.batch_select_indices(sel)
-                mask, pos, tok = mask[sel], pos[sel], tok[torch.tensor(keep)]
+                mask, pos, tok = mask[sel], pos[sel], tok[sel[:len(keep)]]
                 live = [live[i] for i in keep]
                 names = names[:len(keep)] + names[n:n + len(keep)]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
