@@ -365,8 +365,10 @@ def run_cleangen(cfg: CleanGenConfig, out: str | Path, *, trust_remote_code: boo
         cost = decoding_cost(suspect.model, decoder, ev, cfg.eval_limit or 40) \
             if cfg.evaluate else {}
         ref = cfg.reference or "the adapter's base model"
+        checked = ("each token checked as it is written, in one batch with the suspect"
+                   if decoder.lockstep else f"checked every {cfg.k} tokens")
         what = (f"CleanGen decoding: {ref} replaces any token the suspect finds more than "
-                f"{cfg.alpha:g} times likelier (checked every {cfg.k} tokens)")
+                f"{cfg.alpha:g} times likelier ({checked})")
         return {"model": decoder, "artifact": "decoding", "what": what, **cost}
 
     return run_defense("cleangen", cfg, out, repair=repair, prepare=prepare,
