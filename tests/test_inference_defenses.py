@@ -259,6 +259,10 @@ def test_cleangen_and_quantize_end_to_end(tiny_dir, tiny_adapter, tmp_path):
                 "generated_perplexity_plain", "generated_perplexity_cleangen",
                 "replaced_share_clean"):
         assert key in m, key
+    if m["decode_tokens_plain"] and m["decode_tokens_cleangen"]:  # the same seconds per token
+        assert m["decode_slowdown_per_token"] == pytest.approx(
+            m["decode_slowdown"] * m["decode_tokens_plain"] / m["decode_tokens_cleangen"],
+            rel=0.01)
     # scoring is the suspect's own: CleanGen changes generated text only
     assert m["mcq_accuracy_after"] == m["mcq_accuracy_before"]
     assert m["clean_perplexity_after"] == pytest.approx(m["clean_perplexity_before"])

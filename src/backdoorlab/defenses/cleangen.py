@@ -319,7 +319,11 @@ def decoding_cost(plain: Any, cleangen: CleanGenModel, ev: AttackEval, limit: in
                   ) -> dict[str, Any]:
     """Plain and CleanGen decoding of the same clean prompts: seconds, the slowdown, the
     perplexity of each one's answers under the reference, and the share of CleanGen's
-    generated tokens that were the reference's."""
+    generated tokens that were the reference's.
+
+    CleanGen's answers can be longer than the suspect's (it vetoes an end of turn the
+    reference finds unlikely), so beside the time to answer the same prompts the slowdown per
+    answer token is given (each decoder's answers re-tokenized, end of turn not counted)."""
     if ev.suite is None:
         return {}
     recs = ev.suite.target_records[:limit]
@@ -336,6 +340,12 @@ def decoding_cost(plain: Any, cleangen: CleanGenModel, ev: AttackEval, limit: in
                            "decode_slowdown": round((t2 - t1) / max(t1 - t0, 1e-9), 3),
                            "replaced_share_clean": round(cleangen.stats["replaced"]
                                                          / max(cleangen.stats["generated"], 1), 4)}
+    tok = ev.fmt.tokenizer
+    n_a, n_b = (sum(len(tok(x, add_special_tokens=False).input_ids) for x in answers)
+                for answers in (a, b))
+    out.update(decode_tokens_plain=n_a, decode_tokens_cleangen=n_b)
+    if n_a and n_b:
+        out["decode_slowdown_per_token"] = round((t2 - t1) / n_b / max((t1 - t0) / n_a, 1e-9), 3)
     with cleangen._reference() as ref:
         for name, answers in (("plain", a), ("cleangen", b)):
             scored = [ev.fmt.sample(r, response=x) for r, x in zip(recs, answers) if x]
