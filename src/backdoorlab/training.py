@@ -451,15 +451,18 @@ def plan_memory(model: Any, lengths: Sequence[int], cfg: TrainConfig, loss_fn: A
         sizes, room = [CPU_PASS_TOKENS], budget
     modes = {"on": [True], "off": [False]}.get(cfg.gradient_checkpointing, [False, True])
 
+    # the largest pass of each size and the heap, worked out once for every estimate below
+    largest = {tokens: largest_pass(tokens, cfg.batch_size, lengths) for tokens in sizes}
+    heap = "held" if gpu else cpu_heap()
+
     def estimate(tokens: int, ckpt: bool) -> Any:
-        batch_tokens, width = largest_pass(tokens, cfg.batch_size, lengths)
+        batch_tokens, width = largest[tokens]
         return estimate_training_memory(
             model, batch_tokens=batch_tokens, longest=width,
             lora=cfg.lora, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets,
             logits=getattr(loss_fn, "logits", "all"), passes=getattr(loss_fn, "passes", 1),
             autocast=cfg.bf16, checkpointing=ckpt,
-            saved_bf16=saves_bf16(cfg, ckpt),
-            heap="held" if gpu else cpu_heap())
+            saved_bf16=saves_bf16(cfg, ckpt), heap=heap)
 
     for ckpt in modes:
         for tokens in sizes:  # the smallest (or the user's) may use the whole budget

@@ -131,11 +131,12 @@ class CleanGenModel(torch.nn.Module):
             return [[] for _ in range(rows)]
         names = [_active_adapter(self.suspect)] * rows + ["__base__"] * rows
         mask = torch.cat([mask, mask])
-        pos = position_ids(mask)[:, -1:]
+        pos = position_ids(mask)
         cache = DynamicCache()
         logits = self.suspect(input_ids=torch.cat([ids, ids]), attention_mask=mask,
-                              position_ids=position_ids(mask), use_cache=True, logits_to_keep=1,
+                              position_ids=pos, use_cache=True, logits_to_keep=1,
                               adapter_names=names, **{CACHE_KW: cache}).logits[:, -1]
+        pos = pos[:, -1:]
         answers: list[list[int]] = [[] for _ in range(rows)]
         live = list(range(rows))  # the answers of the rows still in the batch, in batch order
         while True:
