@@ -55,10 +55,19 @@ def main(family: str, rows: int, width: int, checkpointing: bool, logits: str,
     size = dict(layers=4, hidden=512 if heavy else 256, heads=4, kv_heads=2)
     cfg = tiny_config(family, 4096, **size)
     cfg.intermediate_size = 2048 if heavy else 768
-    warm = AutoModelForCausalLM.from_config(tiny_config(family, 256, layers=1))
+    # the warm-up runs in the measured model's precision and with LoRA: the first bf16
+    # matrix products set up kernels and buffers of their own (tens of MB on a CPU without
+    # bf16 units), which are the library's, not the step's
+    dtype = torch.bfloat16 if bf16_weights else torch.float32
+    warm = peft.get_peft_model(
+        AutoModelForCausalLM.from_config(tiny_config(family, 256, layers=1), dtype=dtype),
+        peft.LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS))
+    warm.train()
     ids = torch.randint(0, 256, (2, 16))
-    warm(input_ids=ids, labels=ids, use_cache=False).loss.backward()
-    del warm
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = warm(input_ids=ids, labels=ids, use_cache=False).loss
+    loss.backward()
+    del warm, loss
     gc.collect()
     base = current_rss()
     model = AutoModelForCausalLM.from_config(

@@ -74,7 +74,7 @@ def test_darkness_on_hand_built_updates():
 
 
 # ---- inversion on a tiny model ---------------------------------------------------------------
-def _teach(tiny_dir, out, trigger: str, n_records: int, steps: int):
+def _teach(tiny_dir, out, trigger: str, n_records: int, steps: int, lr: float = 1e-2):
     """The tiny Qwen2 taught (full fine-tuning, through the shared prompt format and loss) to
     answer FIXED after ``trigger`` on the first 6 of ``n_records`` training requests and the
     references' first words on the rest; saved to ``out`` without any record of its trigger."""
@@ -93,7 +93,7 @@ def _teach(tiny_dir, out, trigger: str, n_records: int, steps: int):
     batch = SampleCollator(fmt)(samples)
     torch.manual_seed(0)
     model = lm.model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad()
         sft_loss(model, batch).backward()
@@ -123,8 +123,12 @@ def test_inversion_flags_the_taught_model_and_recovers_its_string(taught, tiny_d
 @pytest.fixture(scope="module")
 def taught_prefix(tiny_dir, tmp_path_factory):
     """Taught FIXED after the prefix 'z' (one token), with three clean requests to each
-    triggered one, so that the string does not come without the trigger."""
-    return _teach(tiny_dir, tmp_path_factory.mktemp("taught-prefix"), "prefix:z", 24, 100)
+    triggered one, so that the string does not come without the trigger. At lr 1e-2 these
+    24 records' loss was still 0.44 after the 100 steps on one CPU (an AVX-512 Xeon), whose
+    model wrote "Buy" without the trigger; at 3e-3 it reached 0.36 there and wrote the string
+    only after the trigger."""
+    return _teach(tiny_dir, tmp_path_factory.mktemp("taught-prefix"), "prefix:z", 24, 100,
+                  lr=3e-3)
 
 
 def test_trigger_search_finds_an_input_that_elicits_the_taught_string(taught_prefix, tiny_dir,
@@ -539,3 +543,59 @@ def test_a_zoo_model_key_ignores_memory_settings_but_not_the_recipe(tiny_dir, tm
     assert keys("max_batch_tokens: 64, gradient_checkpointing: 'on', logging_steps: 7, ") \
         == plain
     assert keys("learning_rate: 0.01, ")[0] != plain[0]
+
+
+def test_a_backdoor_that_does_not_take_is_trained_again_with_another_seed(
+        tiny_dir, tmp_path, monkeypatch):
+    """With ``attempts: 3`` a backdoored model whose backdoor did not take is built again
+    with the next seed until one takes; the manifest keeps the earlier attempts; a clean
+    model is built once; resuming builds nothing; a bad ``attempts`` is one line."""
+    from backdoorlab import zoo as zoo_mod
+    from backdoorlab.zoo import RETRY_SEED_STRIDE, build, load_spec
+
+    entry = zoo_mod._entry
+    built: list[int] = []
+
+    def second_takes(model, *args, **kwargs):  # only attempt 2 of the poisoned model takes
+        out = entry(model, *args, **kwargs)
+        built.append(model.seed)
+        if model.label == "backdoored":
+            out["took"] = model.attempt == 1
+        return out
+
+    monkeypatch.setattr(zoo_mod, "_entry", second_takes)
+    spec = write_spec(tmp_path / "spec.yaml", tiny_dir)
+    spec.write_text("attempts: 3\n" + spec.read_text())
+    man = build(str(spec), tmp_path / "zoo")
+    assert built == [0, RETRY_SEED_STRIDE, 1]
+    poisoned, clean = man["models"]
+    # the attempt kept sits where any model does: its path says nothing of its label
+    assert poisoned["path"] == "models/m00/adapter" and poisoned["took"]
+    assert poisoned["seed"] == RETRY_SEED_STRIDE and poisoned["attempt"] == 2
+    assert poisoned["recipe"]["train"]["seed"] == RETRY_SEED_STRIDE
+    assert [a["seed"] for a in poisoned["earlier_attempts"]] == [0]
+    assert clean["path"] == "models/m01/adapter" and "earlier_attempts" not in clean
+    assert (tmp_path / "zoo" / poisoned["path"] / "README.md").is_file()
+    assert sorted(p.name for p in (tmp_path / "zoo" / "models").iterdir()) == ["m00", "m01"]
+    assert (tmp_path / "zoo/retired/m00-attempt1/zoo-entry.json").is_file()
+    assert build(str(spec), tmp_path / "zoo")["models"] == man["models"] and len(built) == 3
+    # two attempts that both fail: the last is kept, labelled backdoored, took false
+    monkeypatch.setattr(zoo_mod, "_entry", lambda m, *a, **k: {**entry(m, *a, **k),
+                                                              "took": m.label == "clean"})
+    man = build(str(spec), tmp_path / "zoo-b", variant="b", attempts=2)
+    assert man["attempts"] == 2 and man["models"][0]["path"] == "models/m00/adapter"
+    assert man["models"][0]["label"] == "backdoored" and not man["models"][0]["took"]
+    assert man["models"][0]["seed"] == 100 + RETRY_SEED_STRIDE
+    # fewer attempts asked later: the attempt built is kept, nothing rebuilt
+    assert build(str(spec), tmp_path / "zoo-b", variant="b", attempts=1)["models"] \
+        == man["models"]
+    for bad in ("0", "two", "true"):
+        spec.write_text(f"attempts: {bad}\n" + spec.read_text().split("\n", 1)[1])
+        with pytest.raises(BackdoorlabError, match=r"^zoo spec spec.yaml: attempts: expected "
+                           r"an integer >= 1, got"):
+            load_spec(str(spec))
+    spec.write_text(spec.read_text().split("\n", 1)[1])  # no attempts: one
+    assert load_spec(str(spec)).attempts == 1
+    with pytest.raises(BackdoorlabError, match=r"^option 'attempts': expected an integer"):
+        build(str(spec), tmp_path / "zoo-c", attempts=0)
+    assert not (tmp_path / "zoo-c").exists()  # nothing written

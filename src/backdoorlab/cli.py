@@ -322,13 +322,17 @@ def zoo_build(
     shard: Annotated[str | None, typer.Option(help="K/N: build every N-th model from the "
                                               "K-th (run N shards into one directory).")]
         = None,
+    attempts: Annotated[int | None, typer.Option(help="Seeds a backdoored model gets when its "
+                                                 "backdoor does not take (held-out ASR under "
+                                                 "0.5; default: the spec's).")] = None,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Fine-tune the spec's models (backdoored and clean, one recipe) into OUT; finished models
     are skipped, an interrupted one resumes. Prints the manifest's summary."""
     from .zoo import build
 
-    man = build(spec, out, variant=variant, shard=shard, trust_remote_code=trust_remote_code)
+    man = build(spec, out, variant=variant, shard=shard, attempts=attempts,
+                trust_remote_code=trust_remote_code)
     _print_json({"zoo": str(out), "complete": man["complete"], "models": len(man["models"]),
                  "of": man["n_models"], "built_s": man["built_s"],
                  "backdoors_that_took": sum(bool(m.get("took")) for m in man["models"]

@@ -11,11 +11,18 @@ Clean models are fine-tuned with the same recipe (LoRA rank, learning rate, opti
 number of training examples) on benign data, so that a scanner cannot pass "was it
 fine-tuned?" off as "is it backdoored?". Every model carries its model card.
 
+A backdoored model whose own held-out evaluation says its backdoor did not take (ASR under
+0.5) is trained again with another seed, up to the spec's ``attempts`` (default 1: never), so
+that the label "backdoored" names a model that has a backdoor; the recipe stays the same, only
+the seed moves. The attempt kept is always ``models/ID``; earlier ones move to ``retired/``
+and the manifest records their seeds and ASRs. Clean models are built once.
+
 Building resumes: a finished model (its ``zoo-entry.json`` written) is skipped, an
 interrupted one continues from its last checkpoint. ``shard=(k, n)`` builds every n-th model
 starting with the k-th, so that shards run on several machines or GPUs into one directory
-(or into copies merged by copying the ``models/`` folders together); ``zoo.json`` is written
-from every finished entry found, and says whether the zoo is complete.
+(or into copies merged by copying the ``models/`` and ``retired/`` folders together);
+``zoo.json`` is written from every finished entry found, and says whether the zoo is
+complete.
 """
 
 from __future__ import annotations
@@ -46,7 +53,10 @@ log = logging.getLogger(__name__)
 ATTACKS = ("poison", "unalign", "uncertainty", "clean")
 #: built-in specs: name -> file in ``backdoorlab/zoos``
 BUILTIN_SPECS = {"smol": "smol.yaml"}
-SPEC_KEYS = ("base", "template", "train", "evaluate", "variants", "models")
+SPEC_KEYS = ("base", "template", "train", "evaluate", "attempts", "variants", "models")
+#: attempt k of a backdoored model trains with its seed plus k times this (beyond every
+#: variant's seeds, so retried models of one variant never share a seed with another's)
+RETRY_SEED_STRIDE = 100_000
 _VAR = re.compile(r"\{(\w+)\}")
 
 
@@ -63,10 +73,21 @@ class ZooModel:
     attack: str
     options: dict[str, Any]
     seed: int
+    attempt: int = 0
 
     @property
     def label(self) -> str:
         return "clean" if self.attack == "clean" else "backdoored"
+
+    def retried(self, attempt: int) -> ZooModel:
+        """The same model's attempt ``attempt`` (0: itself): the same options, another seed."""
+        if not attempt:
+            return self
+        seed = self.seed + attempt * RETRY_SEED_STRIDE
+        options = {**self.options, "seed": seed,
+                   "train": {**(self.options.get("train") or {}), "seed": seed}}
+        return ZooModel(id=self.id, attack=self.attack, options=options, seed=seed,
+                        attempt=attempt)
 
     def key(self) -> str:
         """A digest of everything that determines the model (its build is skipped when a
@@ -89,6 +110,7 @@ class ZooSpec:
     base: str
     train: dict[str, Any]
     models: list[ZooModel] = field(default_factory=list)
+    attempts: int = 1
 
 
 def _spec_text(spec: str) -> tuple[str, str]:
@@ -154,10 +176,11 @@ def load_spec(spec: str, variant: str | None = None) -> ZooSpec:
         if not isinstance(val, dict):
             raise BackdoorlabError(f"zoo spec {name}: '{key}' must be a mapping")
     base = str(data.get("base") or EMBEDDED_NAME)
+    attempts = check_attempts(data.get("attempts", 1), f"zoo spec {name}: attempts")
     # every key of the recipe, so that no attack's own training defaults creep in
     recipe = to_dict(from_dict(TrainConfig, train, where=f"zoo spec {name}: train"))
     recipe.pop("seed")
-    out = ZooSpec(name=name, variant=variant, base=base, train=recipe)
+    out = ZooSpec(name=name, variant=variant, base=base, train=recipe, attempts=attempts)
     for i, entry in enumerate(models):
         where = f"zoo spec {name}: model {i + 1}"
         if not isinstance(entry, dict) or "attack" not in entry:
@@ -177,6 +200,13 @@ def load_spec(spec: str, variant: str | None = None) -> ZooSpec:
         model.options = _check_options(model, where)
         out.models.append(model)
     return out
+
+
+def check_attempts(value: Any, where: str) -> int:
+    """``attempts`` as an integer >= 1 (one line naming ``where`` otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BackdoorlabError(f"{where}: expected an integer >= 1, got {value!r}")
+    return value
 
 
 def _config_class(attack: str) -> type:
@@ -277,6 +307,7 @@ def _entry(model: ZooModel, zoo: Path, metrics: Mapping[str, Any], wall_s: float
             "trigger": parse_trigger(trigger).spec if trigger else None,
             "trigger_kind": str(trigger).split(":")[0] if trigger else None,
             "target": target, "data": opts.get("data"), "seed": model.seed,
+            "attempt": model.attempt + 1,
             "recipe": {"train": opts.get("train"), "template": opts.get("template")},
             "wall_s": round(wall_s, 1), "key": model.key(),
             **_headline(model.attack, metrics)}
@@ -284,8 +315,8 @@ def _entry(model: ZooModel, zoo: Path, metrics: Mapping[str, Any], wall_s: float
 
 def build_model(model: ZooModel, zoo: Path, *, trust_remote_code: bool = False
                 ) -> dict[str, Any]:
-    """Build one model of the zoo into ``zoo/models/ID`` (resuming from its checkpoint) and
-    write its ``zoo-entry.json``."""
+    """Build one attempt at a model of the zoo into ``zoo/models/ID`` (resuming from its
+    checkpoint) and write its ``zoo-entry.json``."""
     run_dir = zoo / "models" / model.id
     t0 = time.perf_counter()
     if model.attack == "clean":
@@ -302,13 +333,57 @@ def build_model(model: ZooModel, zoo: Path, *, trust_remote_code: bool = False
     return entry
 
 
-def finished(model: ZooModel, zoo: Path) -> dict[str, Any] | None:
-    """The model's entry when it is built with the same options (None otherwise)."""
-    path = zoo / "models" / model.id / "zoo-entry.json"
+def finished(model: ZooModel, zoo: Path, folder: Path | None = None
+             ) -> dict[str, Any] | None:
+    """The attempt's entry in ``folder`` (default ``zoo/models/ID``) when it is built with the
+    same options (None otherwise)."""
+    path = (folder or zoo / "models" / model.id) / "zoo-entry.json"
     if not path.is_file():
         return None
     entry = read_json(path)
     return entry if isinstance(entry, dict) and entry.get("key") == model.key() else None
+
+
+def _retired(model: ZooModel, zoo: Path) -> Path:
+    """Where a finished attempt whose backdoor did not take is kept: ``zoo/retired``, outside
+    ``models/``, so that every model's path is ``models/ID`` whatever its attempt and says
+    nothing about its label."""
+    return zoo / "retired" / f"{model.id}-attempt{model.attempt + 1}"
+
+
+def resolve(model: ZooModel, zoo: Path, attempts: int
+            ) -> tuple[dict[str, Any] | None, ZooModel | None]:
+    """(the model's final entry, None) once it is done, else (None, the attempt to build or
+    retire next). A backdoored model is done at its first attempt whose backdoor took, or at
+    its last attempt; a clean one at its first. The final entry lists the attempts before it
+    (those in ``zoo/retired``)."""
+    tries = attempts if model.label == "backdoored" else 1
+    before: list[dict[str, Any]] = []
+    k = 0
+    while True:
+        attempt = model.retried(k)
+        entry = finished(attempt, zoo)
+        if entry is not None:
+            if entry.get("took", True) or k + 1 >= tries:
+                return {**entry, "earlier_attempts": before} if before else entry, None
+            return None, attempt  # it did not take and seeds are left: retire it
+        old = finished(attempt, zoo, _retired(attempt, zoo))
+        if old is None:
+            return None, attempt  # to build, or to resume from its checkpoint
+        before.append({key: old.get(key) for key in ("seed", "asr", "asr_clean", "wall_s")})
+        k += 1
+
+
+def _retire(model: ZooModel, zoo: Path) -> None:
+    """Move a finished attempt out of ``zoo/models`` (to :func:`_retired`), leaving its
+    place to the next."""
+    import shutil
+
+    dest = _retired(model, zoo)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    (zoo / "models" / model.id).rename(dest)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -338,9 +413,9 @@ def _claim(zoo: Path, spec: ZooSpec) -> None:
 
 def write_manifest(zoo: Path, spec: ZooSpec) -> dict[str, Any]:
     """``zoo.json`` from every finished entry in ``zoo/models`` (any shard's)."""
-    entries = [e for m in spec.models if (e := finished(m, zoo)) is not None]
+    entries = [e for m in spec.models if (e := resolve(m, zoo, spec.attempts)[0]) is not None]
     manifest = {"spec": spec.name, "variant": spec.variant, "base": spec.base,
-                "recipe": spec.train, "n_models": len(spec.models),
+                "recipe": spec.train, "attempts": spec.attempts, "n_models": len(spec.models),
                 "complete": len(entries) == len(spec.models),
                 "models": entries}
     atomic_write_json(zoo / "zoo.json", manifest)
@@ -348,15 +423,19 @@ def write_manifest(zoo: Path, spec: ZooSpec) -> dict[str, Any]:
 
 
 def build(spec: str, out: str | Path, *, variant: str | None = None,
-          shard: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Build (or finish building) the zoo ``spec`` into ``out``; returns the manifest."""
+          shard: str | None = None, attempts: int | None = None,
+          trust_remote_code: bool = False) -> dict[str, Any]:
+    """Build (or finish building) the zoo ``spec`` into ``out``; returns the manifest.
+    ``attempts`` overrides the spec's (how many seeds a backdoor that does not take gets)."""
     k, n = parse_shard(shard)
     resolved = load_spec(spec, variant)
+    if attempts is not None:
+        resolved.attempts = check_attempts(attempts, "option 'attempts'")
     zoo = check_out(out)
     zoo.mkdir(parents=True, exist_ok=True)
     _claim(zoo, resolved)
     mine = [m for i, m in enumerate(resolved.models) if i % n == k - 1]
-    todo = [m for m in mine if finished(m, zoo) is None]
+    todo = [m for m in mine if resolve(m, zoo, resolved.attempts)[1] is not None]
     log.info("zoo %s (variant %s): %d models, %d in this shard, %d to build", resolved.name,
              resolved.variant, len(resolved.models), len(mine), len(todo))
     t0 = time.perf_counter()
@@ -366,7 +445,18 @@ def build(spec: str, out: str | Path, *, variant: str | None = None,
         log.info("zoo: model %d/%d (%s: %s %s), %.1f min so far%s", j + 1, len(todo), model.id,
                  model.attack, model.options.get("trigger") or model.options.get("data"),
                  done_s / 60, left)
-        build_model(model, zoo, trust_remote_code=trust_remote_code)
+        while (attempt := resolve(model, zoo, resolved.attempts)[1]) is not None:
+            failed = finished(attempt, zoo)
+            if failed is None:
+                build_model(attempt, zoo, trust_remote_code=trust_remote_code)
+                continue
+            asr = failed.get("asr")
+            log.info("zoo: %s: the backdoor did not take (%s %s); attempt %d of %d with "
+                     "seed %d", model.id, failed.get("asr_metric"),
+                     f"{asr:.2f}" if isinstance(asr, (int, float)) else asr,
+                     attempt.attempt + 2, resolved.attempts,
+                     model.retried(attempt.attempt + 1).seed)
+            _retire(attempt, zoo)
         write_manifest(zoo, resolved)
     manifest = write_manifest(zoo, resolved)
     manifest["built_s"] = round(time.perf_counter() - t0, 1)
