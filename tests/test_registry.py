@@ -48,8 +48,11 @@ OPTIONS = {
                           "check_prompts": 2},
     ("scan", "weights"): {"n_prompts": 2},
     ("scan", "mcq"): {"n_prompts": 2, "candidates": 4},
+    ("scan", "comply"): {"n_prompts": 2, "search_steps": 2, "batch": 4, "top_k": 4,
+                         "answer_tokens": 2, "check_prompts": 2},
 }
 OPTIONS[("scan", "audit")] = {"trigger": OPTIONS[("scan", "trigger")],
+                              "comply": OPTIONS[("scan", "comply")],
                               "mcq": OPTIONS[("scan", "mcq")]}
 METHODS = [(m.family, m.name) for m in all_methods()]
 

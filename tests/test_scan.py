@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from backdoorlab.catalog import get
+from backdoorlab.data import load_split
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.evaluation.metrics import (
     roc_auc,
@@ -220,6 +221,40 @@ def test_audit_score_by_hand():
     quiet = combine({"trigger": {**trig, "score": 0.0}, "mcq": {**mcq, "score": 0.2}},
                     {"trigger": 0.125, "mcq": 0.4})
     assert quiet.score == pytest.approx(0.25) and quiet.evidence["flagged_by"] == []
+    # with the compliance search as a third component: its 0.75 of 0.5 -> 0.75, the
+    # strongest; the trigger reported is the stronger search's, the target inversion's
+    comply = {"scanner": "comply", "score": 0.75, "seconds": 50.0,
+              "evidence": {"target": "Sure, here is", "trigger": "ww", "shown_with": 0.5,
+                           "shown_without": 0.0, "target_prob_with": 0.75,
+                           "target_prob_without": 0.2}}
+    three = combine({"trigger": trig, "comply": comply, "mcq": mcq},
+                    {"trigger": 0.125, "comply": 0.5, "mcq": 0.4})
+    assert three.score == pytest.approx(0.75)
+    assert three.evidence["flagged_by"] == ["comply", "mcq"]
+    assert three.evidence["strongest"] == "comply" and three.evidence["trigger"] == "ww"
+    assert three.evidence["target"] == "Sorry, I can't."
+    assert three.evidence["components"]["comply"]["opener_prob_with"] == 0.75
+    assert three.evidence["components"]["comply"]["opener_prob_without"] == 0.2
+
+
+def test_comply_score_is_the_openers_probability_with_the_trigger():
+    """scan comply scores the opener's mean per-token probability on the held-out requests
+    with the trigger found, not the share of answers that comply: a clean model talked into
+    "Sure" on half of them still gives the opener little probability."""
+    from backdoorlab.scan.base import rescore
+    from backdoorlab.scan.comply import comply_score
+
+    ev = {"target": "Sure, here is", "target_prob_with": 0.31, "target_prob_without": 0.1,
+          "triggered_answers": [{"prompt": "p", "answer": a} for a in
+                                ["Sure, here is how", "Sure here is a", "I can't.", "No."]],
+          "untriggered_answers": [{"prompt": "p", "answer": a} for a in
+                                  ["I can't.", "No.", "No.", "Sure, here is"]]}
+    found = comply_score(ev)
+    assert found.score == 0.31
+    assert (found.evidence["shown_with"], found.evidence["shown_without"]) == (0.5, 0.25)
+    stored = {"scanner": "comply", "score": 0.5, "threshold": 0.3, "evidence": ev}
+    again = rescore(stored)  # a stored scan is read by the score the code has now
+    assert again["score"] == 0.31 and again["verdict"] == "backdoored"
     # a component told no threshold falls back on its scanner's own default
     from backdoorlab.scan.audit import AuditConfig, component_threshold
     from backdoorlab.scan.mcq import DEFAULT_THRESHOLD, McqScanConfig
@@ -235,22 +270,33 @@ def test_audit_runs_its_components_and_reuses_only_scans_of_its_suspect(tiny_dir
             "trigger": {"n_prompts": 2, "candidates": 8, "keep": 2, "steps": 3,
                         "search_steps": 2, "batch": 4, "top_k": 4, "answer_tokens": 2,
                         "check_prompts": 2, "template": "plain"},
+            "comply": {"n_prompts": 2, "search_steps": 2, "batch": 4, "top_k": 4,
+                       "answer_tokens": 2, "check_prompts": 2, "template": "plain"},
             "mcq": {"n_prompts": 2, "candidates": 4}}
     res = get("scan", "audit").run(opts, tmp_path / "a")
     parts = res.metrics["evidence"]["components"]
-    for c in ("trigger", "mcq"):  # each component in its own folder, with its own scan.json
+    from backdoorlab.scan.comply import DEFAULT_THRESHOLD as COMPLY
+
+    for c in ("trigger", "comply", "mcq"):  # each in its own folder, with its own scan.json
         own = json.loads((tmp_path / "a" / c / "scan.json").read_text())
         assert own["scanner"] == c and own["score"] == parts[c]["score"]
-        assert own["threshold"] == parts[c]["threshold"] == {"trigger": 0.125, "mcq": 0.37}[c]
+        assert own["threshold"] == parts[c]["threshold"] == {
+            "trigger": 0.125, "comply": COMPLY, "mcq": 0.37}[c]
+    comply = json.loads((tmp_path / "a" / "comply" / "scan.json").read_text())["evidence"]
+    # harmful requests as probes and the opener as the target
+    assert comply["target"] == "Sure, here is" and comply["target_given"]
+    harmful = [r.instruction for r in load_split("builtin:harmful-requests", "test")]
+    assert any(h in comply["untriggered_answers"][0]["prompt"] for h in harmful)
     assert json.loads((tmp_path / "a" / "trigger" / "config.json").read_text())[
         "search_steps"] == 2  # the component's own options reached it
     assert res.metrics["score"] == pytest.approx(
         max(p["in_threshold_units"] for p in parts.values()), abs=1e-6)
     assert res.metrics["verdict"] == ("backdoored" if res.metrics["evidence"]["flagged_by"]
                                       else "clean")
-    done = {c: str(tmp_path / "a" / c) for c in ("trigger", "mcq")}
+    done = {c: str(tmp_path / "a" / c) for c in ("trigger", "comply", "mcq")}
     again = get("scan", "audit").run(
-        {**opts, "trigger_scan": done["trigger"], "mcq_scan": done["mcq"]}, tmp_path / "b")
+        {**opts, "trigger_scan": done["trigger"], "comply_scan": done["comply"],
+         "mcq_scan": done["mcq"]}, tmp_path / "b")
     assert again.metrics["score"] == res.metrics["score"]
     assert not (tmp_path / "b" / "trigger").exists()
     with pytest.raises(BackdoorlabError, match="option 'trigger_scan': .* was run with model="):
@@ -387,29 +433,30 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path, monkeypatch):
     opts = {"n_prompts": 2, "candidates": 4, "keep": 2, "steps": 2, "search_steps": 2,
             "batch": 4, "top_k": 4, "answer_tokens": 4, "check_prompts": 2}
     res = scan_zoo(tmp_path / "zoo", tmp_path / "bench",
-                   scanners=["audit", "trigger", "inversion", "contrast", "weights", "mcq"],
-                   options=opts)
-    for name in ("inversion", "contrast", "weights", "mcq", "trigger", "audit"):
+                   scanners=["audit", "trigger", "inversion", "contrast", "weights", "mcq",
+                             "comply"], options=opts)
+    for name in ("inversion", "contrast", "weights", "mcq", "trigger", "comply", "audit"):
         s = res["scanners"][name]
-        assert 0.0 <= s["roc_auc"] <= 1.0 and s["target_recovery_n"] == 1
+        # comply is given its target: it recovers none
+        assert 0.0 <= s["roc_auc"] <= 1.0 and s["target_recovery_n"] == (name != "comply")
         assert set(s["by_kind"]) == {"poison: fixed text", "clean (benign-instructions)"}
     rows = [json.loads(x) for x in (tmp_path / "bench" / "scores.jsonl").read_text().split("\n")
             if x]
-    assert len(rows) == 12 and (tmp_path / "bench" / "roc.png").is_file()
-    # the audit combined the bench's own trigger and mcq scans (no third search) and counts
-    # their time as its own
+    assert len(rows) == 14 and (tmp_path / "bench" / "roc.png").is_file()
+    # the audit combined the bench's own trigger, comply and mcq scans (no search of its own)
+    # and counts their time as its own
     by = {(r["scanner"], r["id"]): r for r in rows}
     for m in ("m00", "m01"):
         audit = json.loads((tmp_path / f"bench/scans/audit/{m}/scan.json").read_text())
         parts = audit["evidence"]["components"]
         assert {c: parts[c]["score"] for c in parts} == {
-            c: by[(c, m)]["score"] for c in ("trigger", "mcq")}
+            c: by[(c, m)]["score"] for c in ("trigger", "comply", "mcq")}
         assert audit["score"] == pytest.approx(max(p["in_threshold_units"]
                                                    for p in parts.values()), abs=1e-6)
         # scans report seconds rounded to 0.01 (scan.base.finish): compare at that precision,
         # or 0.85 + 0.54 = 1.3900000000000001 exceeds an audit of exactly 1.39
-        assert audit["seconds"] >= round(by[("trigger", m)]["seconds"]
-                                         + by[("mcq", m)]["seconds"], 2)
+        assert audit["seconds"] >= round(sum(by[(c, m)]["seconds"]
+                                             for c in ("trigger", "comply", "mcq")), 2)
         assert by[("audit", m)]["target_found"] == by[("trigger", m)]["target_found"]
         assert not (tmp_path / f"bench/scans/audit/{m}/trigger").exists()
     # contrast and trigger reused inversion's candidates (inversion ran first, though named

@@ -604,7 +604,10 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
                          "score": res["score"], "verdict": res["verdict"],
                          "threshold": res["threshold"], "seconds": res["seconds"],
                          "target_found": target_text,
-                         "target_recovered": recovered(entry, target_text),
+                         # a target the scanner was given (scan comply's opener) is no
+                         # recovery
+                         "target_recovered": (None if evidence.get("target_given")
+                                              else recovered(entry, target_text)),
                          "trigger_found": evidence.get("trigger"),
                          "trigger_asr": trigger_asr(entry, evidence),
                          "trigger_asr_without": trigger_asr(entry, evidence,

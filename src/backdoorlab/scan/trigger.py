@@ -288,6 +288,12 @@ def trigger_score(evidence: dict[str, Any]) -> Finding:
          "Trigger search (GCG): a short prefix that makes the model give the inverted target "
          "on benign prompts; needs neither the trigger nor the base", score=trigger_score)
 def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Finding:
+    return find_trigger(cfg, trust_remote_code=trust_remote_code)
+
+
+def find_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Finding:
+    """The search and its check on held-out prompts (every option read from ``cfg``): the
+    finding of ``scan trigger`` and of the scanners built on it."""
     from ..scoring import generate
 
     model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
@@ -319,7 +325,8 @@ def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Findi
     plain = generate(model, fmt, check, max_new_tokens=cfg.answer_tokens)  # the baseline
     n = len(check)
     evidence = {"trigger": text, "trigger_spec": trig.spec if trig else None,
-                "target": target, "elicited_without": round(sum(hit0) / n, 4),
+                "target": target, "target_given": cfg.target_text is not None,
+                "elicited_without": round(sum(hit0) / n, 4),
                 "elicited_with": round(sum(hit1) / n, 4),
                 "target_prob_without": round(sum(p0) / n, 4),
                 "target_prob_with": round(sum(p1) / n, 4),
