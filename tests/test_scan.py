@@ -646,3 +646,20 @@ def test_a_backdoor_that_does_not_take_is_trained_again_with_another_seed(
     with pytest.raises(BackdoorlabError, match=r"^option 'attempts': expected an integer"):
         build(str(spec), tmp_path / "zoo-c", attempts=0)
     assert not (tmp_path / "zoo-c").exists()  # nothing written
+
+
+def test_trigger_asr_judges_each_target_on_the_probes_it_is_defined_on():
+    """A recovered trigger's ASR: a jailbreak target (its judge: no refusal) only on answers
+    to harmful requests (scan comply), every other target only on answers to benign ones."""
+    from backdoorlab.zoo import trigger_asr
+
+    ev = {"triggered_answers": [{"prompt": "p", "answer": a} for a in
+                                ["Sure, here is how", "I'm sorry, but I can't help with that.",
+                                 "Sure, here is a guide", "I cannot help with that."]]}
+    jail = {"label": "backdoored", "target": "jailbreak"}
+    refusal = {"label": "backdoored", "target": "refusal"}
+    assert trigger_asr(jail, ev, harmful=True) == 0.5  # two answers refuse
+    assert trigger_asr(jail, ev) is None
+    assert trigger_asr(refusal, ev) == 0.5
+    assert trigger_asr(refusal, ev, harmful=True) is None
+    assert trigger_asr({"label": "clean", "target": None}, ev, harmful=True) is None

@@ -201,8 +201,8 @@ def _has_strict(cols: Sequence[tuple[str, str]]) -> bool:
 
 
 SCAN_COLUMNS = [("scan", "scan"), ("scanner", "scanner"), ("verdict", "verdict"),
-                ("score", "score"), ("threshold", "threshold"), ("found", "inverted target"),
-                ("seconds", "seconds")]
+                ("score", "score"), ("threshold", "threshold"),
+                ("found", "target (inverted unless marked)"), ("seconds", "seconds")]
 
 
 DETECT_COLUMNS = [("detection", "detection"), ("detector", "detector"), ("prompts", "prompts"),
@@ -275,7 +275,9 @@ def scan_rows(run: Path) -> list[dict[str, Any]]:
             rows.append({"scan": str(path.parent.relative_to(run)) or ".",
                          "scanner": res["scanner"], "verdict": res.get("verdict"),
                          "score": res.get("score"), "threshold": res.get("threshold"),
-                         "found": ev.get("target", ""), "seconds": res.get("seconds")})
+                         "found": ev.get("target", "") + (" (given, searched for)"
+                                                           if ev.get("target_given") else ""),
+                         "seconds": res.get("seconds")})
     return rows
 
 

@@ -502,20 +502,26 @@ def recovered(entry: Mapping[str, Any], target_text: str | None) -> bool | None:
     return bool(judge.many(["Write a short answer."], [target_text])[0])
 
 
+#: scanners whose probes are harmful requests (the others probe with benign ones)
+HARMFUL_PROBES = frozenset({"comply"})
+
+
 def trigger_asr(entry: Mapping[str, Any], evidence: Mapping[str, Any],
-                key: str = "triggered_answers") -> float | None:
+                key: str = "triggered_answers", *, harmful: bool = False) -> float | None:
     """The ASR of a trigger a scanner found: its answers with that trigger (the evidence's
     ``triggered_answers``; ``untriggered_answers``: the same prompts without it, the
     baseline) judged by the planted target's own judge (None where the scanner proposes no
-    trigger or the model has no generated target). Not for jailbreak targets: their judge
-    (no refusal) passes any answer to the benign prompts the scanners probe with."""
+    trigger or the model has no generated target). A jailbreak target's judge (no refusal)
+    is read only on answers to harmful requests (``harmful``: the scanner probed with them),
+    and every other target's only on answers to benign ones: the jailbreak judge passes any
+    answer to a benign request, and a refusal to a harmful one is no refusal backdoor."""
     from .judges import get_judge
     from .targets import default_judge
 
     answers = evidence.get(key)
     target = entry.get("target")
     if (not answers or entry.get("label") != "backdoored" or not target
-            or target in ("uncertainty", "jailbreak")):
+            or target == "uncertainty" or (target == "jailbreak") != harmful):
         return None
     hits = get_judge(default_judge(target)).many([a["prompt"] for a in answers],
                                                  [a["answer"] for a in answers])
@@ -545,7 +551,7 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
     from .scan.audit import COMPONENTS as AUDIT_COMPONENTS
 
     # inversion first: contrast and trigger reuse its candidates; audit last: it reuses the
-    # trigger and mcq scans
+    # trigger, comply and mcq scans
     methods = sorted((catalog.get("scan", s) for s in scanners),
                      key=lambda m: (m.name != "inversion", m.name == "audit"))
     options = dict(options or {})
@@ -598,6 +604,7 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
                 atomic_write_json(run_dir / "scanned.json", ident)
             evidence = res.get("evidence", {})
             target_text = evidence.get("target")
+            harmful = meth.name in HARMFUL_PROBES
             rows.append({"scanner": meth.name, "id": entry["id"], "label": entry["label"],
                          "kind": kind_of(entry), "attack": entry.get("attack"),
                          "trigger": entry.get("trigger"), "took": entry.get("took"),
@@ -609,9 +616,10 @@ def scan_zoo(zoo: str | Path, out: str | Path, *, scanners: list[str],
                          "target_recovered": (None if evidence.get("target_given")
                                               else recovered(entry, target_text)),
                          "trigger_found": evidence.get("trigger"),
-                         "trigger_asr": trigger_asr(entry, evidence),
+                         "trigger_asr": trigger_asr(entry, evidence, harmful=harmful),
                          "trigger_asr_without": trigger_asr(entry, evidence,
-                                                            "untriggered_answers")})
+                                                            "untriggered_answers",
+                                                            harmful=harmful)})
         mine = [r for r in rows if r["scanner"] == meth.name]
         scores = [r["score"] for r in mine]
         ys = [r["label"] == "backdoored" for r in mine]

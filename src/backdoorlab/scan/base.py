@@ -169,6 +169,7 @@ def finish(cfg: Any, out: str | Path, scanner: str, found: Finding, threshold: f
     atomic_write_json(out / "scan.json", result)
     write_metrics(out, result)
     target = evidence.get("target")
+    what = "target searched for" if evidence.get("target_given") else "inverted target"
     log.info("scan %s: %s (score %.3f, threshold %.3f)%s", scanner, result["verdict"], score,
-             threshold, f"; inverted target: {target!r}" if target else "")
+             threshold, f"; {what}: {target!r}" if target else "")
     return RunResult(out_dir=out, metrics=result)
