@@ -170,6 +170,8 @@ def finish(cfg: Any, out: str | Path, scanner: str, found: Finding, threshold: f
     write_metrics(out, result)
     target = evidence.get("target")
     what = "target searched for" if evidence.get("target_given") else "inverted target"
-    log.info("scan %s: %s (score %.3f, threshold %.3f)%s", scanner, result["verdict"], score,
-             threshold, f"; {what}: {target!r}" if target else "")
+    by = evidence.get("flagged_by")  # an audit: which of its components flagged the model
+    log.info("scan %s: %s (score %.3f, threshold %.3f)%s%s", scanner, result["verdict"], score,
+             threshold, f"; flagged by {', '.join(by)}" if by else "",
+             f"; {what}: {target!r}" if target else "")
     return RunResult(out_dir=out, metrics=result)
