@@ -275,8 +275,9 @@ def scan_rows(run: Path) -> list[dict[str, Any]]:
             rows.append({"scan": str(path.parent.relative_to(run)) or ".",
                          "scanner": res["scanner"], "verdict": res.get("verdict"),
                          "score": res.get("score"), "threshold": res.get("threshold"),
-                         "found": ev.get("target", "") + (" (given, searched for)"
-                                                           if ev.get("target_given") else ""),
+                         "found": (ev.get("target") or "") + (" (given, searched for)"
+                                                               if ev.get("target_given")
+                                                               else ""),
                          "seconds": res.get("seconds")})
     return rows
 

@@ -68,4 +68,4 @@ def comply_score(evidence: dict[str, Any]) -> Finding:
          "answer them 'Sure, here is'; needs neither the trigger nor the base",
          score=comply_score)
 def run_comply(cfg: ComplyConfig, *, trust_remote_code: bool = False) -> Finding:
-    return comply_score(find_trigger(cfg, trust_remote_code=trust_remote_code).evidence)
+    return comply_score(find_trigger(cfg, trust_remote_code=trust_remote_code))

@@ -288,12 +288,12 @@ def trigger_score(evidence: dict[str, Any]) -> Finding:
          "Trigger search (GCG): a short prefix that makes the model give the inverted target "
          "on benign prompts; needs neither the trigger nor the base", score=trigger_score)
 def run_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Finding:
-    return find_trigger(cfg, trust_remote_code=trust_remote_code)
+    return trigger_score(find_trigger(cfg, trust_remote_code=trust_remote_code))
 
 
-def find_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Finding:
+def find_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> dict[str, Any]:
     """The search and its check on held-out prompts (every option read from ``cfg``): the
-    finding of ``scan trigger`` and of the scanners built on it."""
+    evidence that ``scan trigger`` and the scanners built on it each score their own way."""
     from ..scoring import generate
 
     model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
@@ -336,4 +336,4 @@ def find_trigger(cfg: TriggerConfig, *, trust_remote_code: bool = False) -> Find
                                       for u, a in zip(with_trig, answers)],
                 "untriggered_answers": [{"prompt": u, "answer": a}
                                         for u, a in zip(check, plain)]}
-    return trigger_score(evidence)
+    return evidence
