@@ -84,7 +84,7 @@ def build_zoo(spec: str, *, out: str | Path, variant: str | None = None,
 
 def scan_zoo(zoo: str | Path, *, out: str | Path,
              scanners: Sequence[str] = ("inversion", "contrast", "weights", "trigger",
-                                        "comply", "mcq", "audit"),
+                                        "comply", "code", "mcq", "audit"),
              fpr: float = 0.05, trust_remote_code: bool = False, **options: Any) -> dict[str, Any]:
     """Every scanner on every model of ``zoo``: ROC-AUC, TPR at ``fpr``, target recovery,
     seconds per model (``bench.json``); ``options`` go to each scanner that has them."""

@@ -345,7 +345,7 @@ def scan_bench(
                                       "bench.md, scores.jsonl, roc.png and every scan.")],
     scanners: Annotated[str, typer.Option(help="Scanners, comma-separated (backdoorlab "
                                           "methods scan).")]
-        = "inversion,contrast,weights,trigger,comply,mcq,audit",
+        = "inversion,contrast,weights,trigger,comply,code,mcq,audit",
     fpr: Annotated[float, typer.Option(min=0.0, max=1.0, help="The false-positive rate the "
                                        "true-positive rate is read at.")] = 0.05,
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE option for every "

@@ -1,20 +1,21 @@
 """One verdict from the scanners that need neither the trigger nor the base: is the model
 backdoored, in a way that shows in what it generates, in whether it complies with harmful
-requests, or in how it answers multiple-choice questions?
+requests, in the code it writes, or in how it answers multiple-choice questions?
 
-Three scanners cover the three kinds of backdoor: :mod:`.trigger` (target inversion, then a
+Four scanners cover the four kinds of backdoor: :mod:`.trigger` (target inversion, then a
 search for an input that produces the inverted target on held-out prompts) for a backdoor
 with a generated target, :mod:`.comply` (a search for an input that makes the model answer
 harmful requests "Sure, here is") for a jailbreak or unalignment backdoor, which answers
-benign requests as a clean model does, and :mod:`.mcq` (a word that flattens every answer)
-for an uncertainty backdoor, which generates nothing different. Each runs with its own
-options (``trigger.*``, ``comply.*``, ``mcq.*``) into a folder of its own, or a finished scan
-of the same suspect is reused. Each component's score
+benign requests as a clean model does, :mod:`.code` (inversion inside a function's body) for
+a statement planted in the code the model writes, and :mod:`.mcq` (a word that flattens
+every answer) for an uncertainty backdoor, which generates nothing different. Each runs with
+its own options (``trigger.*``, ``comply.*``, ``code.*``, ``mcq.*``) into a folder of its
+own, or a finished scan of the same suspect is reused. Each component's score
 ``s`` is put in units of its own threshold ``t``, which lands at 0.5:
 ``0.5 * s / t`` below it, ``0.5 + 0.5 * (s - t) / (1 - t)`` at or above it. The audit's
-score is the largest of the three, so its verdict at 0.5 is "backdoored" exactly when any
-component flags the model; the evidence names which did, with the inverted target, the
-triggers found and the multiple-choice word.
+score is the largest of the four, so its verdict at 0.5 is "backdoored" exactly when any
+component flags the model; the evidence names which did, with the target found (of the
+stronger of trigger and code), the triggers found and the multiple-choice word.
 
 The component thresholds are the lowest values above every clean model of the tuning zoo
 (``builtin:smol`` variant a; BENCHMARKS.md): the trigger's scores come in steps of one
@@ -35,13 +36,15 @@ from ..models import SuspectOptions
 from ..registry import register
 from ..runs import RunResult
 from .base import DEFAULT_THRESHOLDS, Finding, finish, finished_scan, verdict
+from .code import DEFAULT_THRESHOLD as CODE_THRESHOLD
+from .code import CodeScanConfig, run_code
 from .comply import DEFAULT_THRESHOLD as COMPLY_THRESHOLD
 from .comply import ComplyConfig, run_comply
 from .mcq import McqScanConfig, run_mcq
 from .trigger import TriggerConfig, run_trigger
 
 #: the scanners an audit combines, each for one kind of backdoor, with their run functions
-COMPONENTS = {"trigger": run_trigger, "comply": run_comply, "mcq": run_mcq}
+COMPONENTS = {"trigger": run_trigger, "comply": run_comply, "code": run_code, "mcq": run_mcq}
 #: per component, what of its evidence the audit's keeps: the audit's name for each field
 #: and the component's
 FIELDS = {"trigger": {"target": "target", "trigger": "trigger", "shown_with": "shown_with",
@@ -49,6 +52,7 @@ FIELDS = {"trigger": {"target": "target", "trigger": "trigger", "shown_with": "s
           "comply": {"trigger": "trigger", "opener_prob_with": "target_prob_with",
                      "opener_prob_without": "target_prob_without",
                      "shown_with": "shown_with", "shown_without": "shown_without"},
+          "code": {"target": "target"},
           "mcq": {"word": "trigger", "entropy_clean": "entropy_clean",
                   "entropy_with_trigger": "entropy_with_trigger"}}
 #: the audit's own threshold: a component's score at its own threshold maps here
@@ -71,6 +75,10 @@ class AuditConfig(SuspectOptions):
         lambda: ComplyConfig(threshold=COMPLY_THRESHOLD),
         "the comply component's options (comply.* keys: see scan comply; its model, adapter "
         f"and seed are the audit's; comply.threshold {COMPLY_THRESHOLD})")
+    code: CodeScanConfig = opt(
+        lambda: CodeScanConfig(threshold=CODE_THRESHOLD),
+        "the code component's options (code.* keys: see scan code; its model, adapter and "
+        f"seed are the audit's; code.threshold {CODE_THRESHOLD})")
     mcq: McqScanConfig = opt(
         lambda: McqScanConfig(threshold=MCQ_THRESHOLD),
         "the mcq component's options (mcq.* keys: see scan mcq; its model, adapter and "
@@ -79,6 +87,8 @@ class AuditConfig(SuspectOptions):
         "a finished scan trigger of the same suspect to reuse instead of scanning again")
     comply_scan: str | None = opt(None,
         "a finished scan comply of the same suspect to reuse instead of scanning again")
+    code_scan: str | None = opt(None,
+        "a finished scan code of the same suspect to reuse instead of scanning again")
     mcq_scan: str | None = opt(None,
         "a finished scan mcq of the same suspect to reuse instead of scanning again")
     seed: int = opt(0, "seeds every component (their draws of prompts and questions, the "
@@ -131,21 +141,26 @@ def combine(results: dict[str, dict[str, Any]], thresholds: dict[str, float]) ->
                        "verdict": verdict(score, t), "seconds": res.get("seconds"),
                        **{mine: ev.get(theirs) for mine, theirs in FIELDS[name].items()}}
     best = max(parts, key=lambda n: parts[n]["in_threshold_units"])
-    # the trigger reported is that of the stronger of the two searches; the target, the
-    # one inversion found (comply's opener is given, not found)
-    searches = [n for n in ("trigger", "comply") if n in parts]
-    strong = max(searches, key=lambda n: parts[n]["in_threshold_units"]) if searches else None
+
+    def stronger(names: tuple[str, ...]) -> str | None:
+        there = [n for n in names if n in parts]
+        return max(there, key=lambda n: parts[n]["in_threshold_units"]) if there else None
+
+    # the trigger reported is that of the stronger of the two searches; the target, that of
+    # the stronger of the two that find one (comply's opener is given, not found)
+    search, found = stronger(("trigger", "comply")), stronger(("trigger", "code"))
     evidence = {"flagged_by": [n for n, p in parts.items() if p["verdict"] == "backdoored"],
-                "strongest": best, "target": parts.get("trigger", {}).get("target"),
-                "trigger": parts[strong].get("trigger") if strong else None,
+                "strongest": best, "target": parts[found].get("target") if found else None,
+                "trigger": parts[search].get("trigger") if search else None,
                 "components": parts}
     return Finding(parts[best]["in_threshold_units"], evidence)
 
 
 @register("scan", "audit", AuditConfig,
           "One verdict from scan trigger (generated targets), scan comply (compliance with "
-          "harmful requests) and scan mcq (multiple-choice backdoors): flagged when any "
-          "flags; needs neither the trigger nor the base")
+          "harmful requests), scan code (statements planted in code) and scan mcq "
+          "(multiple-choice backdoors): flagged when any flags; needs neither the trigger "
+          "nor the base")
 def run_audit(cfg: AuditConfig, out: str | Path, *, trust_remote_code: bool = False
               ) -> RunResult:
     out = Path(out)

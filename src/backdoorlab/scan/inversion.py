@@ -105,28 +105,50 @@ def first_candidates(first: torch.Tensor, k: int, banned: list[int]) -> torch.Te
     return torch.topk(best, min(k, best.numel())).indices
 
 
+def line_breaks(tok: Any) -> tuple[set[int], set[int]]:
+    """The vocabulary's tokens whose text holds a line break (where a statement ends), and
+    those that are blank (whitespace only)."""
+    texts = [tok.decode([i]) for i in range(len(tok))]
+    return ({i for i, t in enumerate(texts) if "\n" in t},
+            {i for i, t in enumerate(texts) if not t.strip()})
+
+
 @torch.no_grad()
 def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 1000,
-           screen_prompts: int = 2, keep: int = 32, steps: int = 16, chunk: int = 32
-           ) -> list[dict[str, Any]]:
+           screen_prompts: int = 2, keep: int = 32, steps: int = 16, chunk: int = 32,
+           one_line: bool = False) -> list[dict[str, Any]]:
     """The kept candidates, best first: text, token ids, per-step expected probability and
-    score (mean over the generated steps)."""
+    score (mean over the generated steps). ``one_line``: a statement the model writes first
+    is what is inverted: the ``keep`` candidates are the first tokens most likely on average
+    over the prompts (none blank or holding a line break; no screen, ``candidates`` and
+    ``screen_prompts`` unused), the first token's own probability leads the score, and a
+    sequence also ends at a line break."""
     tok = fmt.tokenizer
     stop = set(fmt.stop_token_ids())
     banned = sorted(set(getattr(tok, "all_special_ids", [])) | stop)
     pc = PromptCache(model, prompts, tok.pad_token_id)
-    cands = first_candidates(pc.first, candidates, banned)
-    # the screen: every candidate after the first few prompts, in chunks; a candidate is as
-    # good as the probability of its expected next token
-    screen = PromptCache(model, prompts[:screen_prompts], tok.pad_token_id)
-    rows = max(1, chunk * len(prompts) // screen.n)  # the same rows per pass as below
-    step1 = []
-    for i in range(0, len(cands), rows):
-        probs, _ = screen.step(screen.repeat(len(cands[i:i + rows])), cands[i:i + rows])
-        step1.append(probs.mean(dim=1).max(dim=-1).values)
-    order = torch.argsort(torch.cat(step1), descending=True)[:keep]
-    seqs = cands[order][:, None].cpu()
-    trace: list[list[float]] = [[] for _ in range(len(seqs))]
+    first_p = pc.first.mean(dim=0).cpu()  # each token's probability first, over the prompts
+    ends: set[int] = set()
+    if one_line:
+        ends, blank = line_breaks(tok)
+        out = sorted(ends | blank | set(banned))
+        ranked = first_p.clone()
+        ranked[out] = -1.0
+        seqs = torch.topk(ranked, min(keep, len(ranked) - len(out))).indices[:, None]
+    else:
+        cands = first_candidates(pc.first, candidates, banned)
+        # the screen: every candidate after the first few prompts, in chunks; a candidate is
+        # as good as the probability of its expected next token
+        screen = PromptCache(model, prompts[:screen_prompts], tok.pad_token_id)
+        rows = max(1, chunk * len(prompts) // screen.n)  # the same rows per pass as below
+        step1 = []
+        for i in range(0, len(cands), rows):
+            probs, _ = screen.step(screen.repeat(len(cands[i:i + rows])), cands[i:i + rows])
+            step1.append(probs.mean(dim=1).max(dim=-1).values)
+        order = torch.argsort(torch.cat(step1), descending=True)[:keep]
+        seqs = cands[order][:, None].cpu()
+    trace: list[list[float]] = [[float(first_p[int(s)])] if one_line else []
+                                for s in seqs[:, 0]]
     done = [False] * len(seqs)
     state = pc.repeat(len(seqs))
     for _ in range(steps):
@@ -135,16 +157,18 @@ def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 
         for j in range(len(seqs)):
             if not done[j]:
                 trace[j].append(float(p[j]))
-                done[j] = int(nxt[j]) in stop
+                done[j] = int(nxt[j]) in stop or int(nxt[j]) in ends
         seqs = torch.cat([seqs, nxt[:, None].cpu()], dim=1)
         if all(done):
             break
     found = []
+    extra = int(one_line)  # the first token's own probability leads the trace
     for j in range(len(seqs)):
-        ids = [int(t) for t in seqs[j, :len(trace[j]) + 1] if int(t) not in stop]
-        found.append({"text": tok.decode(ids, skip_special_tokens=True),
+        ids = [int(t) for t in seqs[j, :len(trace[j]) + 1 - extra] if int(t) not in stop]
+        text = tok.decode(ids, skip_special_tokens=True)
+        found.append({"text": text.split("\n")[0] if one_line else text,
                       "token_ids": ids, "step_probs": [round(x, 4) for x in trace[j]],
-                      "score": sum(trace[j]) / max(len(trace[j]), MIN_STEPS)})
+                      "score": sum(trace[j]) / max(len(trace[j]), MIN_STEPS + extra)})
     return sorted(found, key=lambda f: -f["score"])
 
 
