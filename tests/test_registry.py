@@ -50,9 +50,11 @@ OPTIONS = {
     ("scan", "mcq"): {"n_prompts": 2, "candidates": 4},
     ("scan", "comply"): {"n_prompts": 2, "search_steps": 2, "batch": 4, "top_k": 4,
                          "answer_tokens": 2, "check_prompts": 2},
+    ("scan", "code"): {"n_prompts": 2, "keep": 2, "steps": 3},
 }
 OPTIONS[("scan", "audit")] = {"trigger": OPTIONS[("scan", "trigger")],
                               "comply": OPTIONS[("scan", "comply")],
+                              "code": OPTIONS[("scan", "code")],
                               "mcq": OPTIONS[("scan", "mcq")]}
 METHODS = [(m.family, m.name) for m in all_methods()]
 

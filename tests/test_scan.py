@@ -561,6 +561,20 @@ def test_scan_bench_on_a_tiny_zoo(tiny_dir, tmp_path, monkeypatch):
     assert res2["scanners"]["trigger"]["by_kind"] == res["scanners"]["trigger"]["by_kind"]
     assert json.loads((stored / "scan.json").read_text()) == scan
     assert json.loads((stored / "metrics.json").read_text())["score"] == scan["score"]
+    # a scan run at its scanner's default threshold is judged at the default the scanner has
+    # now (a stored verdict at an older default is not read)
+    from backdoorlab.scan.base import DEFAULT_THRESHOLDS
+
+    inv = tmp_path / "bench/scans/inversion/m00"
+    old = json.loads((inv / "scan.json").read_text())
+    (inv / "scan.json").write_text(json.dumps({**old, "threshold": -1.0,
+                                               "verdict": "backdoored"}))
+    scan_zoo(tmp_path / "zoo", tmp_path / "bench", scanners=["inversion"],
+             options={k: opts[k] for k in ("n_prompts", "candidates", "keep", "steps")})
+    row = json.loads((tmp_path / "bench/scores.jsonl").read_text().split("\n")[0])
+    assert row["id"] == "m00" and row["threshold"] == DEFAULT_THRESHOLDS["inversion"]
+    assert row["verdict"] == old["verdict"]
+    assert json.loads((inv / "scan.json").read_text())["verdict"] == old["verdict"]
     # a second bench reuses every scan, the zoo named by another path; a rebuilt model
     # (another key) is scanned again
     def stamps() -> dict[str, int]:

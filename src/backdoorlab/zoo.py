@@ -672,15 +672,19 @@ def _fields_of(config: type) -> set[str]:
 
 def _cached_scan(run_dir: Path, ident: Mapping[str, Any]) -> dict[str, Any] | None:
     """The scan in ``run_dir`` when it was made of the same model build with the same
-    options (``scanned.json``), scored by its scanner's current score, else None."""
+    options (``scanned.json``), scored by its scanner's current score and judged at its
+    current default threshold where it was run with the default, else None."""
     done, used = run_dir / "scan.json", run_dir / "scanned.json"
     if done.is_file() and used.is_file() and read_json(used) == json.loads(json.dumps(ident)):
         res = read_json(done)
         if not (isinstance(res, dict) and "score" in res):
             return None
-        from .scan.base import rescore
+        from .scan.base import DEFAULT_THRESHOLDS, rescore, verdict
 
         now = rescore(res)  # read by the score the scanner has now
+        if ident["config"].get("threshold") is None and res.get("scanner") in DEFAULT_THRESHOLDS:
+            t = DEFAULT_THRESHOLDS[res["scanner"]]  # the default it ran with may have moved
+            now = {**now, "threshold": t, "verdict": verdict(now["score"], t)}
         if now != res:
             atomic_write_json(done, now)
             metrics = run_dir / "metrics.json"  # keeps the scan's resources
