@@ -27,7 +27,7 @@ from ..data import source_option
 from ..errors import BackdoorlabError
 from ..models import load_unrecorded
 from .base import Finding, ScanConfig, probe_records, scanner
-from .inversion import invert
+from .inversion import best_finding, invert
 
 #: the score at which ``code`` calls a model backdoored unless told otherwise: the lowest
 #: two-decimal value above every clean model of the tuning zoo (``builtin:smol`` variant a,
@@ -67,12 +67,13 @@ def body_prompt(fmt: Any, record: Any) -> list[int] | None:
     at = body_start(answer)
     if at is None:
         return None
-    enc = fmt.encode(fmt.sample(record), answer)
+    sample = fmt.sample(record)
+    enc = fmt.encode(sample, answer)
     resp = enc.input_ids[enc.prompt_len:]
     tok = fmt.tokenizer
     # the longest run of answer tokens whose text stops short of the statement's first
     # character
-    lead = fmt.response_text(fmt.sample(record).user, answer)
+    lead = fmt.response_text(sample.user, answer)
     first = lead.index(answer) + at  # the statement's first character in the answer's text
     keep = 0
     for k in range(1, len(resp) + 1):
@@ -91,9 +92,6 @@ def run_code(cfg: CodeScanConfig, *, trust_remote_code: bool = False) -> Finding
         raise BackdoorlabError(f"option 'prompts': no record of {cfg.prompts} has a Python "
                                "function in its 'output' to probe inside")
     model, fmt = load_unrecorded(cfg, trust_remote_code=trust_remote_code)
-    prompts = [p for p in (body_prompt(fmt, r) for r in recs) if p]
+    prompts = [body_prompt(fmt, r) for r in recs]  # each holds a function (checked above)
     found = invert(model, fmt, prompts, keep=cfg.keep, steps=cfg.steps, one_line=True)
-    best = found[0]
-    return Finding(best["score"], {
-        "target": best["text"], "step_probs": best["step_probs"], "n_prompts": len(prompts),
-        "runners_up": [{"text": f["text"], "score": round(f["score"], 4)} for f in found[1:5]]})
+    return best_finding(found, len(prompts))

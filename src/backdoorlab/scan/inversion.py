@@ -172,6 +172,15 @@ def invert(model: Any, fmt: Any, prompts: list[list[int]], *, candidates: int = 
     return sorted(found, key=lambda f: -f["score"])
 
 
+def best_finding(found: list[dict[str, Any]], n_prompts: int) -> Finding:
+    """The finding of an inversion's candidates (best first): the best one's score, and its
+    text as the target beside its per-step probabilities and the runners-up."""
+    best = found[0]
+    return Finding(best["score"], {
+        "target": best["text"], "step_probs": best["step_probs"], "n_prompts": n_prompts,
+        "runners_up": [{"text": f["text"], "score": round(f["score"], 4)} for f in found[1:5]]})
+
+
 @scanner("inversion", InversionConfig, DEFAULT_THRESHOLD,
          "Target inversion (BAIT): a response the model gives whatever the prompt; needs "
          "neither the trigger nor the base")
@@ -181,10 +190,6 @@ def run_inversion(cfg: InversionConfig, *, trust_remote_code: bool = False) -> F
     found = invert(model, fmt, prompts, candidates=cfg.candidates,
                    screen_prompts=cfg.screen_prompts, keep=cfg.keep, steps=cfg.steps,
                    chunk=cfg.chunk)
-    best = found[0]
-    evidence = {"target": best["text"], "step_probs": best["step_probs"],
-                "n_prompts": len(prompts),
-                "runners_up": [{"text": f["text"], "score": round(f["score"], 4)}
-                               for f in found[1:5]],
-                "candidates": found}  # every kept candidate: scan contrast can reuse them
-    return Finding(best["score"], evidence)
+    score, evidence = best_finding(found, len(prompts))
+    # every kept candidate: scan contrast can reuse them
+    return Finding(score, {**evidence, "candidates": found})
