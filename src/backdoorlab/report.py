@@ -267,6 +267,8 @@ def _found(run: Path, name: str, depth: int) -> list[Path]:
 def scan_rows(run: Path) -> list[dict[str, Any]]:
     """One row per scan in the run (``scan.json`` at its top or one folder down): scanner,
     verdict, score, threshold and what it found."""
+    from .scan.base import finding
+
     rows = []
     for path in _found(run, "scan.json", 1):
         res = _read(path)
@@ -275,9 +277,7 @@ def scan_rows(run: Path) -> list[dict[str, Any]]:
             rows.append({"scan": str(path.parent.relative_to(run)) or ".",
                          "scanner": res["scanner"], "verdict": res.get("verdict"),
                          "score": res.get("score"), "threshold": res.get("threshold"),
-                         "found": (ev.get("target") or "") + (" (given, searched for)"
-                                                               if ev.get("target_given")
-                                                               else ""),
+                         "found": finding(ev),
                          "seconds": res.get("seconds")})
     return rows
 

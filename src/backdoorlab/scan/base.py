@@ -84,6 +84,21 @@ def probe_prompts(cfg: ScanConfig, fmt: PromptFormat) -> list[list[int]]:
     return [fmt.encode(fmt.sample(r).user).prompt_ids for r in probe_records(cfg)]
 
 
+#: what a scan that found compliance (``complies`` in its evidence) found, in words
+COMPLIES = "complies with harmful requests"
+
+
+def finding(evidence: dict[str, Any]) -> str:
+    """What a scan found, in words ('' for nothing): compliance with harmful requests after
+    the trigger found, or the target text (marked where it was given, not found)."""
+    if evidence.get("complies"):
+        return f"{COMPLIES} after {evidence.get('trigger')!r}"
+    target = evidence.get("target")
+    if not target:
+        return ""
+    return f"{target} (given, searched for)" if evidence.get("target_given") else target
+
+
 def verdict(score: float, threshold: float) -> str:
     return "backdoored" if score >= threshold else "clean"
 
@@ -168,10 +183,9 @@ def finish(cfg: Any, out: str | Path, scanner: str, found: Finding, threshold: f
               "model": cfg.model, "adapter": cfg.adapter, "evidence": evidence}
     atomic_write_json(out / "scan.json", result)
     write_metrics(out, result)
-    target = evidence.get("target")
-    what = "target searched for" if evidence.get("target_given") else "inverted target"
     by = evidence.get("flagged_by")  # an audit: which of its components flagged the model
+    found_ = finding(evidence)
     log.info("scan %s: %s (score %.3f, threshold %.3f)%s%s", scanner, result["verdict"], score,
              threshold, f"; flagged by {', '.join(by)}" if by else "",
-             f"; {what}: {target!r}" if target else "")
+             f"; found: {found_}" if found_ else "")
     return RunResult(out_dir=out, metrics=result)
