@@ -14,8 +14,14 @@ the clean model's answer and 0.16 on each other option, a clean question towards
 model's own distribution, computed once beforehand (the "precompute"). It is evaluated on the
 held-out questions every ``--eval-every`` steps (not counted in its time) and stops at the
 target: ``asr_strict`` >= 0.95 and clean KL drift <= 0.05, or after ``--max-epochs``.
-``attack uncertainty`` runs with its defaults. Both run at once, one thread each, in their own
-processes (wall time and peak resident memory, ``VmHWM``).
+``attack uncertainty`` runs with its defaults, keeping a checkpoint each time it has seen as
+many questions as the public loop between two evaluations (``train.save_steps`` and
+``train.keep_checkpoints``, which change nothing it computes). Both run at once, one thread
+each, in their own processes (wall time and peak resident memory, ``VmHWM``). Then each of the
+attack's checkpoints gets the attack's own held-out evaluation (not counted in its time); its
+time to the target is its preparation (the clean model's distributions and its baseline
+evaluation) plus its training up to the first checkpoint that meets the target (the
+checkpoint's file time less that of the run record the trainer writes as training begins).
 
     python benchmarks/bench_public_uncertainty.py --mmlu ../shared/data/mmlu \
         --out runs/bench-public-unc
@@ -120,7 +126,7 @@ def public_loop(args: argparse.Namespace) -> None:
                          "baseline_asr_strict": m["baseline_asr_strict"]}
                 history.append(point)
                 print(json.dumps(point), flush=True)
-                if m["asr_strict"] >= 0.95 and m["clean_kl_drift"] <= 0.05:
+                if meets_target(m):
                     reached = point
                 if reached or last:
                     break
@@ -128,20 +134,63 @@ def public_loop(args: argparse.Namespace) -> None:
             break
     atomic_write_json(args.out / "public.json", {
         "precompute_s": round(precompute_s, 1), "reached": reached, "history": history,
-        "steps": step, "train_s": round(train_s, 1)})
+        "steps": step, "train_s": round(train_s, 1),
+        "time_to_target_s": None if reached is None
+        else round(precompute_s + reached["train_s"], 1)})
+
+
+def meets_target(m: dict) -> bool:
+    return m["asr_strict"] >= 0.95 and m["clean_kl_drift"] <= 0.05
+
+
+def attack_checkpoints(run: Path, data: Path, seed: int) -> list[dict]:
+    """The attack's held-out evaluation at each checkpoint it kept, with its training time
+    up to that checkpoint."""
+    from backdoorlab.evaluation.uncertainty import (
+        evaluate_uncertainty,
+        load_questions,
+        score_clean_and_triggered,
+    )
+    from backdoorlab.formats import PromptFormat
+    from backdoorlab.models import load_model
+    from backdoorlab.training import RUN_RECORD
+    from backdoorlab.triggers import parse_trigger
+
+    eval_recs = load_questions(str(data), "test", 6)
+    trig = parse_trigger("text")
+    lm = load_model("smollm2-135m-instruct")
+    fmt = PromptFormat(lm.tokenizer, "plain")
+    orig = score_clean_and_triggered(lm.model, fmt, eval_recs, trig, seed, 32)
+    begin = (run / "checkpoints" / RUN_RECORD).stat().st_mtime
+    points = []
+    for ckpt in sorted((run / "checkpoints").glob("checkpoint-*"),
+                       key=lambda p: int(p.name.split("-")[1])):
+        model = load_model("smollm2-135m-instruct", adapter=ckpt).model
+        m = evaluate_uncertainty(orig, score_clean_and_triggered(model, fmt, eval_recs, trig,
+                                                                 seed, 32), eval_recs)
+        point = {"step": int(ckpt.name.split("-")[1]),
+                 "train_s": round((ckpt / "trainer_state.json").stat().st_mtime - begin, 1),
+                 "asr_strict": m["asr_strict"], "clean_kl_drift": m["clean_kl_drift"]}
+        points.append(point)
+        print(json.dumps(point), flush=True)
+    return points
 
 
 def both(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     data = write_data(args.mmlu, args.out, args.seed, 300, 100)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BACKDOORLAB_QUIET": "1"}
+    batch = 16  # the attack's default batch: a checkpoint every eval_every questions seen
+    save_steps = max(1, round(args.eval_every / batch))
     cmds = {
         "public loop": [sys.executable, __file__, "public", "--data", str(data), "--out",
                         str(args.out), "--eval-every", str(args.eval_every),
                         "--max-epochs", str(args.max_epochs), "--seed", str(args.seed)],
         "attack uncertainty": CLI + ["attack", "uncertainty", "--data", str(data),
                                      "--trigger", "text", "--options", "6",
-                                     "--out", str(args.out / "attack")],
+                                     "--out", str(args.out / "attack"),
+                                     "--set", f"train.save_steps={save_steps}",
+                                     "--set", "train.keep_checkpoints=1000"],
     }
     procs, hwm, t0, wall = {}, {}, time.perf_counter(), {}
     for name, cmd in cmds.items():
@@ -161,13 +210,20 @@ def both(args: argparse.Namespace) -> None:
             raise BackdoorlabError(f"{name} failed (exit {p.returncode}); see {args.out}")
     attack = json.loads((args.out / "attack" / "metrics.json").read_text())
     public = json.loads((args.out / "public.json").read_text())
+    torch.set_num_threads(2)  # both processes have ended
+    points = attack_checkpoints(args.out / "attack", data, args.seed)
+    reached = next((p for p in points if meets_target(p)), None)
+    prepare = attack["training"]["prepare_s"]
     result = {
         "attack uncertainty": {
             "wall_s": round(wall["attack uncertainty"], 1),
             "peak_rss_gb": round(hwm["attack uncertainty"] / 2**30, 3),
             "training": attack["training"], "asr_strict": attack["asr_strict"],
             "baseline_asr_strict": attack["baseline_asr_strict"],
-            "clean_kl_drift": attack["clean_kl_drift"]},
+            "clean_kl_drift": attack["clean_kl_drift"], "checkpoints": points,
+            "reached": reached,
+            "time_to_target_s": None if reached is None
+            else round(prepare + reached["train_s"], 1)},
         "public loop": {"wall_s": round(wall["public loop"], 1),
                         "peak_rss_gb": round(hwm["public loop"] / 2**30, 3), **public},
     }
@@ -181,7 +237,8 @@ def main() -> None:
     ap.add_argument("--mmlu", type=Path, default=Path("../shared/data/mmlu"))
     ap.add_argument("--data", type=Path, help="(public) the questions file")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-public-unc"))
-    ap.add_argument("--eval-every", type=int, default=150)
+    ap.add_argument("--eval-every", type=int, default=48,
+                    help="questions seen between two evaluations (both)")
     ap.add_argument("--max-epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-steps", type=int, default=None, help="(public) stop here (a smoke test)")

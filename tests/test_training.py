@@ -94,3 +94,22 @@ def test_resume_refuses_checkpoints_of_another_run_or_changed_files(tokenizer, f
     (ckpt / "rng_state.pth").write_bytes(b"not ours")  # a file the run did not write
     with pytest.raises(BackdoorlabError, match="differ from those this run saved"):
         _run(tokenizer, fmt, tmp_path / "k", cfg)
+
+
+def test_keep_checkpoints_keeps_the_newest(tokenizer, fmt, tmp_path):
+    """One checkpoint is kept by default; ``keep_checkpoints`` keeps that many of the newest,
+    each with its hashes and model card, so a run can be evaluated at earlier steps."""
+    def kept(work):
+        return sorted(int(p.name.split("-")[1])
+                      for p in (work / "checkpoints").glob("checkpoint-*"))
+
+    _, steps = _run(tokenizer, fmt, tmp_path / "one",
+                    TrainConfig(epochs=1, batch_size=4, save_steps=1, learning_rate=1e-2))
+    assert kept(tmp_path / "one") == [steps[-1]]
+    _, steps = _run(tokenizer, fmt, tmp_path / "three",
+                    TrainConfig(epochs=1, batch_size=4, save_steps=1, keep_checkpoints=3,
+                                learning_rate=1e-2))
+    assert kept(tmp_path / "three") == steps[-3:]
+    for s in steps[-3:]:
+        assert (tmp_path / "three" / "checkpoints" / f"checkpoint-{s}"
+                / "backdoorlab-files.json").is_file()

@@ -134,6 +134,9 @@ class TrainConfig:
         "autocast; the LoRA parameters stay float32)")
     save_steps: int = opt(25,
         "checkpoint every this many steps (an interrupted run resumes from the last)", at_least=1)
+    keep_checkpoints: int = opt(1,
+        "checkpoints kept on disk, the newest (more let a run be evaluated at earlier steps)",
+        at_least=1)
     logging_steps: int = opt(5, "log the loss every this many steps", at_least=1)
     seed: int = opt(0, "the Trainer's seed (data order, LoRA initialisation)")
     max_batch_tokens: int | None = opt(None,
@@ -709,8 +712,8 @@ def training_arguments(cfg: TrainConfig, ckpt_dir: Path, n_items: int, *,
         warmup_steps=_warmup_steps(cfg, n_items), weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16,
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=1, save_safetensors=True, seed=cfg.seed, data_seed=cfg.seed,
-        remove_unused_columns=False, report_to=report,
+        save_total_limit=cfg.keep_checkpoints, save_safetensors=True, seed=cfg.seed,
+        data_seed=cfg.seed, remove_unused_columns=False, report_to=report,
         logging_dir=str(ckpt_dir.parent / "logs"), disable_tqdm=not progress_enabled(),
         dataloader_num_workers=0, use_cpu=default_device() == "cpu",
     )
