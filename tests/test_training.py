@@ -113,3 +113,23 @@ def test_keep_checkpoints_keeps_the_newest(tokenizer, fmt, tmp_path):
     for s in steps[-3:]:
         assert (tmp_path / "three" / "checkpoints" / f"checkpoint-{s}"
                 / "backdoorlab-files.json").is_file()
+
+
+def test_after_bf16_training_the_model_computes_in_its_own_precision(tokenizer, fmt, tmp_path):
+    """``train.bf16`` trains under autocast, and the Trainer leaves autocast wrapped around
+    the model's forward; ``train`` removes it, so evaluations after training compute in the
+    precision of the baseline measured before it."""
+    recs = load_records("builtin:benign-instructions", split="train", limit=8)
+    samples = [fmt.sample(r, response=r.output) for r in recs]
+    res = train(tiny_model("llama", vocab_size=len(tokenizer)), samples, SampleCollator(fmt),
+                sft_loss, TrainConfig(max_steps=1, batch_size=4, bf16=True), tmp_path,
+                resume=False)
+    seen = []
+    mlp = res.model.get_base_model().model.layers[0].mlp
+    hook = mlp.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    try:
+        with torch.no_grad():
+            res.model(input_ids=torch.tensor([[1, 2, 3, 4]]))
+    finally:
+        hook.remove()
+    assert seen == [torch.float32]

@@ -630,7 +630,10 @@ def train(
     with saved_in_bf16(model) if bf16_saved else contextlib.nullcontext():
         out = trainer.train(resume_from_checkpoint=ckpt)
     wall = time.perf_counter() - t0
-    model = trainer.model
+    # under train.bf16 the Trainer leaves autocast wrapped around the model's forward
+    # (accelerate's mixed precision); without it, what runs after training (evaluations,
+    # analyses) computes in the precision it computed in before training
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     model.eval()
     memory = {"max_batch_tokens": pass_tokens,
               "gradient_checkpointing": checkpointing,
