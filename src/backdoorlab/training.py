@@ -127,7 +127,8 @@ class TrainConfig:
     lr_scheduler: str = opt("linear", "learning-rate schedule (a transformers scheduler name)")
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     bf16: bool = opt(False,
-        "train in bfloat16 autocast (fast on GPUs; slow on CPUs without bf16 units)")
+        "train in bfloat16 autocast (fast on GPUs and on CPUs with bf16 units, slow on other "
+        "CPUs; on a CPU its resident memory can exceed the estimate by half)")
     weights_dtype: str = opt("float32",
         "precision the model's weights load in for training and the evaluations around it: "
         "float32, or bfloat16 (LoRA only: half the weights' memory, and no bf16 copies under "
