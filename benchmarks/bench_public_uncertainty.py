@@ -180,8 +180,10 @@ def both(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     data = write_data(args.mmlu, args.out, args.seed, 300, 100)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BACKDOORLAB_QUIET": "1"}
-    batch = 16  # the attack's default batch: a checkpoint every eval_every questions seen
-    save_steps = max(1, round(args.eval_every / batch))
+    from backdoorlab.attacks.uncertainty import UncertaintyConfig
+
+    # a checkpoint every eval_every questions seen, at the attack's default batch
+    save_steps = max(1, round(args.eval_every / UncertaintyConfig().train.batch_size))
     cmds = {
         "public loop": [sys.executable, __file__, "public", "--data", str(data), "--out",
                         str(args.out), "--eval-every", str(args.eval_every),

@@ -98,7 +98,7 @@ def test_resume_refuses_checkpoints_of_another_run_or_changed_files(tokenizer, f
 
 def test_keep_checkpoints_keeps_the_newest(tokenizer, fmt, tmp_path):
     """One checkpoint is kept by default; ``keep_checkpoints`` keeps that many of the newest,
-    each with its hashes and model card, so a run can be evaluated at earlier steps."""
+    each with its recorded hashes, so a run can be evaluated at earlier steps."""
     def kept(work):
         return sorted(int(p.name.split("-")[1])
                       for p in (work / "checkpoints").glob("checkpoint-*"))
